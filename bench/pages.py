@@ -1,0 +1,166 @@
+"""Preferences page under load: gunicorn (2 workers, the repository's gunicorn.conf.py),
+20 concurrent clients from wrk, beside a bare Flask route rendering a static template of
+the same size under the same server settings. Prints requests per second and p95 latency.
+
+    .venv/bin/python bench/pages.py                 # needs wrk: apt-get install wrk
+    .venv/bin/python bench/pages.py --duration 30 --database-url postgresql+psycopg://...
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import free_port
+from consent import links
+from consent.config import load_settings
+from consent.db import Database
+from consent.schema import upgrade
+from tests import factories
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = """
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %.3f %.3f %d\\n", summary.requests,
+    summary.duration, latency:percentile(50) / 1000, latency:percentile(95) / 1000,
+    summary.errors.status + summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def environment(url: str, instance: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    env.update(
+        CONSENT_ENV="test",
+        CONSENT_DATABASE_URL=url,
+        CONSENT_INSTANCE_PATH=str(instance),
+        CONSENT_SECRET_KEYS="bench-secret-key-" + "s" * 40,
+        CONSENT_FIELD_KEYS=Fernet.generate_key().decode(),
+        CONSENT_HASH_KEY="h" * 44,
+        CONSENT_RUN_SCHEDULER="off",
+        CONSENT_MAIL_WAKE="off",
+        CONSENT_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def prepare(env: dict[str, str]) -> str:
+    """A parent with a typical history; returns their preferences page path."""
+    settings = load_settings(environ=env)
+    upgrade(settings)
+    db = Database(settings)
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", "workshops", email="b@example.com")
+        factories.member(session, factories.panel(session), person)
+        token = links.make_token(settings, person, "manage")
+    db.dispose()
+    return f"/manage/{token}"
+
+
+def serve(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(ROOT / "gunicorn.conf.py"),
+            "--workers",
+            "2",
+            "--bind",
+            f"127.0.0.1:{port}",
+            app,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+            return server
+        except urllib.error.HTTPError:
+            return server
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError(f"gunicorn did not start for {app}")
+
+
+def load(url: str, duration: int, script: Path) -> tuple[float, float, float, int]:
+    urllib.request.urlopen(url).read()  # noqa: S310 (loopback)
+    output = subprocess.run(
+        ["wrk", "-t2", "-c20", f"-d{duration}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+) (\d+)", output)
+    assert match, output
+    requests, micros, p50, p95, errors = match.groups()
+    return int(requests) / (int(micros) / 1e6), float(p50), float(p95), int(errors)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=20)
+    parser.add_argument("--database-url", default="")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("This benchmark needs wrk: apt-get install wrk")
+    with tempfile.TemporaryDirectory() as scratch:
+        instance = Path(scratch)
+        env = environment(args.database_url or f"sqlite:///{instance / 'pages.db'}", instance)
+        path = prepare(env)
+        script = instance / "p95.lua"
+        script.write_text(LUA)
+        port = free_port()
+        server = serve("consent.wsgi:app", port, env)
+        try:
+            page = urllib.request.urlopen(f"http://127.0.0.1:{port}{path}").read()
+            same = Path(ROOT / "bench" / "pages" / "same_size.html")
+            same.write_text("{% raw %}" + page.decode() + "{% endraw %}", encoding="utf-8")
+            real = load(f"http://127.0.0.1:{port}{path}", args.duration, script)
+        finally:
+            server.terminate()
+            server.wait()
+        bare_port = free_port()
+        bare = serve("bench.pages.bare_app:app", bare_port, env)
+        try:
+            baseline = load(f"http://127.0.0.1:{bare_port}/bare", args.duration, script)
+        finally:
+            bare.terminate()
+            bare.wait()
+    print(
+        f"page size {len(page):,} bytes; gunicorn 2 workers (gthread); wrk 20 connections, "
+        f"{args.duration} s each"
+    )
+    print(
+        f"  preferences page  {real[0]:7.0f} req/s   p50 {real[1]:6.1f} ms   "
+        f"p95 {real[2]:6.1f} ms   errors {real[3]}"
+    )
+    print(
+        f"  bare Flask route  {baseline[0]:7.0f} req/s   p50 {baseline[1]:6.1f} ms   "
+        f"p95 {baseline[2]:6.1f} ms   errors {baseline[3]}"
+    )
+    print(f"  preferences / bare: {real[0] / baseline[0]:.0%} of the requests per second")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Field encryption for special category data, with several keys so keys can rotate.
+
+Values are encrypted with the newest key of ``CONSENT_FIELD_KEYS`` and decrypted with any
+of them; :func:`rotate_all` re-encrypts every stored value under the newest key, after
+which older keys can be retired.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import select
+from sqlmodel import Session
+
+from consent.db import settings_of
+
+
+class FieldCipher:
+    """Encrypts and decrypts single column values; keys are given newest first."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        if not keys:
+            raise ValueError("At least one field key is needed.")
+        self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
+
+    def encrypt(self, plaintext: str) -> str:
+        return self._fernet.encrypt(plaintext.encode("utf-8")).decode("ascii")
+
+    def decrypt(self, token: str) -> str:
+        try:
+            return self._fernet.decrypt(token.encode("ascii")).decode("utf-8")
+        except InvalidToken as exc:
+            raise UndecryptableField(
+                "A stored value cannot be decrypted with any configured field key."
+            ) from exc
+
+    def rotate(self, token: str) -> str:
+        try:
+            return self._fernet.rotate(token.encode("ascii")).decode("ascii")
+        except InvalidToken as exc:
+            raise UndecryptableField(
+                "A stored value cannot be decrypted with any configured field key."
+            ) from exc
+
+    def encrypt_json(self, value: Any) -> str:
+        return self.encrypt(json.dumps(value, sort_keys=True, ensure_ascii=False))
+
+    def decrypt_json(self, token: str) -> Any:
+        return json.loads(self.decrypt(token))
+
+
+class UndecryptableField(RuntimeError):
+    """A key that encrypted stored data has been removed from ``CONSENT_FIELD_KEYS``."""
+
+
+def cipher_for(session: Session) -> FieldCipher:
+    return FieldCipher(settings_of(session).field_keys)
+
+
+def encrypted_columns() -> list[tuple[Any, Any]]:
+    """Every (table model, column attribute) holding ciphertext."""
+    from consent.models import AdminUser, PanelProfile, PendingSignup, SessionNote
+
+    return [
+        (PanelProfile, PanelProfile.special_category),
+        (PendingSignup, PendingSignup.payload),
+        (SessionNote, SessionNote.text),
+        (AdminUser, AdminUser.totp_secret),
+    ]
+
+
+def rotate_all(session: Session, batch_size: int = 500) -> dict[str, int]:
+    """Re-encrypt every encrypted value under the newest key; returns counts per table."""
+    cipher = cipher_for(session)
+    counts: dict[str, int] = {}
+    for model, column in encrypted_columns():
+        done = 0
+        last_id = 0
+        while True:
+            rows = session.execute(
+                select(model.id, column)
+                .where(model.id > last_id, column.is_not(None))
+                .order_by(model.id)
+                .limit(batch_size)
+            ).all()
+            if not rows:
+                break
+            for row_id, token in rows:
+                session.execute(
+                    model.__table__.update()
+                    .where(model.__table__.c.id == row_id)
+                    .values({column.key: cipher.rotate(token)})
+                )
+                done += 1
+            last_id = rows[-1][0]
+        counts[model.__tablename__] = done
+    return counts

@@ -1,0 +1,153 @@
+"""Engine, session handling and the SQLite/PostgreSQL differences the rest of the code ignores.
+
+Every write path runs inside :meth:`Database.transaction`: it commits once at the end and
+rolls everything back on any exception, so a failure half-way leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import bindparam, event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session, create_engine
+
+from consent.config import Settings
+
+AFTER_COMMIT = "after_commit_callbacks"
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """Make pysqlite transactional in the way SQLAlchemy expects and safe for erasure.
+
+    ``secure_delete`` overwrites freed pages so an erased person's details do not linger in
+    the file; writers ``BEGIN IMMEDIATE`` so two writers queue instead of failing mid-way.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA secure_delete=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_engine(url: str, *, pool: bool = True) -> Engine:
+    """Create an engine with the pragmas and pool settings each backend needs."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            poolclass=None if pool else NullPool,
+        )
+        _configure_sqlite(engine)
+        return engine
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if pool:
+        kwargs.update(pool_size=5, max_overflow=10)
+    else:
+        kwargs["poolclass"] = NullPool
+    return create_engine(url, **kwargs)
+
+
+class Database:
+    """One engine and the two kinds of session the application uses: read and write."""
+
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or make_engine(settings.database_url)
+        self.write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        #: Called after a commit that queued mail, so delivery starts at once.
+        self.wake_mailer: Callable[[], None] | None = None
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def _session(self, engine: Engine) -> Session:
+        return Session(
+            engine,
+            expire_on_commit=False,
+            info={"settings": self.settings, "wake_mailer": self.wake_mailer, AFTER_COMMIT: []},
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One unit of work: commit at the end, roll back everything on any exception."""
+        session = self._session(self.write_engine)
+        try:
+            with session.begin():
+                yield session
+            callbacks: list[Callable[[], None]] = session.info.get(AFTER_COMMIT, [])
+            for callback in callbacks:
+                callback()
+        finally:
+            session.close()
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        """A session for pages and reports that only read; nothing it does is committed.
+
+        Closing (not rolling back) keeps loaded objects readable after the block ends.
+        """
+        session = self._session(self.engine)
+        try:
+            yield session
+        finally:
+            session.close()
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def settings_of(session: Session) -> Settings:
+    """The settings a session was opened with: services read configuration through this."""
+    settings = session.info.get("settings")
+    if settings is None:
+        raise RuntimeError("This session was not opened through consent.db.Database.")
+    return settings
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the surrounding transaction has committed, never before."""
+    session.info.setdefault(AFTER_COMMIT, []).append(callback)
+
+
+def is_postgres(session: Session) -> bool:
+    bind = session.get_bind()
+    return bind.dialect.name == "postgresql"
+
+
+def among(column: Any, values: Any) -> Any:
+    """``column IN (values)`` for a long Python list, as one expanding parameter.
+
+    Plain ``in_(list)`` turns every element into a bound literal when the statement is
+    built, which for a sweep's batch of thousands costs more than running the query.
+    """
+    return column.in_(bindparam(None, list(values), expanding=True))

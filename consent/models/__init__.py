@@ -1,0 +1,49 @@
+"""Every table, imported here so SQLModel's metadata (and Alembic) sees them all."""
+
+from consent.models.admin_users import AdminUser
+from consent.models.audit import AuditEvent
+from consent.models.ledger import ConsentEvent, ConsentState, Notice, Purpose
+from consent.models.mailchimp import JobState, MailchimpChange
+from consent.models.outbox import Outbox
+from consent.models.panels import (
+    Attendance,
+    Panel,
+    PanelMembership,
+    PanelProfile,
+    PanelSession,
+    SessionNote,
+)
+from consent.models.people import Person, PersonChange, Suppression
+from consent.models.reports import StatCounter
+from consent.models.retention import JobRun, RetentionRun
+from consent.models.rights import RightsRequest
+from consent.models.signups import PendingSignup
+from consent.models.workshops import Booking, Workshop
+
+__all__ = [
+    "AdminUser",
+    "Attendance",
+    "AuditEvent",
+    "Booking",
+    "ConsentEvent",
+    "ConsentState",
+    "JobRun",
+    "JobState",
+    "MailchimpChange",
+    "Notice",
+    "Outbox",
+    "Panel",
+    "PanelMembership",
+    "PanelProfile",
+    "PanelSession",
+    "PendingSignup",
+    "Person",
+    "PersonChange",
+    "Purpose",
+    "RetentionRun",
+    "RightsRequest",
+    "SessionNote",
+    "StatCounter",
+    "Suppression",
+    "Workshop",
+]

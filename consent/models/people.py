@@ -1,0 +1,68 @@
+"""People who sign up, the record of changes to their details, and the suppression list."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from sqlalchemy import Index, Text, text
+from sqlmodel import Field, SQLModel
+
+from consent.models.base import UTCDateTime
+from consent.timeutil import utcnow
+
+
+def new_public_id() -> str:
+    """A random identifier for links: the integer id never leaves the database."""
+    return secrets.token_urlsafe(16)
+
+
+class Person(SQLModel, table=True):
+    """A parent, carer or young person. Erasure blanks every personal field in place."""
+
+    __tablename__ = "person"
+    #: Staff search names by their start, case-insensitively: this keeps that an index seek.
+    __table_args__ = (Index("ix_person_name_lower", text("lower(name)")),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    public_id: str = Field(default_factory=new_public_id, max_length=32, unique=True)
+    email: str | None = Field(default=None, max_length=254, unique=True)
+    name: str | None = Field(default=None, max_length=200)
+    phone: str | None = Field(default=None, max_length=20)
+    postcode: str | None = Field(default=None, max_length=10)
+    pending_email: str | None = Field(default=None, max_length=254)
+    token_version: int = Field(default=1)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: When retention should next check whether anything is still held for this person.
+    review_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+
+    @property
+    def is_erased(self) -> bool:
+        return self.erased_at is not None
+
+
+class PersonChange(SQLModel, table=True):
+    """That a detail was corrected, when, how and by whom; never the old or new value."""
+
+    __tablename__ = "person_change"
+
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: int = Field(foreign_key="person.id", index=True)
+    fields: str = Field(max_length=200)
+    channel: str = Field(max_length=32)
+    actor: str = Field(max_length=100)
+    note: str | None = Field(default=None, sa_type=Text)
+    changed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Suppression(SQLModel, table=True):
+    """Keyed hashes of addresses that opted out and were erased: never contact them again."""
+
+    __tablename__ = "suppression"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email_hmac: str = Field(max_length=64, unique=True)
+    reason: str = Field(max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -1,0 +1,161 @@
+"""What staff do for one person: find them, record what they said by phone or in person,
+send them a link, export or erase their data, and (the DPO only) see special category
+answers. Every action is written to the audit log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlmodel import Session
+
+from consent.crypto import cipher_for
+from consent.errors import DomainError, InvalidInput, NotFound
+from consent.models import Outbox, PanelMembership, PanelProfile, Person
+from consent.services import audit, ledger, notices, outbox, people, rights
+from consent.services.preferences import confirm_withdrawal
+from consent.validation import clean_text
+
+SEARCH_LIMIT = 50
+
+
+class NotAllowed(DomainError):
+    """This role may not do that."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The member of staff acting, as services need them."""
+
+    user_id: int
+    label: str
+    role: str
+
+
+def search(session: Session, text: str, limit: int = SEARCH_LIMIT) -> list[Person]:
+    """People whose email address or name starts with the text (indexed, case-insensitive)."""
+    query = clean_text(text, field="q", label="a search", max_length=254)
+    if not query:
+        return []
+    needle = query.lower()
+    upper = needle[:-1] + chr(ord(needle[-1]) + 1)
+    table = Person.__table__
+    email = (table.c.email >= needle) & (table.c.email < upper)
+    if "@" in needle:
+        condition = email
+    else:
+        name = func.lower(table.c.name)
+        condition = or_((name >= needle) & (name < upper), email)
+    return list(
+        session.execute(
+            select(Person)
+            .where(condition, table.c.erased_at.is_(None))
+            .order_by(table.c.email)
+            .limit(limit)
+        ).scalars()
+    )
+
+
+def get_person(session: Session, public_id: str) -> Person:
+    if not isinstance(public_id, str) or len(public_id) > 32:
+        raise NotFound("We could not find that person.")
+    return people.get_by_public_id(session, public_id)
+
+
+def _audit(session: Session, actor: Actor, action: str, person: Person, **detail: Any) -> None:
+    audit.record(
+        session,
+        action,
+        actor=actor.label,
+        actor_id=actor.user_id,
+        object_type="person",
+        object_id=person.public_id,
+        detail=detail,
+    )
+
+
+def record_on_behalf(
+    session: Session, person: Person, purpose_key: str, *, agree: bool, note: str, actor: Actor
+) -> bool:
+    """Consent or a withdrawal given by phone or in person; a note saying how is required."""
+    if agree:
+        purpose = notices.get_purpose(session, purpose_key)
+        statement = notices.current_notice(session, purpose).statement
+        event = ledger.give(
+            session,
+            person,
+            purpose_key,
+            channel="admin",
+            actor=actor.label,
+            note=note,
+            wording=f"Read out to them: {statement}",
+        )
+    else:
+        event = ledger.withdraw(
+            session, person, purpose_key, channel="admin", actor=actor.label, note=note
+        )
+        if event is not None:
+            confirm_withdrawal(session, person, [purpose_key])
+    if event is not None:
+        _audit(
+            session,
+            actor,
+            "consent.recorded_on_behalf",
+            person,
+            purpose=purpose_key,
+            change="given" if agree else "withdrawn",
+        )
+    return event is not None
+
+
+def send_link(session: Session, person: Person, actor: Actor) -> None:
+    outbox.queue(session, "preferences_link", person=person, context={"name": person.name})
+    _audit(session, actor, "person.link_sent", person)
+
+
+def export(session: Session, person: Person, actor: Actor) -> dict[str, Any]:
+    if actor.role != "dpo":
+        data = rights.export_person(session, person)
+        for membership in data["panel_memberships"]:
+            if membership["profile"]:
+                membership["profile"]["special_category"] = "withheld: only the DPO can see this"
+    else:
+        data = rights.export_person(session, person)
+    _audit(session, actor, "person.exported", person)
+    return data
+
+
+def reveal_special_category(session: Session, person: Person, actor: Actor) -> list[dict[str, str]]:
+    """The DPO sees a member's special category answers; the view is audited."""
+    if actor.role != "dpo":
+        raise NotAllowed("Only the data protection officer can see special category answers.")
+    cipher = cipher_for(session)
+    answers = []
+    for profile in session.execute(
+        select(PanelProfile)
+        .join(PanelMembership, PanelMembership.id == PanelProfile.membership_id)
+        .where(PanelMembership.person_id == person.id)
+    ).scalars():
+        if profile.special_category:
+            answers.append(cipher.decrypt_json(profile.special_category))
+    _audit(session, actor, "special_category.viewed", person)
+    return answers
+
+
+def erase(session: Session, person: Person, *, note: str, actor: Actor) -> people.ErasureReport:
+    if actor.role != "dpo":
+        raise NotAllowed("Only the data protection officer can erase a person's data.")
+    cleaned = clean_text(note, field="note", label="a note", max_length=5000, multiline=True)
+    if not cleaned:
+        raise InvalidInput("note", "Enter a note saying why, for example the request reference.")
+    _audit(session, actor, "person.erased", person)
+    return people.erase(session, person, channel="admin", actor=actor.label, note=cleaned)
+
+
+def mail_history(session: Session, person: Person) -> list[Outbox]:
+    return list(
+        session.execute(
+            select(Outbox).where(Outbox.person_id == person.id).order_by(Outbox.id.desc()).limit(50)
+        ).scalars()
+    )

@@ -1,0 +1,409 @@
+"""Importing people who consented elsewhere (a paper form, an old spreadsheet), with the
+evidence of their consent.
+
+A file is checked row by row first (a preview), then imported all or nothing in one
+transaction. Addresses on the suppression list are never imported as consenting: those
+people opted out, and only they can agree again. The file is read as a stream, in chunks,
+so a 100,000-row file does not have to fit in memory.
+
+Columns: ``email``, ``consented_at`` (a date or date and time), ``evidence`` (how and where
+they agreed), and optionally ``name`` and ``wording`` (the statement they agreed to).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+from sqlalchemy import insert, select
+from sqlmodel import Session
+
+from consent.db import settings_of
+from consent.errors import DomainError, InvalidInput
+from consent.models import (
+    ConsentState,
+    Notice,
+    Panel,
+    PanelMembership,
+    PanelProfile,
+    Person,
+    Suppression,
+)
+from consent.models.people import new_public_id
+from consent.services import audit, ledger, mailchimp, notices, people, reports
+from consent.timeutil import LONDON, utcnow
+from consent.validation import NOTE_MAX, clean_text, normalise_email
+
+REQUIRED = ("email", "consented_at", "evidence")
+OPTIONAL = ("name", "wording")
+CHUNK = 1000
+MAX_ROWS = 500_000
+SHOWN = 200
+
+
+class ImportRefused(DomainError):
+    """The file as a whole cannot be used; the message says why and what to do."""
+
+
+@dataclass
+class RowResult:
+    line: int
+    outcome: str
+    message: str
+
+
+@dataclass
+class Preview:
+    total: int = 0
+    to_import: int = 0
+    already: int = 0
+    suppressed: int = 0
+    errors: int = 0
+    rows: list[RowResult] = field(default_factory=list)
+    problems: list[RowResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.errors == 0 and self.to_import > 0
+
+    def add(self, result: RowResult) -> None:
+        if result.outcome == "error":
+            self.errors += 1
+            if len(self.problems) < SHOWN:
+                self.problems.append(result)
+        elif len(self.rows) < SHOWN:
+            self.rows.append(result)
+
+
+@dataclass
+class _Row:
+    line: int
+    email: str
+    name: str | None
+    at: datetime
+    evidence: str
+    wording: str | None
+
+
+def _read(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise ImportRefused("The file could not be read.") from exc
+    with handle:
+        try:
+            reader = csv.DictReader(handle)
+            header = [h.strip().lower() for h in (reader.fieldnames or [])]
+            missing = [c for c in REQUIRED if c not in header]
+            if missing:
+                raise ImportRefused(
+                    f"The file must have the columns {', '.join(REQUIRED)}"
+                    f" (and may have {', '.join(OPTIONAL)}). It is missing {', '.join(missing)}."
+                )
+            reader.fieldnames = header
+            for number, record in enumerate(reader, start=2):
+                if number - 1 > MAX_ROWS:
+                    raise ImportRefused(f"The file has more than {MAX_ROWS:,} rows. Split it up.")
+                yield number, {k: (v or "") for k, v in record.items() if isinstance(k, str)}
+        except UnicodeDecodeError as exc:
+            raise ImportRefused(
+                "The file is not UTF-8 text. In Excel, save it as 'CSV UTF-8', then try again."
+            ) from exc
+        except csv.Error as exc:
+            raise ImportRefused(f"The file is not a valid CSV file: {exc}.") from exc
+
+
+def _parse_time(text: str, max_age_days: int | None, now: datetime) -> datetime:
+    text = text.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime.combine(day, time(12), tzinfo=LONDON)
+        else:
+            moment = datetime.fromisoformat(text)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=LONDON)
+    except ValueError:
+        raise InvalidInput("consented_at", "Enter the date they agreed, like 2026-03-05.") from None
+    moment = moment.astimezone(UTC)
+    if moment > now + timedelta(minutes=5):
+        raise InvalidInput("consented_at", "The date they agreed is in the future.")
+    if max_age_days and moment < now - timedelta(days=max_age_days):
+        raise InvalidInput(
+            "consented_at",
+            "That agreement is older than this purpose allows, "
+            "so it has run out. Ask them to agree again.",
+        )
+    return moment
+
+
+def _check(number: int, record: dict[str, str], max_age: int | None, now: datetime) -> _Row:
+    email = normalise_email(record.get("email"))
+    at = _parse_time(record.get("consented_at", ""), max_age, now)
+    evidence = clean_text(
+        record.get("evidence"),
+        field="evidence",
+        label="the evidence",
+        max_length=NOTE_MAX,
+        required=True,
+        multiline=True,
+    )
+    name = clean_text(record.get("name"), field="name", label="the name")
+    wording = clean_text(
+        record.get("wording"), field="wording", label="the wording", max_length=2000, multiline=True
+    )
+    assert evidence is not None
+    return _Row(number, email, name, at, evidence, wording)
+
+
+def _batched(
+    items: Iterator[tuple[int, dict[str, str]]], size: int
+) -> Iterator[list[tuple[int, dict[str, str]]]]:
+    while batch := list(itertools.islice(items, size)):
+        yield batch
+
+
+def _chunks(
+    path: Path, max_age: int | None, now: datetime, preview: Preview
+) -> Iterator[list[_Row]]:
+    """Valid rows in chunks; invalid rows and repeats go straight into the preview."""
+    seen: set[str] = set()
+    for batch in _batched(_read(path), CHUNK):
+        rows: list[_Row] = []
+        for number, record in batch:
+            preview.total += 1
+            try:
+                row = _check(number, record, max_age, now)
+            except InvalidInput as error:
+                preview.add(RowResult(number, "error", f"{error.field}: {error.message}"))
+                continue
+            if row.email in seen:
+                preview.add(RowResult(number, "error", "This address appears earlier in the file."))
+                continue
+            seen.add(row.email)
+            rows.append(row)
+        yield rows
+
+
+def _classify(
+    session: Session, rows: list[_Row], purpose_id: int, panel: Panel | None
+) -> tuple[dict[str, Person], set[str], set[str], set[str]]:
+    """Existing people by address, addresses already consenting, and suppressed addresses."""
+    emails = [row.email for row in rows]
+    existing = {
+        person.email: person
+        for person in session.execute(select(Person).where(Person.email.in_(emails))).scalars()
+        if person.email
+    }
+    consenting = set()
+    if existing:
+        ids = {person.id: email for email, person in existing.items()}
+        for person_id in session.execute(
+            select(ConsentState.person_id).where(
+                ConsentState.person_id.in_(list(ids)),
+                ConsentState.purpose_id == purpose_id,
+                ConsentState.status == "given",
+            )
+        ).scalars():
+            consenting.add(ids[person_id])
+    hash_key = settings_of(session).hash_key
+    digests = {people.email_hmac(hash_key, email): email for email in emails}
+    suppressed = {
+        digests[digest]
+        for digest in session.execute(
+            select(Suppression.email_hmac).where(Suppression.email_hmac.in_(list(digests)))
+        ).scalars()
+    }
+    former = set()
+    if panel is not None and existing:
+        ids = {person.id: email for email, person in existing.items()}
+        for person_id in session.execute(
+            select(PanelMembership.person_id).where(
+                PanelMembership.panel_id == panel.id,
+                PanelMembership.person_id.in_(list(ids)),
+            )
+        ).scalars():
+            former.add(ids[person_id])
+    return existing, consenting, suppressed, former
+
+
+def _panel(session: Session, purpose_key: str, panel_id: int | None) -> Panel | None:
+    if purpose_key != "panel_contact":
+        if panel_id is not None:
+            raise ImportRefused("A panel can only be chosen when importing panel members.")
+        return None
+    if panel_id is None:
+        raise ImportRefused("Choose the panel these members belong to.")
+    panel = session.get(Panel, panel_id)
+    if panel is None or panel.status == "concluded":
+        raise ImportRefused("Choose a panel that has not concluded.")
+    return panel
+
+
+def preview(
+    session: Session, path: Path, purpose_key: str, *, panel_id: int | None = None
+) -> Preview:
+    """What importing this file would do, row by row; writes nothing."""
+    return _run(session, path, purpose_key, panel_id=panel_id, actor=None)
+
+
+def commit(
+    session: Session,
+    path: Path,
+    purpose_key: str,
+    *,
+    actor: str,
+    actor_id: int | None,
+    source: str,
+    panel_id: int | None = None,
+) -> Preview:
+    """Import every valid row, or nothing at all if any row has a problem."""
+    result = _run(
+        session, path, purpose_key, panel_id=panel_id, actor=f"import:{source}"[:100], dry=False
+    )
+    if not result.ok:
+        raise ImportRefused(
+            f"Nothing was imported: {result.errors:,} row(s) have problems."
+            if result.errors
+            else "Nothing was imported: there is nobody new to import."
+        )
+    audit.record(
+        session,
+        "import.completed",
+        actor=actor,
+        actor_id=actor_id,
+        detail={
+            "purpose": purpose_key,
+            "rows": result.to_import,
+            "suppressed": result.suppressed,
+            "already": result.already,
+        },
+    )
+    return result
+
+
+def _run(
+    session: Session,
+    path: Path,
+    purpose_key: str,
+    *,
+    panel_id: int | None,
+    actor: str | None,
+    dry: bool = True,
+) -> Preview:
+    purpose = notices.get_purpose(session, purpose_key)
+    notice = notices.current_notice(session, purpose)
+    panel = _panel(session, purpose_key, panel_id)
+    now = utcnow()
+    result = Preview()
+    for rows in _chunks(path, purpose.max_age_days, now, result):
+        if not rows:
+            continue
+        existing, consenting, suppressed, former = _classify(session, rows, purpose.id or 0, panel)
+        fresh: list[_Row] = []
+        for row in rows:
+            if row.email in former and row.email not in consenting:
+                result.add(
+                    RowResult(
+                        row.line,
+                        "error",
+                        "Has been on this panel before: add "
+                        "them from their page in the admin pages instead.",
+                    )
+                )
+            elif row.email in suppressed:
+                result.suppressed += 1
+                result.add(
+                    RowResult(
+                        row.line,
+                        "suppressed",
+                        "Asked not to be contacted: will not be imported as agreeing.",
+                    )
+                )
+            elif row.email in consenting:
+                result.already += 1
+                result.add(RowResult(row.line, "already", "Already agreed: nothing to do."))
+            else:
+                result.to_import += 1
+                result.add(RowResult(row.line, "import", "Will be imported."))
+                fresh.append(row)
+        if not dry and fresh and result.errors == 0:
+            _write(session, fresh, existing, purpose.key, notice, panel, actor or "import", now)
+    return result
+
+
+def _write(
+    session: Session,
+    rows: list[_Row],
+    existing: dict[str, Person],
+    purpose_key: str,
+    notice: Notice,
+    panel: Panel | None,
+    actor: str,
+    now: datetime,
+) -> None:
+    table = Person.__table__
+    new = [row for row in rows if row.email not in existing]
+    if new:
+        review = now + timedelta(days=1)
+        created = session.execute(
+            insert(table).returning(table.c.id, table.c.email, sort_by_parameter_order=True),
+            [
+                {
+                    "public_id": new_public_id(),
+                    "email": row.email,
+                    "name": row.name,
+                    "token_version": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                    "review_at": review,
+                }
+                for row in new
+            ],
+        ).all()
+        ids = {email: person_id for person_id, email in created}
+        reports.count(session, "people.created", by=len(new), at=now)
+    else:
+        ids = {}
+    person_ids = {
+        row.email: existing[row.email].id if row.email in existing else ids[row.email]
+        for row in rows
+    }
+    ledger.give_many(
+        session,
+        [
+            (person_ids[row.email], row.at, row.wording or notice.statement, row.evidence)
+            for row in rows
+        ],
+        purpose_key=purpose_key,
+        notice=notice,
+        channel="import",
+        actor=actor,
+        now=now,
+    )
+    if purpose_key == "newsletter" and mailchimp.enabled(session):
+        for row in rows:
+            person = existing.get(row.email) or session.get(Person, person_ids[row.email])
+            if person is not None:
+                mailchimp.queue_subscribe(session, person, row.at)
+    if panel is not None:
+        for row in rows:
+            expires = row.at + timedelta(days=730)
+            membership_id = session.execute(
+                insert(PanelMembership.__table__).returning(PanelMembership.__table__.c.id),
+                {
+                    "panel_id": panel.id,
+                    "person_id": person_ids[row.email],
+                    "joined_at": row.at,
+                    "expires_at": expires,
+                },
+            ).scalar_one()
+            session.execute(
+                insert(PanelProfile.__table__),
+                {"membership_id": membership_id, "created_at": now, "updated_at": now},
+            )
+        reports.count(session, "panel.joined", scope=f"panel:{panel.id}", by=len(rows), at=now)

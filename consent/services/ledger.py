@@ -1,0 +1,991 @@
+"""The consent ledger: give, withdraw, renew and expire, each proved by a chained event.
+
+Every change appends a :class:`ConsentEvent` whose hash covers its content and the hash of
+the person's previous event, and rewrites :class:`ConsentState` in the same transaction.
+:func:`verify` walks every chain and reports any event that was edited, removed or moved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache, lru_cache
+from typing import Any
+
+from sqlalchemy import (
+    String,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    or_,
+    tuple_,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import aliased
+from sqlalchemy.orm.util import identity_key
+from sqlmodel import Session, select
+
+from consent.db import among, is_postgres, settings_of
+from consent.errors import Erased, InvalidInput, NotConsented, Suppressed, UnknownPurpose
+from consent.models import ConsentEvent, ConsentState, Notice, Person, Purpose, Suppression
+from consent.models.ledger import CHANNELS
+from consent.services import notices, reports
+from consent.timeutil import utcnow
+from consent.validation import NOTE_MAX, clean_text
+
+GENESIS = "0" * 64
+STATE_FIELDS = (
+    "status",
+    "notice_id",
+    "channel",
+    "given_at",
+    "changed_at",
+    "expires_at",
+    "last_event_id",
+)
+ACTION_STATUS = {
+    "given": "given",
+    "renewed": "given",
+    "withdrawn": "withdrawn",
+    "expired": "expired",
+}
+#: Channels on which the person themselves freshly agrees; these lift a suppression.
+FRESH_CHANNELS = frozenset({"web_form", "email_link", "admin"})
+
+
+def _canonical_time(moment: datetime | str) -> str:
+    """ISO 8601 in UTC with microseconds; stored SQLite text is rewritten, not parsed."""
+    if isinstance(moment, str):
+        if len(moment) == 26 and moment[10] == " ":
+            return f"{moment[:10]}T{moment[11:]}+00:00"
+        moment = datetime.fromisoformat(moment)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@lru_cache(maxsize=4096)
+def _wording_digest(wording: str) -> str:
+    """Most events repeat one of a few statements, so their digests are worth keeping."""
+    return _sha256(wording)
+
+
+def note_digest(hash_key: str, note: str) -> str:
+    """A keyed digest of a note: it stays in the chain after erasure blanks the note."""
+    return hmac.new(hash_key.encode(), note.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+#: Fields are joined with the unit separator, which no field can contain: identifiers are
+#: fixed words, free text (the actor) is refused if it has control characters, and the
+#: wording and note enter only as digests.
+_SEPARATOR = "\x1f"
+
+
+def event_hash(
+    *,
+    person_id: int,
+    seq: int,
+    purpose_key: str,
+    notice_hash: str,
+    action: str,
+    channel: str,
+    actor: str,
+    occurred_at: datetime | str,
+    wording: str,
+    note_digest: str | None,
+    prev_hash: str,
+) -> str:
+    """The hash that chains an event; it covers everything the event proves."""
+    body = _SEPARATOR.join(
+        (
+            "consent-event/1",
+            str(person_id),
+            str(seq),
+            purpose_key,
+            notice_hash,
+            action,
+            channel,
+            actor,
+            _canonical_time(occurred_at),
+            _wording_digest(wording),
+            note_digest or "",
+            prev_hash,
+        )
+    )
+    return _sha256(body)
+
+
+def _check_channel(channel: str) -> None:
+    if channel not in CHANNELS:
+        raise InvalidInput("channel", f"Unknown channel {channel!r}.")
+
+
+def _check_actor(actor: str) -> str:
+    cleaned = clean_text(
+        actor, field="actor", label="who made the change", max_length=100, required=True
+    )
+    assert cleaned is not None
+    return cleaned
+
+
+def _check_note(channel: str, note: str | None) -> str | None:
+    cleaned = clean_text(note, field="note", label="a note", max_length=NOTE_MAX, multiline=True)
+    if channel == "admin" and not cleaned:
+        raise InvalidInput("note", "Enter a note saying how the person told you, and when.")
+    return cleaned
+
+
+@dataclass(frozen=True)
+class _Context:
+    """Everything one ledger write needs to know, read in a single round trip."""
+
+    purpose_id: int
+    purpose_key: str
+    purpose_title: str
+    max_age_days: int | None
+    notice_id: int
+    notice_statement: str
+    notice_hash: str
+    state_status: str | None
+    state_notice_id: int | None
+    state_notice_statement: str | None
+    state_notice_hash: str | None
+    last_seq: int | None
+    last_hash: str | None
+    suppressed: bool
+
+
+@cache
+def _context_query() -> Any:
+    """Built once: composing this statement costs far more than running it."""
+    purpose, notice, state = Purpose.__table__, Notice.__table__, ConsentState.__table__
+    newest, state_notice = Notice.__table__.alias("newest"), Notice.__table__.alias("shown")
+    event, suppression = ConsentEvent.__table__, Suppression.__table__
+    person_id = bindparam("person_id")
+    last = select(event.c.seq, event.c.hash).where(event.c.person_id == person_id)
+    last = last.order_by(event.c.seq.desc()).limit(1).subquery()
+    return (
+        select(
+            purpose.c.id,
+            purpose.c.key,
+            purpose.c.title,
+            purpose.c.max_age_days,
+            notice.c.id,
+            notice.c.statement,
+            notice.c.text_hash,
+            state.c.status,
+            state.c.notice_id,
+            state_notice.c.statement,
+            state_notice.c.text_hash,
+            select(last.c.seq).scalar_subquery(),
+            select(last.c.hash).scalar_subquery(),
+            exists().where(suppression.c.email_hmac == bindparam("email_hmac")),
+        )
+        .select_from(
+            purpose.join(notice, notice.c.purpose_id == purpose.c.id)
+            .outerjoin(
+                state, and_(state.c.purpose_id == purpose.c.id, state.c.person_id == person_id)
+            )
+            .outerjoin(state_notice, state_notice.c.id == state.c.notice_id)
+        )
+        .where(
+            purpose.c.key == bindparam("purpose_key"),
+            notice.c.version
+            == select(func.max(newest.c.version))
+            .where(newest.c.purpose_id == purpose.c.id)
+            .scalar_subquery(),
+        )
+    )
+
+
+def _load_context(session: Session, person: Person, purpose_key: str) -> _Context:
+    """Lock the person's chain, then read purpose, notices, state, chain head and suppression.
+
+    On PostgreSQL the person's row lock serialises concurrent writers for one person; SQLite
+    writers already hold the database's single write lock (``BEGIN IMMEDIATE``).
+    """
+    if not isinstance(purpose_key, str):
+        raise UnknownPurpose(repr(purpose_key))
+    if person.id is None:
+        session.flush()
+    if person.erased_at is not None:
+        raise Erased("This person's details have been deleted.")
+    if is_postgres(session):
+        session.execute(_lock_query(), {"person_id": person.id}).first()
+    from consent.services.people import email_hmac
+
+    digest = email_hmac(settings_of(session).hash_key, person.email) if person.email else ""
+    row = session.execute(
+        _context_query(),
+        {"person_id": person.id, "purpose_key": purpose_key, "email_hmac": digest},
+    ).first()
+    if row is None:
+        raise UnknownPurpose(purpose_key)
+    return _Context(*row[:13], suppressed=bool(row[13]))
+
+
+@cache
+def _lock_query() -> Any:
+    person = Person.__table__
+    return select(person.c.id).where(person.c.id == bindparam("person_id")).with_for_update()
+
+
+@cache
+def _write_statements(dialect: str) -> tuple[Any, Any, Any]:
+    """Event inserts (one row, and many in order) and the state upsert, built once."""
+    event, state = ConsentEvent.__table__, ConsentState.__table__
+    insert_one = insert(event).returning(event.c.id)
+    insert_many = insert(event)
+    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(state)
+    changing = ("status", "notice_id", "channel", "changed_at", "expires_at", "last_event_id")
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["person_id", "purpose_id"],
+        set_={
+            **{name: upsert.excluded[name] for name in changing},
+            "given_at": func.coalesce(upsert.excluded.given_at, state.c.given_at),
+        },
+    )
+    return insert_one, insert_many, upsert
+
+
+def get_state(session: Session, person: Person, purpose: Purpose) -> ConsentState | None:
+    if person.id is None:
+        return None
+    return session.get(ConsentState, (person.id, purpose.id))
+
+
+@dataclass(frozen=True)
+class _Change:
+    """One event to append, with what its hash and its state row need to know."""
+
+    person_id: int
+    purpose_id: int
+    purpose_key: str
+    max_age_days: int | None
+    notice_id: int
+    notice_hash: str
+    action: str
+    channel: str
+    actor: str
+    wording: str
+    note: str | None
+    at: datetime
+
+
+def _write_changes(
+    session: Session,
+    heads: dict[int, tuple[int, str]],
+    changes: list[_Change],
+    *,
+    count_as: str | None = None,
+    counted_at: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Append events (chained per person, in order), rewrite their states, count them.
+
+    ``heads`` holds each person's last (seq, hash); it is advanced as events are added, so
+    several changes for one person in one call chain correctly.
+    """
+    hash_key = settings_of(session).hash_key
+    events: list[dict[str, Any]] = []
+    for change in changes:
+        seq, prev = heads.get(change.person_id, (0, GENESIS))
+        seq += 1
+        digest = note_digest(hash_key, change.note) if change.note else None
+        values = {
+            "person_id": change.person_id,
+            "seq": seq,
+            "purpose_id": change.purpose_id,
+            "notice_id": change.notice_id,
+            "action": change.action,
+            "channel": change.channel,
+            "actor": change.actor,
+            "occurred_at": change.at,
+            "wording": change.wording,
+            "note": change.note,
+            "note_digest": digest,
+            "prev_hash": prev,
+            "hash": event_hash(
+                person_id=change.person_id,
+                seq=seq,
+                purpose_key=change.purpose_key,
+                notice_hash=change.notice_hash,
+                action=change.action,
+                channel=change.channel,
+                actor=change.actor,
+                occurred_at=change.at,
+                wording=change.wording,
+                note_digest=digest,
+                prev_hash=prev,
+            ),
+        }
+        heads[change.person_id] = (seq, values["hash"])
+        events.append(values)
+    insert_one, insert_many, upsert_state = _write_statements(session.get_bind().dialect.name)
+    if len(events) == 1:
+        ids = [session.execute(insert_one, events[0]).scalar_one()]
+    else:
+        ids = _insert_many(session, insert_many, events)
+    states: list[dict[str, Any]] = []
+    counts: dict[tuple[str, str, str], tuple[int, datetime]] = {}
+    for change, values, event_id in zip(changes, events, ids, strict=True):
+        values["id"] = event_id
+        status = ACTION_STATUS[change.action]
+        given = status == "given"
+        states.append(
+            {
+                "person_id": change.person_id,
+                "purpose_id": change.purpose_id,
+                "status": status,
+                "notice_id": change.notice_id,
+                "channel": change.channel,
+                "changed_at": change.at,
+                "expires_at": change.at + timedelta(days=change.max_age_days)
+                if given and change.max_age_days
+                else None,
+                "last_event_id": event_id,
+                "given_at": change.at if given else None,
+            }
+        )
+        bucket = (change.action, change.purpose_key, reports.period_of(change.at))
+        number, _ = counts.get(bucket, (0, change.at))
+        counts[bucket] = (number + 1, change.at)
+        cached = session.identity_map.get(
+            identity_key(ConsentState, (change.person_id, change.purpose_id))
+        )
+        if cached is not None:
+            session.expire(cached, list(STATE_FIELDS))
+    session.execute(upsert_state, states if len(states) > 1 else states[0])
+    for (action, key, _), (number, at) in counts.items():
+        reports.count(
+            session,
+            count_as or f"consent.{action}",
+            dimension="purpose",
+            value=key,
+            at=counted_at or at,
+            by=number,
+        )
+    for values, state in zip(events, states, strict=True):
+        values["expires_at"] = state["expires_at"]
+    return events
+
+
+def _insert_many(session: Session, statement: Any, events: list[dict[str, Any]]) -> list[int]:
+    """Insert a batch in one executemany and read the ids back by (person, seq).
+
+    RETURNING with guaranteed row order makes SQLite insert one row at a time; a plain
+    executemany and one indexed lookup is ten times faster for a sweep's batch.
+    """
+    session.execute(statement, events)
+    event = ConsentEvent.__table__
+    wanted = {(values["person_id"], values["seq"]) for values in events}
+    found = {
+        (person_id, seq): event_id
+        for event_id, person_id, seq in session.execute(
+            select(event.c.id, event.c.person_id, event.c.seq).where(
+                among(event.c.person_id, sorted({p for p, _ in wanted})),
+                event.c.seq >= min(s for _, s in wanted),
+            )
+        ).all()
+        if (person_id, seq) in wanted
+    }
+    return [found[(values["person_id"], values["seq"])] for values in events]
+
+
+def _append(
+    session: Session,
+    person: Person,
+    ctx: _Context,
+    action: str,
+    *,
+    notice_id: int,
+    notice_hash: str,
+    channel: str,
+    actor: str,
+    wording: str,
+    note: str | None,
+    at: datetime,
+) -> ConsentEvent:
+    """One change for one person: the ledger's everyday path."""
+    assert person.id is not None
+    heads = {person.id: (ctx.last_seq, ctx.last_hash)} if ctx.last_seq and ctx.last_hash else {}
+    change = _Change(
+        person.id,
+        ctx.purpose_id,
+        ctx.purpose_key,
+        ctx.max_age_days,
+        notice_id,
+        notice_hash,
+        action,
+        channel,
+        actor,
+        wording,
+        note,
+        at,
+    )
+    [values] = _write_changes(session, heads, [change])
+    expires_at = values.pop("expires_at")
+    _after_change(session, person, ctx.purpose_key, action, channel, expires_at, at)
+    return ConsentEvent(**values)
+
+
+def _after_change(
+    session: Session,
+    person: Person,
+    purpose_key: str,
+    action: str,
+    channel: str,
+    expires_at: datetime | None,
+    at: datetime,
+) -> None:
+    """What a consent change means elsewhere: panel contact governs panel membership, and
+    the newsletter audience in Mailchimp follows newsletter consent."""
+    from consent.services import mailchimp, panels
+
+    if purpose_key == "newsletter" and channel != mailchimp.CHANNEL:
+        if action in ("given", "renewed"):
+            mailchimp.queue_subscribe(session, person, at)
+        else:
+            mailchimp.queue_unsubscribe(session, person)
+    if purpose_key == "panel_contact":
+        if action in ("withdrawn", "expired"):
+            panels.end_memberships(session, person, reason=action, at=at)
+        elif expires_at is not None:
+            panels.extend_memberships(session, person, expires_at)
+    if action in ("withdrawn", "expired"):
+        assert person.id is not None
+        _review(session, [person.id], at)
+
+
+def _review(session: Session, person_ids: list[int], at: datetime) -> None:
+    """Ask retention to check soon whether anything is still held for these people."""
+    table = Person.__table__
+    session.execute(update(table).where(among(table.c.id, person_ids)).values(review_at=at))
+
+
+def _heads(session: Session, person_ids: list[int]) -> dict[int, tuple[int, str]]:
+    """Each person's last (seq, hash), for chaining a batch of new events."""
+    event = ConsentEvent.__table__
+    last = (
+        select(event.c.person_id, func.max(event.c.seq).label("seq"))
+        .where(among(event.c.person_id, person_ids))
+        .group_by(event.c.person_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(event.c.person_id, event.c.seq, event.c.hash).join(
+            last, and_(event.c.person_id == last.c.person_id, event.c.seq == last.c.seq)
+        )
+    ).all()
+    return {person_id: (seq, digest) for person_id, seq, digest in rows}
+
+
+def give_many(
+    session: Session,
+    items: list[tuple[int, datetime, str, str]],
+    *,
+    purpose_key: str,
+    notice: Notice,
+    channel: str,
+    actor: str,
+    now: datetime,
+) -> int:
+    """Record many consents at once (an import): (person id, when, wording, evidence) each.
+
+    Callers have already left out people who consent now. Counted as imported in the
+    current period, so importing old consents never rewrites a past report.
+    """
+    if not items:
+        return 0
+    purpose = notices.get_purpose(session, purpose_key)
+    person_ids = sorted({item[0] for item in items})
+    if is_postgres(session):
+        session.execute(
+            select(Person.id)
+            .where(among(Person.id, person_ids))
+            .order_by(Person.id)
+            .with_for_update()
+        ).all()
+    heads = _heads(session, person_ids)
+    changes = [
+        _Change(
+            person_id,
+            purpose.id or 0,
+            purpose.key,
+            purpose.max_age_days,
+            notice.id or 0,
+            notice.text_hash,
+            "given",
+            channel,
+            actor,
+            wording,
+            evidence,
+            at,
+        )
+        for person_id, at, wording, evidence in items
+    ]
+    _write_changes(session, heads, changes, count_as="consent.imported", counted_at=now)
+    return len(changes)
+
+
+def expire_many(
+    session: Session,
+    *,
+    now: datetime,
+    limit: int,
+    person_ids: list[int] | None = None,
+    purpose_keys: tuple[str, ...] | None = None,
+    actor: str = "system:retention",
+) -> list[tuple[int, str]]:
+    """Expire, in one batch, consents whose time limit has passed (or, given people and
+    purposes, those consents whatever their limit). Returns (person id, purpose) pairs.
+
+    The work is a handful of statements for the whole batch, not a round of them per
+    person: the two-year sweep must keep up with a million members.
+    """
+    from consent.services import panels
+
+    state, purpose, notice = ConsentState.__table__, Purpose.__table__, Notice.__table__
+    due = [state.c.status == "given"]
+    if purpose_keys is not None:
+        due.append(among(purpose.c.key, purpose_keys))
+    if person_ids is None:
+        due.append(state.c.expires_at <= now)
+        person_ids = list(
+            dict.fromkeys(
+                session.execute(
+                    select(state.c.person_id)
+                    .where(state.c.status == "given", state.c.expires_at <= now)
+                    .order_by(state.c.expires_at)
+                    .limit(limit)
+                ).scalars()
+            )
+        )
+    if not person_ids:
+        return []
+    if is_postgres(session):
+        session.execute(
+            select(Person.id)
+            .where(among(Person.id, person_ids))
+            .order_by(Person.id)
+            .with_for_update()
+        ).all()
+    rows = session.execute(
+        select(
+            state.c.person_id,
+            state.c.purpose_id,
+            purpose.c.key,
+            purpose.c.max_age_days,
+            state.c.notice_id,
+            notice.c.statement,
+            notice.c.text_hash,
+        )
+        .join(purpose, purpose.c.id == state.c.purpose_id)
+        .join(notice, notice.c.id == state.c.notice_id)
+        .where(among(state.c.person_id, person_ids), *due)
+        .order_by(state.c.person_id, state.c.purpose_id)
+    ).all()
+    if not rows:
+        return []
+    touched = sorted({row[0] for row in rows})
+    heads = _heads(session, touched)
+    changes = [
+        _Change(
+            person_id,
+            purpose_id,
+            key,
+            max_age,
+            notice_id,
+            text_hash,
+            "expired",
+            "system",
+            actor,
+            f"Expired: {statement}",
+            None,
+            now,
+        )
+        for person_id, purpose_id, key, max_age, notice_id, statement, text_hash in rows
+    ]
+    _write_changes(session, heads, changes)
+    panel_people = [c.person_id for c in changes if c.purpose_key == "panel_contact"]
+    panels.end_memberships_of(session, panel_people, reason="expired", at=now)
+    _review(session, touched, now)
+    return [(c.person_id, c.purpose_key) for c in changes]
+
+
+def _wording(wording: str | None, default: str) -> str:
+    shown = clean_text(
+        wording, field="wording", label="the wording shown", max_length=20000, multiline=True
+    )
+    return shown or default
+
+
+def give(
+    session: Session,
+    person: Person,
+    purpose_key: str,
+    *,
+    channel: str,
+    actor: str,
+    notice: Notice | None = None,
+    wording: str | None = None,
+    note: str | None = None,
+    at: datetime | None = None,
+) -> ConsentEvent | None:
+    """Record consent. Nothing new is written when it is already in force on this notice.
+
+    ``notice`` is the version the person was shown, when it is known (a form records the
+    version it displayed); otherwise the current version.
+    """
+    _check_channel(channel)
+    actor = _check_actor(actor)
+    note = _check_note(channel, note)
+    ctx = _load_context(session, person, purpose_key)
+    if notice is not None and notice.purpose_id != ctx.purpose_id:
+        raise InvalidInput("notice", "That notice belongs to a different purpose.")
+    notice_id = notice.id if notice is not None else ctx.notice_id
+    notice_hash = notice.text_hash if notice is not None else ctx.notice_hash
+    statement = notice.statement if notice is not None else ctx.notice_statement
+    shown = _wording(wording, statement)
+    if ctx.suppressed:
+        if channel not in FRESH_CHANNELS:
+            raise Suppressed(
+                "This address asked not to be contacted. Only the person can agree again."
+            )
+        from consent.services import people
+
+        people.lift_suppression(session, person.email or "")
+    if ctx.state_status == "given" and ctx.state_notice_id == notice_id:
+        return None
+    assert notice_id is not None
+    return _append(
+        session,
+        person,
+        ctx,
+        "given",
+        notice_id=notice_id,
+        notice_hash=notice_hash,
+        channel=channel,
+        actor=actor,
+        wording=shown,
+        note=note,
+        at=at or utcnow(),
+    )
+
+
+def withdraw(
+    session: Session,
+    person: Person,
+    purpose_key: str,
+    *,
+    channel: str,
+    actor: str,
+    note: str | None = None,
+    at: datetime | None = None,
+) -> ConsentEvent | None:
+    """Record a withdrawal. Withdrawing twice is harmless: the second records nothing."""
+    _check_channel(channel)
+    actor = _check_actor(actor)
+    note = _check_note(channel, note)
+    ctx = _load_context(session, person, purpose_key)
+    if ctx.state_status is None:
+        raise NotConsented(f"There is no consent for {ctx.purpose_title.lower()} to withdraw.")
+    if ctx.state_status != "given":
+        return None
+    assert ctx.state_notice_id and ctx.state_notice_hash and ctx.state_notice_statement
+    return _append(
+        session,
+        person,
+        ctx,
+        "withdrawn",
+        notice_id=ctx.state_notice_id,
+        notice_hash=ctx.state_notice_hash,
+        channel=channel,
+        actor=actor,
+        wording=f"Withdrawn: {ctx.state_notice_statement}",
+        note=note,
+        at=at or utcnow(),
+    )
+
+
+def renew(
+    session: Session,
+    person: Person,
+    purpose_key: str,
+    *,
+    channel: str,
+    actor: str,
+    wording: str | None = None,
+    note: str | None = None,
+    at: datetime | None = None,
+) -> ConsentEvent:
+    """Renew consent in force, on the current notice; the time limit starts again."""
+    _check_channel(channel)
+    actor = _check_actor(actor)
+    note = _check_note(channel, note)
+    ctx = _load_context(session, person, purpose_key)
+    if ctx.state_status != "given":
+        raise NotConsented(
+            f"There is no consent in force for {ctx.purpose_title.lower()} to renew. "
+            "Ask the person to agree again."
+        )
+    return _append(
+        session,
+        person,
+        ctx,
+        "renewed",
+        notice_id=ctx.notice_id,
+        notice_hash=ctx.notice_hash,
+        channel=channel,
+        actor=actor,
+        wording=_wording(wording, ctx.notice_statement),
+        note=note,
+        at=at or utcnow(),
+    )
+
+
+def expire(
+    session: Session,
+    person: Person,
+    purpose_key: str,
+    *,
+    actor: str = "system:retention",
+    at: datetime | None = None,
+) -> ConsentEvent:
+    """Record that consent ran out at its time limit."""
+    ctx = _load_context(session, person, purpose_key)
+    if ctx.state_status != "given":
+        raise NotConsented(
+            f"There is no consent in force for {ctx.purpose_title.lower()} to expire."
+        )
+    assert ctx.state_notice_id and ctx.state_notice_hash and ctx.state_notice_statement
+    return _append(
+        session,
+        person,
+        ctx,
+        "expired",
+        notice_id=ctx.state_notice_id,
+        notice_hash=ctx.state_notice_hash,
+        channel="system",
+        actor=actor,
+        wording=f"Expired: {ctx.state_notice_statement}",
+        note=None,
+        at=at or utcnow(),
+    )
+
+
+def states_for(session: Session, person: Person) -> dict[str, ConsentState]:
+    """Current state per purpose key, for one person."""
+    if person.id is None:
+        return {}
+    rows = session.exec(_states_query(), params={"person_id": person.id}).all()
+    return {key: state for key, state in rows}
+
+
+@cache
+def _states_query() -> Any:
+    return (
+        select(Purpose.key, ConsentState)
+        .join(ConsentState, ConsentState.purpose_id == Purpose.id)
+        .where(ConsentState.person_id == bindparam("person_id"))
+    )
+
+
+def has_consent(session: Session, person: Person, purpose_key: str) -> bool:
+    purpose = notices.get_purpose(session, purpose_key)
+    state = get_state(session, person, purpose)
+    return state is not None and state.status == "given"
+
+
+def events_for(session: Session, person: Person) -> list[ConsentEvent]:
+    if person.id is None:
+        return []
+    return list(
+        session.exec(
+            select(ConsentEvent)
+            .where(ConsentEvent.person_id == person.id)
+            .order_by(ConsentEvent.seq)
+        )
+    )
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify` found; ``problems`` is empty when every chain holds."""
+
+    events: int = 0
+    people: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, problem: str, limit: int = 1000) -> None:
+        if len(self.problems) < limit:
+            self.problems.append(problem)
+        elif len(self.problems) == limit:
+            self.problems.append("... more problems not listed")
+
+
+def _stream_events(session: Session, batch: int) -> Iterator[Any]:
+    """Every event in chain order, in keyset pages so memory stays flat.
+
+    The time is read as stored (text on SQLite) rather than as a datetime: turning three
+    million strings into datetimes and back would be most of the work.
+    """
+    event = ConsentEvent.__table__
+    columns = [
+        event.c.id,
+        event.c.person_id,
+        event.c.seq,
+        event.c.purpose_id,
+        event.c.notice_id,
+        event.c.action,
+        event.c.channel,
+        event.c.actor,
+        type_coerce(event.c.occurred_at, String).label("occurred_at"),
+        event.c.wording,
+        event.c.note,
+        event.c.note_digest,
+        event.c.prev_hash,
+        event.c.hash,
+    ]
+    connection = session.connection()
+    page = (
+        select(*columns)
+        .where(tuple_(event.c.person_id, event.c.seq) > tuple_(bindparam("p"), bindparam("s")))
+        .order_by(event.c.person_id, event.c.seq)
+        .limit(batch)
+    )
+    after = {"p": -1, "s": -1}
+    while True:
+        rows = connection.execute(page, after).all()
+        if not rows:
+            return
+        yield from rows
+        after = {"p": rows[-1][1], "s": rows[-1][2]}
+
+
+def verify(session: Session, batch: int = 20000) -> VerifyReport:
+    """Walk every person's chain and check states agree with the last event of each purpose."""
+    settings = settings_of(session)
+    purpose_keys = dict(session.exec(select(Purpose.id, Purpose.key)).all())
+    notice_hashes = dict(session.exec(select(Notice.id, Notice.text_hash)).all())
+    report = VerifyReport()
+    current_person: int | None = None
+    expected_seq = 1
+    prev = GENESIS
+    for row in _stream_events(session, batch):
+        (
+            event_id,
+            person_id,
+            seq,
+            purpose_id,
+            notice_id,
+            action,
+            channel,
+            actor,
+            occurred_at,
+            wording,
+            note,
+            digest,
+            prev_hash,
+            stored_hash,
+        ) = row
+        report.events += 1
+        if person_id != current_person:
+            current_person, expected_seq, prev = person_id, 1, GENESIS
+            report.people += 1
+        where = f"person {person_id}, event {event_id} (number {seq})"
+        if seq != expected_seq:
+            report.add(
+                f"{where}: expected event number {expected_seq}; an event is missing "
+                "or out of order"
+            )
+        if prev_hash != prev:
+            report.add(f"{where}: does not follow the previous event in the chain")
+        if note is not None and (
+            digest is None or not hmac.compare_digest(note_digest(settings.hash_key, note), digest)
+        ):
+            report.add(f"{where}: the note was changed")
+        recomputed = event_hash(
+            person_id=person_id,
+            seq=seq,
+            purpose_key=purpose_keys.get(purpose_id, "?"),
+            notice_hash=notice_hashes.get(notice_id, "?"),
+            action=action,
+            channel=channel,
+            actor=actor,
+            occurred_at=occurred_at,
+            wording=wording,
+            note_digest=digest,
+            prev_hash=prev_hash,
+        )
+        if not hmac.compare_digest(recomputed, stored_hash):
+            report.add(f"{where}: its content was changed after it was recorded")
+        expected_seq = seq + 1
+        prev = stored_hash
+    _verify_notices(session, report)
+    _verify_states(session, report)
+    return report
+
+
+def _verify_notices(session: Session, report: VerifyReport) -> None:
+    for notice in session.exec(select(Notice)):
+        if notices.notice_hash(notice.statement, notice.text) != notice.text_hash:
+            report.add(f"notice {notice.id} (version {notice.version}): its wording was changed")
+
+
+def _verify_states(session: Session, report: VerifyReport) -> None:
+    """The current state must be the last event per purpose, and every event must have one."""
+    last = aliased(ConsentEvent)
+    later = aliased(ConsentEvent)
+    bad = session.exec(
+        select(ConsentState.person_id, ConsentState.purpose_id)
+        .outerjoin(last, last.id == ConsentState.last_event_id)
+        .where(
+            or_(
+                last.id.is_(None),
+                last.person_id != ConsentState.person_id,
+                last.purpose_id != ConsentState.purpose_id,
+                last.notice_id != ConsentState.notice_id,
+                and_(ConsentState.status == "given", last.action.not_in(("given", "renewed"))),
+                and_(ConsentState.status != "given", last.action != ConsentState.status),
+                exists().where(
+                    later.person_id == ConsentState.person_id,
+                    later.purpose_id == ConsentState.purpose_id,
+                    later.seq > last.seq,
+                ),
+            )
+        )
+    ).all()
+    for person_id, purpose_id in bad:
+        report.add(
+            f"person {person_id}: the current state of purpose {purpose_id} does not match "
+            "the last recorded event"
+        )
+    orphans = session.exec(
+        select(ConsentEvent.person_id, ConsentEvent.purpose_id)
+        .where(
+            ~exists().where(
+                ConsentState.person_id == ConsentEvent.person_id,
+                ConsentState.purpose_id == ConsentEvent.purpose_id,
+            )
+        )
+        .distinct()
+    ).all()
+    for person_id, purpose_id in orphans:
+        report.add(f"person {person_id}: events for purpose {purpose_id} have no current state")

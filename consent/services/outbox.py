@@ -1,0 +1,290 @@
+"""The mail queue: services add messages here, in the same transaction as their cause.
+
+Nothing in the service layer sends mail. A message is rendered when it is queued (so it
+says what was true when the decision was made), claimed atomically by one worker, and
+marked sent, retried with backoff, or failed. Bodies are purged a while after sending.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import make_msgid
+from functools import cache
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from consent import emails, links
+from consent.db import after_commit, is_postgres, settings_of
+from consent.errors import InvalidInput
+from consent.models import Outbox, Person
+from consent.services import people
+from consent.timeutil import utcnow
+
+MAX_ATTEMPTS = 8
+BACKOFF_BASE = timedelta(seconds=30)
+BACKOFF_CAP = timedelta(hours=6)
+CONNECTION_RETRY = timedelta(seconds=60)
+LEASE = timedelta(minutes=10)
+ERROR_MAX = 1000
+
+
+def queue(
+    session: Session,
+    template: str,
+    *,
+    person: Person,
+    context: dict[str, Any] | None = None,
+    to: str | None = None,
+    dedupe_key: str | None = None,
+    purge_on_send: bool = False,
+    detach: bool = False,
+    not_before: datetime | None = None,
+) -> int | None:
+    """Queue one email to a person; returns its id, or None when it was already queued.
+
+    ``dedupe_key`` makes a message once-only for ever (reminders survive retries and
+    restarts without a second copy). Mail the person did not ask for is never queued to
+    an address on the suppression list. ``detach`` leaves the message unlinked from the
+    person, so erasing them (which cancels their queued mail) does not cancel it.
+    """
+    spec = emails.EMAILS[template]
+    settings = settings_of(session)
+    address = to or person.email
+    if not address:
+        raise InvalidInput("email", "There is no email address to send to.")
+    if not spec.requested and people.is_suppressed(session, address):
+        return None
+    base: dict[str, Any] = {
+        "council_name": settings.council_name,
+        "service_name": settings.service_name,
+        "manage_url": None,
+        "unsubscribe_url": None,
+    }
+    headers: dict[str, str] = {}
+    if person.erased_at is None:
+        base["manage_url"] = links.link_url(settings, person, "manage")
+        unsubscribe = links.link_url(
+            settings, person, "unsubscribe", purpose=spec.unsubscribe_purpose
+        )
+        base["unsubscribe_url"] = unsubscribe
+        headers = {
+            "List-Unsubscribe": f"<{unsubscribe}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
+    rendered = emails.render(template, context or {}, base)
+    domain = urlsplit(settings.base_url).hostname or "localhost"
+    values = {
+        "person_id": None if detach else person.id,
+        "template": template,
+        "dedupe_key": dedupe_key,
+        "to_address": address,
+        "subject": rendered.subject,
+        "body_text": rendered.text,
+        "body_html": rendered.html,
+        "headers": json.dumps(headers),
+        "message_id": make_msgid(idstring=template.replace("_", "-"), domain=domain),
+        "status": "queued",
+        "attempts": 0,
+        "next_attempt_at": not_before or utcnow(),
+        "created_at": utcnow(),
+        "purge_on_send": purge_on_send,
+    }
+    statement = _insert(session.get_bind().dialect.name)
+    new_id = session.execute(statement, values).scalar_one_or_none()
+    if new_id is not None:
+        wake = session.info.get("wake_mailer")
+        if wake is not None:
+            after_commit(session, wake)
+    return new_id
+
+
+@cache
+def _insert(dialect: str) -> Any:
+    """Built once per dialect; a repeated ``dedupe_key`` inserts nothing and returns no id."""
+    table = Outbox.__table__
+    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = make(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    return statement.returning(table.c.id)
+
+
+def claim(session: Session, worker: str, limit: int, now: datetime | None = None) -> list[int]:
+    """Atomically take up to ``limit`` due messages; two workers never get the same one."""
+    now = now or utcnow()
+    table = Outbox.__table__
+    due = (
+        select(table.c.id)
+        .where(table.c.status == "queued", table.c.next_attempt_at <= now)
+        .order_by(table.c.next_attempt_at, table.c.id)
+        .limit(limit)
+    )
+    if is_postgres(session):
+        due = due.with_for_update(skip_locked=True)
+    result = session.execute(
+        update(table)
+        .where(table.c.id.in_(due.scalar_subquery()))
+        .values(
+            status="sending",
+            claimed_by=worker,
+            claimed_at=now,
+            attempts=table.c.attempts + 1,
+        )
+        .returning(table.c.id)
+    )
+    return sorted(result.scalars().all())
+
+
+def load(session: Session, ids: list[int]) -> list[Outbox]:
+    return list(
+        session.execute(select(Outbox).where(Outbox.id.in_(ids)).order_by(Outbox.id)).scalars()
+    )
+
+
+def mark_sent(session: Session, outbox_id: int, now: datetime | None = None) -> None:
+    """One statement: marking sent happens once per message, right after the relay says yes."""
+    session.connection().execute(_mark_sent(), {"row_id": outbox_id, "now": now or utcnow()})
+
+
+@cache
+def _mark_sent() -> Any:
+    table = Outbox.__table__
+    purge = table.c.purge_on_send.is_(True)
+    return (
+        update(table)
+        .where(table.c.id == bindparam("row_id"), table.c.status == "sending")
+        .values(
+            status="sent",
+            sent_at=bindparam("now"),
+            claimed_by=None,
+            last_error=None,
+            to_address=case((purge, None), else_=table.c.to_address),
+            body_text=case((purge, None), else_=table.c.body_text),
+            body_html=case((purge, None), else_=table.c.body_html),
+            headers=case((purge, None), else_=table.c.headers),
+            purged_at=case((purge, bindparam("now")), else_=table.c.purged_at),
+        )
+    )
+
+
+def backoff(attempts: int) -> timedelta:
+    """Exponential with full jitter, so a relay that comes back is not hit all at once."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** max(0, attempts - 1)))
+    return ceiling * (0.5 + random.random() / 2)  # noqa: S311 (jitter, not security)
+
+
+def mark_failed_attempt(
+    session: Session, outbox_id: int, error: str, *, permanent: bool, now: datetime | None = None
+) -> str:
+    """Retry later, or give up after a permanent refusal or too many attempts."""
+    now = now or utcnow()
+    row = session.get(Outbox, outbox_id)
+    if row is None or row.status != "sending":
+        return "gone"
+    row.claimed_by = None
+    row.last_error = error[:ERROR_MAX]
+    if permanent or row.attempts >= MAX_ATTEMPTS:
+        row.status = "failed"
+        return "failed"
+    row.status = "queued"
+    row.next_attempt_at = now + backoff(row.attempts)
+    return "retry"
+
+
+def release(session: Session, ids: list[int], error: str, now: datetime | None = None) -> None:
+    """Give claimed messages back when the relay could not be reached: not their fault,
+    so the attempt is not counted and they wait for the relay to come back."""
+    if not ids:
+        return
+    now = now or utcnow()
+    table = Outbox.__table__
+    session.execute(
+        update(table)
+        .where(table.c.id.in_(ids), table.c.status == "sending")
+        .values(
+            status="queued",
+            claimed_by=None,
+            attempts=table.c.attempts - 1,
+            last_error=error[:ERROR_MAX],
+            next_attempt_at=now + CONNECTION_RETRY,
+        )
+    )
+
+
+def requeue_stale(session: Session, now: datetime | None = None) -> int:
+    """Messages claimed by a worker that died: queue them again after the lease."""
+    now = now or utcnow()
+    table = Outbox.__table__
+    result = session.execute(
+        update(table)
+        .where(table.c.status == "sending", table.c.claimed_at < now - LEASE)
+        .values(status="queued", claimed_by=None, next_attempt_at=now)
+    )
+    return int(result.rowcount or 0)
+
+
+def purge_bodies(
+    session: Session, *, keep: timedelta, now: datetime | None = None, limit: int = 1000
+) -> int:
+    """Blank bodies, address and headers of messages sent (or failed) longer ago than ``keep``."""
+    now = now or utcnow()
+    table = Outbox.__table__
+    sent = select(table.c.id).where(
+        table.c.purged_at.is_(None), table.c.status == "sent", table.c.sent_at < now - keep
+    )
+    unsent = select(table.c.id).where(
+        table.c.purged_at.is_(None),
+        table.c.status.in_(("failed", "cancelled")),
+        table.c.created_at < now - keep,
+    )
+    ids = list(session.execute(sent.limit(limit)).scalars())
+    ids += list(session.execute(unsent.limit(limit)).scalars())
+    if not ids:
+        return 0
+    session.execute(
+        update(table)
+        .where(table.c.id.in_(ids))
+        .values(to_address=None, body_text=None, body_html=None, headers=None, purged_at=now)
+    )
+    return len(ids)
+
+
+@dataclass(frozen=True)
+class QueueHealth:
+    queued: int
+    due: int
+    sending: int
+    failed: int
+    sent_last_day: int
+    oldest_due_at: datetime | None
+
+
+def health(session: Session, now: datetime | None = None) -> QueueHealth:
+    now = now or utcnow()
+    table = Outbox.__table__
+    counts = dict(
+        session.execute(select(table.c.status, func.count()).group_by(table.c.status)).all()
+    )
+    due = session.execute(
+        select(func.count(), func.min(table.c.next_attempt_at)).where(
+            table.c.status == "queued", table.c.next_attempt_at <= now
+        )
+    ).one()
+    sent_day = session.execute(
+        select(func.count()).where(
+            table.c.status == "sent", table.c.sent_at >= now - timedelta(days=1)
+        )
+    ).scalar_one()
+    return QueueHealth(
+        queued=counts.get("queued", 0),
+        due=due[0],
+        sending=counts.get("sending", 0),
+        failed=counts.get("failed", 0),
+        sent_last_day=sent_day,
+        oldest_due_at=due[1],
+    )

@@ -1,0 +1,574 @@
+"""Parent Carer Panels: membership, profiles, and destroying panel data when it must go."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, update
+from sqlmodel import Session, select
+
+from consent.crypto import cipher_for
+from consent.db import among
+from consent.errors import Conflict, InvalidInput, NotFound
+from consent.models import (
+    Attendance,
+    Notice,
+    Panel,
+    PanelMembership,
+    PanelProfile,
+    PanelSession,
+    Person,
+    SessionNote,
+)
+from consent.options import PREFER_NOT_TO_SAY, options
+from consent.services import ledger, notices, reports
+from consent.timeutil import utcnow
+from consent.validation import TEXT_MAX, clean_text, normalise_postcode
+
+
+def _destroy_member_data(session: Session, membership_ids: list[int]) -> int:
+    """Remove every identifying piece of panel data for these memberships."""
+    if not membership_ids:
+        return 0
+    session.execute(delete(SessionNote).where(among(SessionNote.membership_id, membership_ids)))
+    session.execute(delete(Attendance).where(among(Attendance.membership_id, membership_ids)))
+    result = session.execute(
+        delete(PanelProfile).where(among(PanelProfile.membership_id, membership_ids))
+    )
+    return int(result.rowcount or 0)
+
+
+def end_memberships(session: Session, person: Person, *, reason: str, at: datetime) -> int:
+    """End every active membership of a person and destroy their panel data at once."""
+    assert person.id is not None
+    return end_memberships_of(session, [person.id], reason=reason, at=at)
+
+
+def end_memberships_of(
+    session: Session,
+    person_ids: list[int],
+    *,
+    reason: str,
+    at: datetime,
+    panel_id: int | None = None,
+) -> int:
+    """End active memberships of many people (of one panel, or of all) in a few statements,
+    destroying the panel data that identifies them."""
+    if not person_ids:
+        return 0
+    table = PanelMembership.__table__
+    where = [among(table.c.person_id, person_ids), table.c.left_at.is_(None)]
+    if panel_id is not None:
+        where.append(table.c.panel_id == panel_id)
+    rows = session.execute(select(table.c.id, table.c.panel_id).where(*where)).all()
+    if not rows:
+        return 0
+    ids = [row[0] for row in rows]
+    session.execute(
+        update(table)
+        .where(among(table.c.id, ids))
+        .values(left_at=at, left_reason=reason, data_destroyed_at=at)
+    )
+    _destroy_member_data(session, ids)
+    for panel, number in Counter(row[1] for row in rows).items():
+        reports.count(session, f"panel.left.{reason}", scope=f"panel:{panel}", at=at, by=number)
+    ended = set(ids)
+    for membership in list(session.identity_map.values()):
+        if isinstance(membership, PanelMembership) and membership.id in ended:
+            session.expire(membership, ["left_at", "left_reason", "data_destroyed_at"])
+    return len(ids)
+
+
+def extend_memberships(session: Session, person: Person, expires_at: datetime) -> None:
+    """A renewed panel-contact consent restarts every active membership's two-year clock."""
+    session.execute(
+        update(PanelMembership)
+        .where(PanelMembership.person_id == person.id, PanelMembership.left_at.is_(None))
+        .values(expires_at=expires_at)
+    )
+
+
+def delete_all_for_people(session: Session, person_ids: list[int]) -> int:
+    """For erasure: remove memberships and everything hanging off them."""
+    ids = list(
+        session.exec(select(PanelMembership.id).where(among(PanelMembership.person_id, person_ids)))
+    )
+    _destroy_member_data(session, [i for i in ids if i is not None])
+    session.execute(delete(PanelMembership).where(among(PanelMembership.person_id, person_ids)))
+    return len(ids)
+
+
+@dataclass
+class ProfileInput:
+    """What a member tells us when joining; special category answers are all optional."""
+
+    postcode: str | None = None
+    age_band: str | None = None
+    children_count: int | None = None
+    children_ages: list[int] = field(default_factory=list)
+    services_used: list[str] = field(default_factory=list)
+    special_category: dict[str, str] = field(default_factory=dict)
+
+
+def clean_profile(profile: ProfileInput) -> dict[str, Any]:
+    """Check every answer; raises InvalidInput naming the field, before anything is written."""
+    opts = options()
+    if profile.age_band is not None and profile.age_band not in opts.age_bands:
+        raise InvalidInput("age_band", "Select your age group from the list.")
+    if profile.children_count is not None and not 0 <= profile.children_count <= 20:
+        raise InvalidInput("children_count", "Number of children must be between 0 and 20.")
+    if len(profile.children_ages) > 20 or any(
+        not isinstance(a, int) or not 0 <= a <= 25 for a in profile.children_ages
+    ):
+        raise InvalidInput("children_ages", "Enter each child's age as a number from 0 to 25.")
+    unknown = [s for s in profile.services_used if s not in opts.family_hub_services]
+    if unknown:
+        raise InvalidInput("services_used", "Select the services you have used from the list.")
+    special: dict[str, str] = {}
+    for key, answer in profile.special_category.items():
+        try:
+            question = opts.special(key)
+        except KeyError:
+            raise InvalidInput(key, "That question is not one we ask.") from None
+        if question.free_text:
+            cleaned = clean_text(
+                answer, field=key, label="your answer", max_length=500, multiline=True
+            )
+            if cleaned:
+                special[key] = cleaned
+        elif answer:
+            if answer not in (*question.options, PREFER_NOT_TO_SAY):
+                raise InvalidInput(key, "Select an answer from the list, or prefer not to say.")
+            special[key] = answer
+    return {
+        "postcode": normalise_postcode(profile.postcode),
+        "age_band": profile.age_band,
+        "children_count": profile.children_count,
+        "children_ages": ", ".join(str(a) for a in sorted(profile.children_ages)) or None,
+        "services_used": json.dumps(sorted(set(profile.services_used)))
+        if profile.services_used
+        else None,
+        "special_category": special,
+    }
+
+
+def create_panel(session: Session, *, name: str, family_hub: str, description: str) -> Panel:
+    panel = Panel(
+        name=clean_text(name, field="name", label="a panel name", required=True),
+        family_hub=clean_text(
+            family_hub, field="family_hub", label="the Family Hub", required=True
+        ),
+        description=clean_text(
+            description,
+            field="description",
+            label="a description",
+            max_length=TEXT_MAX,
+            required=True,
+            multiline=True,
+        ),
+    )
+    session.add(panel)
+    session.flush()
+    return panel
+
+
+def get_panel(session: Session, panel_id: int) -> Panel:
+    if not isinstance(panel_id, int) or not 0 < panel_id <= 2**31 - 1:
+        raise NotFound("We could not find that panel.")
+    panel = session.get(Panel, panel_id)
+    if panel is None:
+        raise NotFound("We could not find that panel.")
+    return panel
+
+
+def join(
+    session: Session,
+    panel: Panel,
+    person: Person,
+    profile: ProfileInput,
+    *,
+    channel: str,
+    actor: str,
+    recordings: bool = False,
+    shown: dict[str, Notice | None] | None = None,
+    note: str | None = None,
+    at: datetime | None = None,
+) -> PanelMembership:
+    """Join (or rejoin) a panel: records panel-contact consent and the member's profile.
+
+    ``shown`` holds the notice versions the person was shown, when known.
+    """
+    if panel.status != "open":
+        raise Conflict("This panel is not taking new members.")
+    cleaned = clean_profile(profile)
+    at = at or utcnow()
+    shown = shown or {}
+    ledger.give(
+        session,
+        person,
+        "panel_contact",
+        channel=channel,
+        actor=actor,
+        notice=shown.get("panel_contact"),
+        note=note,
+        at=at,
+    )
+    if recordings:
+        ledger.give(
+            session,
+            person,
+            "panel_recordings",
+            channel=channel,
+            actor=actor,
+            notice=shown.get("panel_recordings"),
+            note=note,
+            at=at,
+        )
+    state = ledger.get_state(session, person, notices.get_purpose(session, "panel_contact"))
+    assert state is not None and state.expires_at is not None
+    membership = session.exec(
+        select(PanelMembership).where(
+            PanelMembership.panel_id == panel.id, PanelMembership.person_id == person.id
+        )
+    ).first()
+    if membership is None:
+        membership = PanelMembership(
+            panel_id=panel.id, person_id=person.id, joined_at=at, expires_at=state.expires_at
+        )
+        session.add(membership)
+    elif membership.left_at is not None:
+        membership.joined_at, membership.left_at, membership.left_reason = at, None, None
+        membership.renewed_at, membership.data_destroyed_at = None, None
+    membership.expires_at = state.expires_at
+    session.flush()
+    _save_profile(session, membership, cleaned)
+    _count_join(session, panel, cleaned, at)
+    return membership
+
+
+def _save_profile(session: Session, membership: PanelMembership, cleaned: dict[str, Any]) -> None:
+    cipher = cipher_for(session)
+    profile = session.exec(
+        select(PanelProfile).where(PanelProfile.membership_id == membership.id)
+    ).first()
+    if profile is None:
+        assert membership.id is not None
+        profile = PanelProfile(membership_id=membership.id)
+        session.add(profile)
+    profile.postcode = cleaned["postcode"]
+    profile.age_band = cleaned["age_band"]
+    profile.children_count = cleaned["children_count"]
+    profile.children_ages = cleaned["children_ages"]
+    profile.services_used = cleaned["services_used"]
+    profile.special_category = (
+        cipher.encrypt_json(cleaned["special_category"]) if cleaned["special_category"] else None
+    )
+    profile.updated_at = utcnow()
+    session.flush()
+
+
+def _count_join(session: Session, panel: Panel, cleaned: dict[str, Any], at: datetime) -> None:
+    """Anonymous counts for the diversity report, recorded now so erasure cannot change them."""
+    scope = f"panel:{panel.id}"
+    reports.count(session, "panel.joined", scope=scope, at=at)
+    reports.count(
+        session,
+        "panel.joined",
+        scope=scope,
+        dimension="age_band",
+        value=cleaned["age_band"] or "Not answered",
+        at=at,
+    )
+    for question in options().special_category:
+        if question.free_text:
+            continue
+        value = cleaned["special_category"].get(question.key, "Not answered")
+        reports.count(
+            session, "panel.joined", scope=scope, dimension=question.key, value=value, at=at
+        )
+
+
+def create_session(
+    session: Session,
+    panel: Panel,
+    *,
+    title: str,
+    starts_at: datetime,
+    format: str,
+    location: str | None = None,
+    recorded: bool = False,
+) -> PanelSession:
+    if format not in ("online", "in_person", "hybrid"):
+        raise InvalidInput("format", "Select whether the session is online, in person or both.")
+    if starts_at.tzinfo is None:
+        raise InvalidInput("starts_at", "Enter the date and time of the session.")
+    item = PanelSession(
+        panel_id=panel.id,
+        title=clean_text(title, field="title", label="a title", required=True),
+        starts_at=starts_at,
+        format=format,
+        location=clean_text(location, field="location", label="a location", max_length=300),
+        recorded=recorded,
+    )
+    session.add(item)
+    session.flush()
+    return item
+
+
+def conclude(session: Session, panel: Panel) -> Panel:
+    """Close a panel for good. Members' data is destroyed by the next retention sweep."""
+    if panel.status == "concluded":
+        raise Conflict("This panel has already concluded.")
+    panel.status = "concluded"
+    panel.concluded_at = utcnow()
+    session.flush()
+    return panel
+
+
+# ---- running a panel (coordinators) -------------------------------------------------------
+
+PAGE_SIZE = 50
+
+
+def update_panel(
+    session: Session, panel: Panel, *, name: str, family_hub: str, description: str, status: str
+) -> Panel:
+    if panel.status == "concluded":
+        raise Conflict("A concluded panel cannot be changed.")
+    if status not in ("open", "closed"):
+        raise InvalidInput("status", "Select whether the panel is taking new members.")
+    panel.name = clean_text(name, field="name", label="a panel name", required=True) or panel.name
+    panel.family_hub = (
+        clean_text(family_hub, field="family_hub", label="the Family Hub", required=True)
+        or panel.family_hub
+    )
+    panel.description = (
+        clean_text(
+            description,
+            field="description",
+            label="a description",
+            max_length=TEXT_MAX,
+            required=True,
+            multiline=True,
+        )
+        or panel.description
+    )
+    panel.status = status
+    session.flush()
+    return panel
+
+
+def all_panels(session: Session) -> list[Panel]:
+    return list(session.exec(select(Panel).order_by(Panel.status, Panel.name)))
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    membership: PanelMembership
+    person: Person
+    profile: PanelProfile | None
+
+
+def members(
+    session: Session,
+    panel: Panel,
+    *,
+    page: int = 1,
+    age_band: str | None = None,
+    service: str | None = None,
+    current: bool = True,
+) -> tuple[list[MemberRow], int]:
+    """One page of a panel's members, with the total, filtered by age band or service used."""
+    query = (
+        select(PanelMembership, Person, PanelProfile)
+        .join(Person, Person.id == PanelMembership.person_id)
+        .outerjoin(PanelProfile, PanelProfile.membership_id == PanelMembership.id)
+        .where(PanelMembership.panel_id == panel.id)
+    )
+    if current:
+        query = query.where(PanelMembership.left_at.is_(None))
+    if age_band:
+        query = query.where(PanelProfile.age_band == age_band)
+    if service:
+        query = query.where(PanelProfile.services_used.contains(json.dumps(service)))
+    total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    page = max(1, min(page, 10_000))
+    rows = session.execute(
+        query.order_by(PanelMembership.id).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
+    ).all()
+    return [MemberRow(m, p, pr) for m, p, pr in rows], total
+
+
+def diversity(session: Session, panel: Panel) -> dict[str, list[tuple[str, str]]]:
+    """Current members' answers as counts per question, with counts under five suppressed.
+
+    Individual answers are decrypted only in memory, to be counted; no one sees them here.
+    """
+    cipher = cipher_for(session)
+    tallies: dict[str, Counter[str]] = {
+        q.key: Counter() for q in options().special_category if not q.free_text
+    }
+    tallies["age_band"] = Counter()
+    for profile in session.execute(
+        select(PanelProfile)
+        .join(PanelMembership, PanelMembership.id == PanelProfile.membership_id)
+        .where(PanelMembership.panel_id == panel.id, PanelMembership.left_at.is_(None))
+    ).scalars():
+        tallies["age_band"][profile.age_band or "Not answered"] += 1
+        answers = cipher.decrypt_json(profile.special_category) if profile.special_category else {}
+        for key in tallies:
+            if key != "age_band":
+                tallies[key][answers.get(key, "Not answered")] += 1
+    return {
+        key: [(value, reports.suppressed(count)) for value, count in sorted(counter.items())]
+        for key, counter in tallies.items()
+    }
+
+
+def invite(session: Session, panel: Panel, *, email: str, name: str | None) -> Person:
+    """Email someone a signed link to join; joining from it needs no second confirmation,
+    because the link itself proves the address is theirs."""
+    if panel.status != "open":
+        raise Conflict("This panel is not taking new members.")
+    from consent import links
+    from consent.services import outbox, people
+
+    person = people.find_or_create(session, email, name=name)
+    join_url = links.url_for_session(session, person, "join", ref=panel.id)
+    queued = outbox.queue(
+        session,
+        "panel_invitation",
+        person=person,
+        dedupe_key=f"invite:{panel.id}:{person.id}:{utcnow():%Y%m%d}",
+        context={
+            "name": person.name,
+            "panel_name": panel.name,
+            "family_hub": panel.family_hub,
+            "join_url": join_url,
+        },
+    )
+    if queued is None and people.is_suppressed(session, person.email or ""):
+        raise Conflict("This person asked not to be contacted, so they cannot be invited.")
+    return person
+
+
+def sessions_of(session: Session, panel: Panel) -> list[PanelSession]:
+    return list(
+        session.exec(
+            select(PanelSession)
+            .where(PanelSession.panel_id == panel.id)
+            .order_by(PanelSession.starts_at.desc())
+        )
+    )
+
+
+def get_session(session: Session, session_id: int) -> PanelSession:
+    if not isinstance(session_id, int) or not 0 < session_id <= 2**31 - 1:
+        raise NotFound("We could not find that session.")
+    found = session.get(PanelSession, session_id)
+    if found is None:
+        raise NotFound("We could not find that session.")
+    return found
+
+
+def attendance(
+    session: Session, panel_session: PanelSession
+) -> list[tuple[MemberRow, Attendance | None]]:
+    rows = session.execute(
+        select(PanelMembership, Person, Attendance)
+        .join(Person, Person.id == PanelMembership.person_id)
+        .outerjoin(
+            Attendance,
+            (Attendance.membership_id == PanelMembership.id)
+            & (Attendance.session_id == panel_session.id),
+        )
+        .where(
+            PanelMembership.panel_id == panel_session.panel_id, PanelMembership.left_at.is_(None)
+        )
+        .order_by(Person.name)
+    ).all()
+    return [(MemberRow(m, p, None), a) for m, p, a in rows]
+
+
+def record_attendance(
+    session: Session,
+    panel_session: PanelSession,
+    membership_id: int,
+    *,
+    attended: bool,
+    recording_consent: bool,
+) -> Attendance:
+    """Whether a member came, and whether they agreed to this session being recorded (which
+    needs their standing agreement to recordings)."""
+    membership = (
+        session.get(PanelMembership, membership_id) if isinstance(membership_id, int) else None
+    )
+    if membership is None or membership.panel_id != panel_session.panel_id or membership.left_at:
+        raise NotFound("That person is not a member of this panel.")
+    if recording_consent:
+        person = session.get(Person, membership.person_id)
+        assert person is not None
+        if not ledger.has_consent(session, person, "panel_recordings"):
+            raise InvalidInput(
+                "recording_consent",
+                "They have not agreed to recordings. Record "
+                "their agreement on their page first, with a note.",
+            )
+    row = session.execute(
+        select(Attendance).where(
+            Attendance.session_id == panel_session.id, Attendance.membership_id == membership.id
+        )
+    ).scalar()
+    if row is None:
+        row = Attendance(session_id=panel_session.id, membership_id=membership.id)
+        session.add(row)
+    row.attended = attended
+    if recording_consent and not row.recording_consent:
+        row.recording_consent_at = utcnow()
+    row.recording_consent = recording_consent
+    session.flush()
+    return row
+
+
+def add_note(
+    session: Session,
+    panel_session: PanelSession,
+    text: str,
+    *,
+    author_id: int,
+    membership_id: int | None = None,
+) -> SessionNote:
+    """A coordinator's note, stored encrypted; about one member if ``membership_id`` is given."""
+    cleaned = clean_text(
+        text, field="note", label="a note", max_length=TEXT_MAX, required=True, multiline=True
+    )
+    assert cleaned is not None
+    if membership_id is not None:
+        membership = session.get(PanelMembership, membership_id)
+        if membership is None or membership.panel_id != panel_session.panel_id:
+            raise NotFound("That person is not a member of this panel.")
+    note = SessionNote(
+        session_id=panel_session.id,
+        membership_id=membership_id,
+        author_id=author_id,
+        text=cipher_for(session).encrypt(cleaned),
+    )
+    session.add(note)
+    session.flush()
+    return note
+
+
+def notes_of(session: Session, panel_session: PanelSession) -> list[tuple[SessionNote, str]]:
+    cipher = cipher_for(session)
+    return [
+        (note, cipher.decrypt(note.text))
+        for note in session.exec(
+            select(SessionNote)
+            .where(SessionNote.session_id == panel_session.id)
+            .order_by(SessionNote.created_at)
+        )
+    ]

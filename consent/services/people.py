@@ -1,0 +1,346 @@
+"""People: finding them by email, correcting their details, and erasing them completely."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import cache
+from typing import Any
+
+from sqlalchemy import delete, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlmodel import Session, select
+
+from consent.db import among, settings_of
+from consent.errors import Conflict, Erased, InvalidInput, NotFound
+from consent.models import (
+    Booking,
+    ConsentEvent,
+    ConsentState,
+    Outbox,
+    PendingSignup,
+    Person,
+    PersonChange,
+    Purpose,
+    RightsRequest,
+    Suppression,
+)
+from consent.services import ledger, panels, reports
+from consent.timeutil import utcnow
+from consent.validation import (
+    NOTE_MAX,
+    clean_text,
+    normalise_email,
+    normalise_phone,
+    normalise_postcode,
+)
+
+EDITABLE = ("name", "phone", "postcode")
+
+
+def email_hmac(hash_key: str, email: str) -> str:
+    """The keyed hash of a normalised address: what the suppression list holds."""
+    return hmac.new(hash_key.encode(), email.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _hmac_for(session: Session, email: str) -> str:
+    return email_hmac(settings_of(session).hash_key, email)
+
+
+def is_suppressed(session: Session, email: str) -> bool:
+    digest = _hmac_for(session, normalise_email(email))
+    return (
+        session.exec(select(Suppression.id).where(Suppression.email_hmac == digest)).first()
+        is not None
+    )
+
+
+def suppress(session: Session, email: str, reason: str) -> None:
+    digest = _hmac_for(session, normalise_email(email))
+    if session.exec(select(Suppression).where(Suppression.email_hmac == digest)).first() is None:
+        session.add(Suppression(email_hmac=digest, reason=reason))
+        session.flush()
+
+
+def lift_suppression(session: Session, email: str) -> None:
+    """Only a fresh consent from the person themselves removes them from the list."""
+    digest = _hmac_for(session, normalise_email(email))
+    session.execute(delete(Suppression).where(Suppression.email_hmac == digest))
+
+
+def find_by_email(session: Session, email: str) -> Person | None:
+    """The living (not erased) person with this address, if any."""
+    normalised = normalise_email(email)
+    return session.exec(select(Person).where(Person.email == normalised)).first()
+
+
+def get_by_public_id(session: Session, public_id: str) -> Person:
+    person = session.exec(select(Person).where(Person.public_id == public_id)).first()
+    if person is None:
+        raise NotFound("We could not find that person.")
+    return person
+
+
+def find_or_create(session: Session, email: str, *, name: str | None = None) -> Person:
+    """One person per mailbox: an existing record is reused, a name only fills a blank."""
+    normalised = normalise_email(email)
+    cleaned_name = clean_text(name, field="name", label="your name")
+    person = session.exec(select(Person).where(Person.email == normalised)).first()
+    if person is not None:
+        if cleaned_name and not person.name:
+            person.name = cleaned_name
+            person.updated_at = utcnow()
+        return person
+    wait = timedelta(seconds=settings_of(session).link_max_age["confirm"], hours=1)
+    person = Person(email=normalised, name=cleaned_name, review_at=utcnow() + wait)
+    session.add(person)
+    session.flush()
+    reports.count(session, "people.created")
+    return person
+
+
+def _clean_detail(key: str, value: str | None) -> str | None:
+    if key == "name":
+        return clean_text(value, field="name", label="your name")
+    if key == "phone":
+        return normalise_phone(value)
+    if key == "postcode":
+        return normalise_postcode(value)
+    raise InvalidInput(key, f"{key} cannot be changed here.")
+
+
+def correct_details(
+    session: Session,
+    person: Person,
+    changes: Mapping[str, str | None],
+    *,
+    channel: str,
+    actor: str,
+    note: str | None = None,
+) -> list[str]:
+    """Correct name, phone or postcode; records which fields changed, never their values."""
+    if person.is_erased:
+        raise Erased("This person's details have been deleted.")
+    unknown = set(changes) - set(EDITABLE)
+    if unknown:
+        raise InvalidInput(sorted(unknown)[0], "That detail cannot be changed here.")
+    cleaned = {key: _clean_detail(key, value) for key, value in changes.items()}
+    note = clean_text(note, field="note", label="a note", max_length=NOTE_MAX, multiline=True)
+    changed = [key for key, value in cleaned.items() if getattr(person, key) != value]
+    if not changed:
+        return []
+    for key in changed:
+        setattr(person, key, cleaned[key])
+    person.updated_at = utcnow()
+    _record_change(session, person, changed, channel=channel, actor=actor, note=note)
+    return changed
+
+
+def _record_change(
+    session: Session,
+    person: Person,
+    fields: list[str],
+    *,
+    channel: str,
+    actor: str,
+    note: str | None,
+) -> None:
+    assert person.id is not None
+    session.add(
+        PersonChange(
+            person_id=person.id,
+            fields=",".join(sorted(fields)),
+            channel=channel,
+            actor=actor[:100],
+            note=note,
+        )
+    )
+    session.flush()
+
+
+def change_email(
+    session: Session,
+    person: Person,
+    new_email: str,
+    *,
+    channel: str,
+    actor: str,
+    note: str | None = None,
+) -> bool:
+    """Change the address once it is confirmed; refuse one that belongs to someone else."""
+    if person.is_erased:
+        raise Erased("This person's details have been deleted.")
+    normalised = normalise_email(new_email)
+    if normalised == person.email:
+        person.pending_email = None
+        return False
+    other = session.exec(select(Person).where(Person.email == normalised)).first()
+    if other is not None:
+        raise Conflict("That email address is already used by someone else on our records.")
+    from consent.services import mailchimp
+
+    if (
+        person.email
+        and channel != mailchimp.CHANNEL
+        and ledger.has_consent(session, person, "newsletter")
+    ):
+        mailchimp.queue_email_change(session, person.email, normalised)
+    person.email = normalised
+    person.pending_email = None
+    person.updated_at = utcnow()
+    _record_change(session, person, ["email"], channel=channel, actor=actor, note=note)
+    return True
+
+
+def revoke_links(person: Person) -> None:
+    """Every link sent so far stops working; new links carry the new version."""
+    person.token_version += 1
+    person.updated_at = utcnow()
+
+
+@dataclass
+class ErasureReport:
+    person_public_id: str
+    withdrawn: list[str] = field(default_factory=list)
+    memberships: int = 0
+    bookings: int = 0
+    messages: int = 0
+    already_erased: bool = False
+
+
+def erase(
+    session: Session,
+    person: Person,
+    *,
+    channel: str,
+    actor: str,
+    note: str | None = None,
+    reason: str = "erased",
+) -> ErasureReport:
+    """Remove or destroy every personal field about a person, in every table, at once.
+
+    Consents still in force are first withdrawn, so the ledger shows how they ended; the
+    ledger itself is kept, pseudonymised (notes blanked, digests kept). The address joins
+    the suppression list and every link already sent stops working.
+    """
+    report = ErasureReport(person_public_id=person.public_id)
+    if person.is_erased:
+        report.already_erased = True
+        return report
+    assert person.id is not None
+    for key, state in ledger.states_for(session, person).items():
+        if state.status == "given":
+            ledger.withdraw(session, person, key, channel=channel, actor=actor, note=note)
+            report.withdrawn.append(key)
+    counts = scrub(session, [person.id], reason=reason, suppress_ids={person.id})
+    report.memberships, report.bookings, report.messages = (
+        counts["memberships"],
+        counts["bookings"],
+        counts["messages"],
+    )
+    return report
+
+
+def scrub(
+    session: Session, person_ids: list[int], *, reason: str, suppress_ids: set[int]
+) -> dict[str, int]:
+    """Erase many people in a few statements. Their consents must already have ended.
+
+    ``suppress_ids`` are the people whose address joins the suppression list: those who
+    opted out. Someone whose consent simply ran out may be asked again later.
+    """
+    from consent.services import mailchimp
+
+    now = utcnow()
+    table = Person.__table__
+    living = session.execute(
+        select(table.c.id, table.c.email).where(
+            among(table.c.id, person_ids), table.c.erased_at.is_(None)
+        )
+    ).all()
+    ids = [row[0] for row in living]
+    counts = {"people": len(ids), "memberships": 0, "bookings": 0, "messages": 0}
+    if not ids:
+        return counts
+    hash_key = settings_of(session).hash_key
+    suppressed = [
+        {"email_hmac": email_hmac(hash_key, email), "reason": reason, "created_at": now}
+        for person_id, email in living
+        if email and person_id in suppress_ids
+    ]
+    if suppressed:
+        session.execute(_suppress_insert(session.get_bind().dialect.name), suppressed)
+    newsletter_people = set(
+        session.execute(
+            select(ConsentState.person_id)
+            .join(Purpose, Purpose.id == ConsentState.purpose_id)
+            .where(among(ConsentState.person_id, ids), Purpose.key == "newsletter")
+        ).scalars()
+    )
+    for person_id, email in living:
+        if email and person_id in newsletter_people:
+            mailchimp.queue_delete(session, email)
+    counts["memberships"] = panels.delete_all_for_people(session, ids)
+    session.execute(delete(PendingSignup).where(among(PendingSignup.person_id, ids)))
+    counts["bookings"] = int(
+        session.execute(delete(Booking).where(among(Booking.person_id, ids))).rowcount or 0
+    )
+    counts["messages"] = int(
+        session.execute(
+            update(Outbox)
+            .where(among(Outbox.person_id, ids))
+            .values(to_address=None, body_text=None, body_html=None, headers=None, purged_at=now)
+        ).rowcount
+        or 0
+    )
+    session.execute(
+        update(Outbox)
+        .where(among(Outbox.person_id, ids), Outbox.status == "queued")
+        .values(status="cancelled", last_error="Cancelled: the person's data was deleted.")
+    )
+    session.execute(
+        update(ConsentEvent)
+        .where(among(ConsentEvent.person_id, ids), ConsentEvent.note.is_not(None))
+        .values(note=None)
+    )
+    session.execute(
+        update(PersonChange).where(among(PersonChange.person_id, ids)).values(note=None)
+    )
+    session.execute(
+        update(RightsRequest).where(among(RightsRequest.person_id, ids)).values(requester=None)
+    )
+    session.execute(
+        update(table)
+        .where(among(table.c.id, ids))
+        .values(
+            email=None,
+            name=None,
+            phone=None,
+            postcode=None,
+            pending_email=None,
+            erased_at=now,
+            updated_at=now,
+            review_at=None,
+            token_version=table.c.token_version + 1,
+        )
+    )
+    erased = set(ids)
+    for person in list(session.identity_map.values()):
+        if isinstance(person, Person) and person.id in erased:
+            for name in ("email", "name", "phone", "postcode", "pending_email", "review_at"):
+                set_committed_value(person, name, None)
+            set_committed_value(person, "erased_at", now)
+            set_committed_value(person, "updated_at", now)
+            set_committed_value(person, "token_version", person.token_version + 1)
+    reports.count(session, "people.erased", dimension="reason", value=reason, by=len(ids))
+    return counts
+
+
+@cache
+def _suppress_insert(dialect: str) -> Any:
+    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return make(Suppression.__table__).on_conflict_do_nothing(index_elements=["email_hmac"])

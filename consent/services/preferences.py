@@ -1,0 +1,243 @@
+"""What a person can do for themselves from a signed link: see and change every consent,
+withdraw from everything, correct details, cancel bookings, unsubscribe, delete it all.
+
+The link proves they hold the mailbox; there is no account and no password. Withdrawing
+is one step and asks for no reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import bindparam
+from sqlmodel import Session, select
+
+from consent import links
+from consent.errors import Conflict, InvalidInput, NotConsented, NotFound
+from consent.models import (
+    Booking,
+    ConsentState,
+    Notice,
+    Panel,
+    PanelMembership,
+    Person,
+    Purpose,
+    Workshop,
+)
+from consent.services import ledger, notices, outbox, people, reports
+from consent.timeutil import utcnow
+from consent.validation import normalise_email
+
+
+@dataclass(frozen=True)
+class PurposeView:
+    purpose: Purpose
+    notice: Notice
+    state: ConsentState | None
+    agreed_notice: Notice | None
+
+    @property
+    def given(self) -> bool:
+        return self.state is not None and self.state.status == "given"
+
+
+@dataclass(frozen=True)
+class Overview:
+    person: Person
+    purposes: list[PurposeView]
+    memberships: list[tuple[PanelMembership, Panel]]
+    bookings: list[tuple[Booking, Workshop]]
+
+
+@cache
+def _queries() -> dict[str, Any]:
+    """The page's queries, built once: composing them cost more than running them."""
+    person_id = bindparam("person_id")
+    return {
+        "catalogue": select(Purpose, Notice)
+        .join(Notice, Notice.purpose_id == Purpose.id)
+        .order_by(Purpose.sort_order, Purpose.id, Notice.version),
+        "memberships": select(PanelMembership, Panel)
+        .join(Panel, Panel.id == PanelMembership.panel_id)
+        .where(PanelMembership.person_id == person_id, PanelMembership.left_at.is_(None)),
+        "bookings": select(Booking, Workshop)
+        .join(Workshop, Workshop.id == Booking.workshop_id)
+        .where(
+            Booking.person_id == person_id,
+            Booking.cancelled_at.is_(None),
+            Workshop.ends_at > bindparam("now"),
+        )
+        .order_by(Workshop.starts_at),
+    }
+
+
+def overview(session: Session, person: Person) -> Overview:
+    """Everything the preferences page shows, in four queries whatever the history."""
+    queries = _queries()
+    states = ledger.states_for(session, person)
+    purposes: dict[int, Purpose] = {}
+    by_id: dict[int, Notice] = {}
+    newest: dict[int, Notice] = {}
+    for purpose, notice in session.exec(queries["catalogue"]).all():
+        purposes[purpose.id] = purpose
+        by_id[notice.id] = newest[purpose.id] = notice
+    views = []
+    for purpose in purposes.values():
+        state = states.get(purpose.key)
+        agreed = by_id.get(state.notice_id) if state else None
+        views.append(PurposeView(purpose, newest[purpose.id], state, agreed))
+    params = {"person_id": person.id, "now": utcnow()}
+    memberships = list(session.exec(queries["memberships"], params=params).all())
+    bookings = list(session.exec(queries["bookings"], params=params).all())
+    return Overview(person, views, memberships, bookings)
+
+
+def _titles(session: Session, keys: list[str]) -> list[str]:
+    return [notices.get_purpose(session, key).title for key in keys]
+
+
+def confirm_withdrawal(session: Session, person: Person, keys: list[str]) -> None:
+    """Confirm by email what stopped: the person asked, so it goes even when suppressed."""
+    if keys and person.email:
+        outbox.queue(
+            session,
+            "consent_withdrawn",
+            person=person,
+            context={"name": person.name, "withdrawn": _titles(session, keys)},
+        )
+
+
+def set_consent(
+    session: Session, person: Person, purpose_key: str, *, agree: bool, notice_id: int | None
+) -> bool:
+    """Give (on the notice version the page showed) or withdraw one purpose."""
+    if agree:
+        notice = session.get(Notice, notice_id) if isinstance(notice_id, int) else None
+        purpose = notices.get_purpose(session, purpose_key)
+        if notice is None or notice.purpose_id != purpose.id:
+            raise InvalidInput(purpose_key, "The page was out of date. Please read it again.")
+        if purpose_key == "panel_contact":
+            raise InvalidInput(purpose_key, "To join a panel, use the panel's join page.")
+        return (
+            ledger.give(
+                session, person, purpose_key, channel="email_link", actor="self", notice=notice
+            )
+            is not None
+        )
+    try:
+        event = ledger.withdraw(session, person, purpose_key, channel="email_link", actor="self")
+    except NotConsented:
+        return False
+    if event is not None:
+        confirm_withdrawal(session, person, [purpose_key])
+    return event is not None
+
+
+def withdraw_all(
+    session: Session, person: Person, *, channel: str = "email_link", notify: bool = True
+) -> list[str]:
+    """Withdraw every consent in force, in one step."""
+    withdrawn = []
+    for key, state in ledger.states_for(session, person).items():
+        if state.status == "given":
+            ledger.withdraw(session, person, key, channel=channel, actor="self")
+            withdrawn.append(key)
+    if notify:
+        confirm_withdrawal(session, person, withdrawn)
+    return withdrawn
+
+
+def unsubscribe_scope(session: Session, person: Person, purpose_key: str | None) -> list[str]:
+    """The consents an unsubscribe link would stop: one purpose, or every one in force."""
+    states = ledger.states_for(session, person)
+    if purpose_key is None:
+        return [key for key, state in states.items() if state.status == "given"]
+    state = states.get(purpose_key)
+    return [purpose_key] if state is not None and state.status == "given" else []
+
+
+def unsubscribe(
+    session: Session, person: Person, purpose_key: str | None, *, one_click: bool
+) -> list[str]:
+    """Stop what the link covers. Idempotent: a second press finds nothing left to stop."""
+    channel = "one_click_unsubscribe" if one_click else "email_link"
+    stopped = []
+    for key in unsubscribe_scope(session, person, purpose_key):
+        if ledger.withdraw(session, person, key, channel=channel, actor="self") is not None:
+            stopped.append(key)
+    if not one_click:
+        confirm_withdrawal(session, person, stopped)
+    return stopped
+
+
+def request_email_change(session: Session, person: Person, new_email: str) -> None:
+    """Send a confirmation link to the new address; nothing changes until it is used.
+
+    Whether the address is already on our records is only checked when the link is used,
+    so this page cannot be used to find out who else has signed up.
+    """
+    address = normalise_email(new_email, field="new_email")
+    if address == person.email:
+        raise InvalidInput("new_email", "That is the email address we already have.")
+    person.pending_email = address
+    person.updated_at = utcnow()
+    url = links.url_for_session(session, person, "confirm_email")
+    outbox.queue(
+        session,
+        "confirm_email",
+        person=person,
+        to=address,
+        context={"name": person.name, "confirm_url": url},
+    )
+
+
+def confirm_email_change(session: Session, person: Person) -> str:
+    if not person.pending_email:
+        raise NotFound("There is no change of email address waiting to be confirmed.")
+    new = person.pending_email
+    people.change_email(session, person, new, channel="email_link", actor="self")
+    people.revoke_links(person)
+    return new
+
+
+def cancel_booking(session: Session, person: Person, booking_id: int) -> Booking:
+    booking = session.get(Booking, booking_id) if isinstance(booking_id, int) else None
+    if booking is None or booking.person_id != person.id or booking.cancelled_at is not None:
+        raise NotFound("We could not find that booking.")
+    workshop = session.get(Workshop, booking.workshop_id)
+    if workshop is not None and workshop.starts_at <= utcnow():
+        raise Conflict("This workshop has already started, so the booking cannot be cancelled.")
+    booking.cancelled_at = utcnow()
+    reports.count(session, "workshop.cancelled", scope=f"workshop:{booking.workshop_id}")
+    session.flush()
+    return booking
+
+
+def delete_everything(session: Session, person: Person) -> datetime:
+    """Erase the person now; a last email (kept only until it is sent) says it is done."""
+    address = person.email
+    if address:
+        outbox.queue(
+            session, "data_deleted", person=person, context={}, detach=True, purge_on_send=True
+        )
+    people.erase(session, person, channel="email_link", actor="self")
+    return person.erased_at or utcnow()
+
+
+def renew_panel(session: Session, person: Person) -> list[str]:
+    """The member wants to stay: renew panel contact (and recordings, if agreed), which
+    restarts the two-year clock on every membership."""
+    renewed = []
+    for key in ("panel_contact", "panel_recordings"):
+        if ledger.has_consent(session, person, key):
+            ledger.renew(session, person, key, channel="email_link", actor="self")
+            renewed.append(key)
+    if not renewed:
+        raise NotConsented(
+            "Your panel membership has already ended, so it cannot be renewed. "
+            "You can join again from the panels page."
+        )
+    return renewed

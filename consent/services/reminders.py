@@ -1,0 +1,173 @@
+"""Emails sent on a timetable: renew before the two-year limit, workshop reminders, and
+evaluation requests. Each is queued with a dedupe key, so it is sent once and never
+again, whatever the retries and restarts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, select
+from sqlmodel import Session
+
+from consent import links
+from consent.db import settings_of
+from consent.models import (
+    Booking,
+    ConsentState,
+    Panel,
+    PanelMembership,
+    Person,
+    Purpose,
+    Workshop,
+)
+from consent.services import bookmarks, outbox
+from consent.timeutil import london_date, london_datetime, utcnow
+
+RENEWAL_NOTICES = (30, 7)
+BOOKMARK = "reminders.checked_until"
+EVALUATION_WINDOW = timedelta(days=7)
+
+
+def renewal_reminders(session: Session, now: datetime | None = None) -> int:
+    """30 and 7 days before a membership's limit, ask the member whether to stay.
+
+    Each run looks at limits falling between the last run's horizon and this run's, so a
+    scheduler that was down catches up instead of skipping anyone.
+    """
+    now = now or utcnow()
+    checked = bookmarks.get(session, BOOKMARK)
+    since = datetime.fromisoformat(checked) if checked else now - timedelta(hours=2)
+    settings = settings_of(session)
+    queued = 0
+    member = PanelMembership.__table__
+    for days in RENEWAL_NOTICES:
+        window = and_(
+            member.c.left_at.is_(None),
+            member.c.expires_at > since + timedelta(days=days),
+            member.c.expires_at <= now + timedelta(days=days),
+            member.c.expires_at > now,
+        )
+        rows = session.execute(
+            select(PanelMembership, Panel, Person, ConsentState.given_at)
+            .join(Panel, Panel.id == PanelMembership.panel_id)
+            .join(Person, Person.id == PanelMembership.person_id)
+            .join(Purpose, Purpose.key == "panel_contact")
+            .join(
+                ConsentState,
+                and_(
+                    ConsentState.person_id == Person.id,
+                    ConsentState.purpose_id == Purpose.id,
+                ),
+            )
+            .where(window, Person.erased_at.is_(None), ConsentState.status == "given")
+        ).all()
+        for membership, panel, person, given_at in rows:
+            key = f"renewal:{membership.id}:{membership.expires_at:%Y%m%d}:{days}"
+            renew_url = links.link_url(settings, person, "renew", purpose="panel_contact")
+            queued += (
+                outbox.queue(
+                    session,
+                    "reconsent_reminder",
+                    person=person,
+                    dedupe_key=key,
+                    context={
+                        "name": person.name,
+                        "panel_name": panel.name,
+                        "given_on": london_date(given_at or membership.joined_at),
+                        "expires_on": london_date(membership.expires_at),
+                        "renew_url": renew_url,
+                    },
+                )
+                is not None
+            )
+    bookmarks.put(session, BOOKMARK, now.isoformat())
+    return queued
+
+
+def workshop_reminders(session: Session, now: datetime | None = None) -> int:
+    """The day before a workshop, remind everyone booked on it."""
+    now = now or utcnow()
+    rows = session.execute(
+        select(Booking, Workshop, Person)
+        .join(Workshop, Workshop.id == Booking.workshop_id)
+        .join(Person, Person.id == Booking.person_id)
+        .where(
+            Workshop.status == "scheduled",
+            Workshop.starts_at > now,
+            Workshop.starts_at <= now + timedelta(days=1),
+            Booking.cancelled_at.is_(None),
+            Booking.purged_at.is_(None),
+            Person.erased_at.is_(None),
+        )
+    ).all()
+    queued = 0
+    for booking, workshop, person in rows:
+        queued += (
+            outbox.queue(
+                session,
+                "workshop_reminder",
+                person=person,
+                dedupe_key=f"workshop-reminder:{booking.id}",
+                context={
+                    "name": booking.name,
+                    "workshop_title": workshop.title,
+                    "workshop_when": london_datetime(workshop.starts_at),
+                    "workshop_location": workshop.location,
+                },
+            )
+            is not None
+        )
+    return queued
+
+
+def evaluation_requests(
+    session: Session,
+    now: datetime | None = None,
+    *,
+    workshop_id: int | None = None,
+    any_age: bool = False,
+) -> int:
+    """After a workshop, ask those who booked (and did not miss it) what they thought.
+
+    The scheduler asks for workshops that ended in the last week; a coordinator can ask
+    for one workshop at any time after it ends.
+    """
+    now = now or utcnow()
+    settings = settings_of(session)
+    window = [Workshop.ends_at <= now]
+    if not any_age:
+        window.append(Workshop.ends_at > now - EVALUATION_WINDOW)
+    if workshop_id is not None:
+        window.append(Workshop.id == workshop_id)
+    rows = session.execute(
+        select(Booking, Workshop, Person)
+        .join(Workshop, Workshop.id == Booking.workshop_id)
+        .join(Person, Person.id == Booking.person_id)
+        .where(
+            Workshop.status == "scheduled",
+            *window,
+            Workshop.evaluation_closed_at.is_(None),
+            Booking.cancelled_at.is_(None),
+            Booking.purged_at.is_(None),
+            Booking.attended.is_not(False),
+            Person.erased_at.is_(None),
+        )
+    ).all()
+    queued = 0
+    for booking, workshop, person in rows:
+        url = links.link_url(settings, person, "feedback", ref=booking.id)
+        queued += (
+            outbox.queue(
+                session,
+                "workshop_evaluation",
+                person=person,
+                dedupe_key=f"workshop-evaluation:{booking.id}",
+                context={
+                    "name": booking.name,
+                    "workshop_title": workshop.title,
+                    "evaluation_url": url,
+                },
+            )
+            is not None
+        )
+    return queued

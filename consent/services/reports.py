@@ -1,0 +1,161 @@
+"""Anonymous counts for reports, recorded at the moment things happen.
+
+Because counts are written when an event occurs, erasing the people behind them later
+never changes a past report. Small numbers are suppressed when shown, not when stored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from consent.errors import InvalidInput
+from consent.models import StatCounter
+from consent.timeutil import to_london, utcnow
+
+SUPPRESS_BELOW = 5
+_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+
+
+def period_of(moment: datetime) -> str:
+    """Reporting periods are calendar months in UK time, as YYYY-MM."""
+    return to_london(moment).strftime("%Y-%m")
+
+
+def count(
+    session: Session,
+    metric: str,
+    *,
+    scope: str = "all",
+    dimension: str = "all",
+    value: str = "all",
+    at: datetime | None = None,
+    by: int = 1,
+) -> None:
+    """Add ``by`` to one counter, creating it on first use, in the caller's transaction."""
+    session.execute(
+        _upsert(session.get_bind().dialect.name),
+        {
+            "period": period_of(at or utcnow()),
+            "metric": metric,
+            "scope": scope,
+            "dimension": dimension,
+            "value": value[:100],
+            "count": by,
+        },
+    )
+
+
+@cache
+def _upsert(dialect: str) -> Any:
+    """Built once per dialect: counting happens on every consent change."""
+    table = StatCounter.__table__
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return statement.on_conflict_do_update(
+        index_elements=["period", "metric", "scope", "dimension", "value"],
+        set_={"count": table.c.count + statement.excluded["count"]},
+    )
+
+
+def suppressed(value: int) -> str:
+    """Show a count, or a mark when it is too small to publish safely."""
+    return "fewer than 5" if 0 < value < SUPPRESS_BELOW else str(value)
+
+
+# ---- anonymised tables for staff and for government returns ------------------------------
+
+REPORTS: dict[str, tuple[str, str]] = {
+    # name: (title, metric prefix; a trailing dot takes every metric under it)
+    "consents": ("Consent given, withdrawn, renewed and expired, by purpose", "consent."),
+    "panel_joins": ("People joining panels", "panel.joined"),
+    "panel_leavers": ("People leaving panels, by reason", "panel.left."),
+    "bookings": ("Workshop bookings", "workshop.booked"),
+    "feedback": ("Workshop feedback", "workshop.evaluated"),
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    scope: str
+    metric: str
+    dimension: str
+    value: str
+    count: int
+
+    @property
+    def shown(self) -> str:
+        return suppressed(self.count)
+
+
+def _metric_filter(report: str) -> ColumnElement[bool]:
+    prefix = REPORTS[report][1]
+    column = StatCounter.__table__.c.metric
+    return column.like(prefix + "%") if prefix.endswith(".") else column == prefix
+
+
+def table(
+    session: Session, report: str, *, start: str, end: str, dimension: str = "all"
+) -> list[Cell]:
+    """Counts summed over the months from ``start`` to ``end`` (YYYY-MM), one row per scope,
+    metric and value. Small numbers are suppressed when shown, never when stored."""
+    if report not in REPORTS:
+        raise InvalidInput("report", "Select a report.")
+    for label, month in (("start", start), ("end", end)):
+        if not _MONTH.fullmatch(month or ""):
+            raise InvalidInput(label, "Enter a month like 2027-03.")
+    counter = StatCounter.__table__
+    metric = _metric_filter(report)
+    rows = session.execute(
+        select(
+            counter.c.scope,
+            counter.c.metric,
+            counter.c.dimension,
+            counter.c.value,
+            func.sum(counter.c.count),
+        )
+        .where(metric, counter.c.period.between(start, end), counter.c.dimension == dimension)
+        .group_by(counter.c.scope, counter.c.metric, counter.c.dimension, counter.c.value)
+        .order_by(counter.c.scope, counter.c.metric, counter.c.value)
+    ).all()
+    return [Cell(*row[:4], int(row[4])) for row in rows]
+
+
+def dimensions(session: Session, report: str) -> list[str]:
+    counter = StatCounter.__table__
+    metric = _metric_filter(report)
+    return sorted(session.execute(select(counter.c.dimension).where(metric).distinct()).scalars())
+
+
+def scope_names(session: Session) -> dict[str, str]:
+    """Readable names for scopes such as ``panel:3``."""
+    from consent.models import Panel, Workshop
+
+    names = {"all": "All"}
+    for panel_id, name in session.execute(select(Panel.id, Panel.name)).all():
+        names[f"panel:{panel_id}"] = name
+    for workshop_id, title, starts in session.execute(
+        select(Workshop.id, Workshop.title, Workshop.starts_at)
+    ).all():
+        names[f"workshop:{workshop_id}"] = f"{title} ({to_london(starts):%d %b %Y})"
+    return names
+
+
+def as_csv(cells: list[Cell], names: dict[str, str]) -> str:
+    """The table as CSV for a government return: suppressed cells stay suppressed."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["scope", "measure", "breakdown", "value", "count"])
+    for cell in cells:
+        writer.writerow(
+            [names.get(cell.scope, cell.scope), cell.metric, cell.dimension, cell.value, cell.shown]
+        )
+    return buffer.getvalue()

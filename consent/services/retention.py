@@ -1,0 +1,493 @@
+"""The retention sweep: the council's promises about keeping data, kept without anyone
+remembering.
+
+- panel consent older than two years and not renewed: ``expired`` in the ledger, then the
+  member's profile, special category answers, attendance and notes are destroyed;
+- panel contact withdrawn: the same (done at once on withdrawal; the sweep catches any
+  membership that was missed);
+- a panel concluded: every member's panel data destroyed;
+- workshop attendee details removed a set time after the workshop once evaluation is
+  closed (and, as a backstop, a longer time after it even if evaluation never closed);
+- people left with no consent, membership, booking or pending sign-up: erased, and those
+  who opted out join the suppression list;
+- mail bodies past their keep time, and unconfirmed sign-ups past their link, removed.
+
+Work goes in batches of bounded size, each in its own transaction, so killing the process
+at any moment leaves nothing half done and the next run finishes the job. Counts for
+reports were recorded when things happened, so nothing here changes a report. Each run
+writes a ``RetentionRun`` row; a dry run changes nothing and lists what would go.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Select, and_, func, or_, select, update
+from sqlmodel import Session
+
+from consent.db import Database, among
+from consent.models import (
+    Booking,
+    ConsentState,
+    PanelMembership,
+    PendingSignup,
+    Person,
+    Purpose,
+    RetentionRun,
+    Workshop,
+)
+from consent.services import ledger, outbox, panels, people, signups
+from consent.timeutil import utcnow
+
+#: Even if evaluation is never closed, attendee details go this long after the workshop.
+WORKSHOP_BACKSTOP_DAYS = 90
+#: How far back to look for withdrawals whose memberships might have been missed.
+MISSED_LOOKBACK = timedelta(days=2)
+
+
+@dataclass
+class SweepReport:
+    started_at: datetime
+    dry_run: bool
+    removed: Counter[str] = field(default_factory=Counter)
+    would: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+    run_id: int | None = None
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(sorted(self.removed.items()))
+
+
+Step = Callable[[Database, SweepReport, datetime, int], None]
+
+
+def sweep(
+    database: Database,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    batch_size: int | None = None,
+    trigger: str = "schedule",
+) -> SweepReport:
+    """Run every retention step; returns what was removed (or, dry, what would be)."""
+    now = now or utcnow()
+    batch = batch_size or database.settings.retention_batch_size
+    report = SweepReport(started_at=now, dry_run=dry_run)
+    started = time.perf_counter()
+    if not dry_run:
+        with database.transaction() as session:
+            run = RetentionRun(started_at=now, dry_run=False, trigger=trigger)
+            session.add(run)
+            session.flush()
+            report.run_id = run.id
+    steps: list[Step] = [
+        _expire_consents,
+        _end_expired_memberships,
+        _end_memberships_without_consent,
+        _destroy_concluded_panels,
+        _purge_workshop_details,
+        _purge_pending_signups,
+        _erase_people,
+        _purge_mail_bodies,
+    ]
+    try:
+        for step in steps:
+            step(database, report, now, batch)
+    except Exception as exc:
+        report.error = f"{type(exc).__name__}: {exc}"[:2000]
+        raise
+    finally:
+        report.seconds = time.perf_counter() - started
+        if report.run_id is not None:
+            with database.transaction() as session:
+                run = session.get(RetentionRun, report.run_id)
+                assert run is not None
+                run.finished_at = utcnow()
+                run.duration_ms = int(report.seconds * 1000)
+                run.removed = json.dumps(report.as_dict(), sort_keys=True)
+                run.error = report.error
+    return report
+
+
+def _batches(database: Database, work: Callable[[Session], int]) -> int:
+    """Repeat ``work`` in fresh transactions until a batch finds nothing to do."""
+    total = 0
+    while True:
+        with database.transaction() as session:
+            done = work(session)
+        total += done
+        if not done:
+            return total
+
+
+# ---- panel consents and memberships ------------------------------------------------------
+
+
+def _expire_consents(database: Database, report: SweepReport, now: datetime, batch: int) -> None:
+    state = ConsentState.__table__
+    due = and_(state.c.status == "given", state.c.expires_at <= now)
+    if report.dry_run:
+        with database.reader() as session:
+            rows = session.execute(
+                select(Purpose.key, func.count())
+                .join(state, state.c.purpose_id == Purpose.id)
+                .where(due)
+                .group_by(Purpose.key)
+            ).all()
+        for key, number in rows:
+            report.removed[f"consents_expired.{key}"] += number
+            report.would.append(f"{number} {key} consent(s) past their time limit would expire")
+        return
+
+    def work(session: Session) -> int:
+        expired = ledger.expire_many(session, now=now, limit=batch)
+        for _, key in expired:
+            report.removed[f"consents_expired.{key}"] += 1
+        return len(expired)
+
+    _batches(database, work)
+
+
+def _end_memberships(
+    database: Database,
+    report: SweepReport,
+    now: datetime,
+    batch: int,
+    select_ids: Select,
+    reason: str,
+    label: str,
+) -> None:
+    """End the memberships a query finds, a batch at a time, destroying their panel data."""
+    if report.dry_run:
+        with database.reader() as session:
+            number = len(session.execute(select_ids).all())
+        if number:
+            report.removed[label] += number
+            report.would.append(f"{number} panel membership(s) would end: {reason}")
+        return
+
+    def work(session: Session) -> int:
+        rows = session.execute(select_ids.limit(batch)).all()
+        if not rows:
+            return 0
+        by_person = sorted({row[1] for row in rows})
+        ended = panels.end_memberships_of(session, by_person, reason=reason, at=now)
+        report.removed[label] += ended
+        return ended
+
+    _batches(database, work)
+
+
+def _end_expired_memberships(
+    database: Database, report: SweepReport, now: datetime, batch: int
+) -> None:
+    member = PanelMembership.__table__
+    query = select(member.c.id, member.c.person_id).where(
+        member.c.left_at.is_(None), member.c.expires_at <= now
+    )
+    _end_memberships(database, report, now, batch, query, "expired", "memberships_expired")
+
+
+def _end_memberships_without_consent(
+    database: Database, report: SweepReport, now: datetime, batch: int
+) -> None:
+    """A membership outlived its panel-contact consent: end it now (a safety net)."""
+    member, state = PanelMembership.__table__, ConsentState.__table__
+    with database.reader() as session:
+        contact = session.execute(select(Purpose.id).where(Purpose.key == "panel_contact")).scalar()
+        last = session.execute(
+            select(func.max(RetentionRun.started_at)).where(
+                RetentionRun.finished_at.is_not(None), RetentionRun.error.is_(None)
+            )
+        ).scalar()
+    since = (last - MISSED_LOOKBACK) if last else datetime(1970, 1, 1, tzinfo=now.tzinfo)
+    query = (
+        select(member.c.id, member.c.person_id)
+        .join(
+            state,
+            and_(state.c.person_id == member.c.person_id, state.c.purpose_id == contact),
+        )
+        .where(
+            state.c.status.in_(("withdrawn", "expired")),
+            state.c.changed_at >= since,
+            member.c.left_at.is_(None),
+        )
+    )
+    _end_memberships(
+        database, report, now, batch, query, "withdrawn", "memberships_without_consent"
+    )
+
+
+def _destroy_concluded_panels(
+    database: Database, report: SweepReport, now: datetime, batch: int
+) -> None:
+    """A concluded panel: end every membership, destroy its data, and end the panel-contact
+    consent of members who are on no other panel, since there is nothing left to contact
+    them about."""
+    from consent.models import Panel
+
+    with database.reader() as session:
+        concluded = list(
+            session.execute(
+                select(Panel.id).where(
+                    Panel.status == "concluded", Panel.data_destroyed_at.is_(None)
+                )
+            ).scalars()
+        )
+    member = PanelMembership.__table__
+    for panel_id in concluded:
+        if report.dry_run:
+            with database.reader() as session:
+                number = session.execute(
+                    select(func.count()).where(
+                        member.c.panel_id == panel_id, member.c.left_at.is_(None)
+                    )
+                ).scalar_one()
+            report.removed["memberships_panel_concluded"] += number
+            report.would.append(f"panel {panel_id} concluded: {number} membership(s) would end")
+            continue
+
+        def work(session: Session, panel_id: int = panel_id) -> int:
+            people_ids = list(
+                session.execute(
+                    select(member.c.person_id)
+                    .where(member.c.panel_id == panel_id, member.c.left_at.is_(None))
+                    .limit(batch)
+                ).scalars()
+            )
+            if not people_ids:
+                return 0
+            ended = panels.end_memberships_of(
+                session, people_ids, reason="panel_concluded", at=now, panel_id=panel_id
+            )
+            still_members = set(
+                session.execute(
+                    select(member.c.person_id).where(
+                        among(member.c.person_id, people_ids), member.c.left_at.is_(None)
+                    )
+                ).scalars()
+            )
+            free = [p for p in people_ids if p not in still_members]
+            ledger.expire_many(
+                session,
+                now=now,
+                limit=batch,
+                person_ids=free,
+                purpose_keys=("panel_contact", "panel_recordings"),
+                actor="system:panel-concluded",
+            )
+            report.removed["memberships_panel_concluded"] += ended
+            return ended
+
+        _batches(database, work)
+        with database.transaction() as session:
+            panel = session.get(Panel, panel_id)
+            assert panel is not None
+            panel.data_destroyed_at = now
+        report.removed["panels_concluded"] += 1
+
+
+# ---- workshops, sign-ups, mail ------------------------------------------------------------
+
+
+def _purge_workshop_details(
+    database: Database, report: SweepReport, now: datetime, batch: int
+) -> None:
+    keep = timedelta(days=database.settings.workshop_keep_days)
+    backstop = timedelta(days=WORKSHOP_BACKSTOP_DAYS)
+    with database.reader() as session:
+        due = list(
+            session.execute(
+                select(Workshop.id).where(
+                    Workshop.details_purged_at.is_(None),
+                    or_(
+                        and_(
+                            Workshop.evaluation_closed_at.is_not(None),
+                            Workshop.ends_at <= now - keep,
+                        ),
+                        Workshop.ends_at <= now - backstop,
+                        and_(Workshop.status == "cancelled", Workshop.starts_at <= now - keep),
+                    ),
+                )
+            ).scalars()
+        )
+    booking = Booking.__table__
+    for workshop_id in due:
+        if report.dry_run:
+            with database.reader() as session:
+                number = session.execute(
+                    select(func.count()).where(
+                        booking.c.workshop_id == workshop_id, booking.c.purged_at.is_(None)
+                    )
+                ).scalar_one()
+            report.removed["bookings_purged"] += number
+            report.would.append(f"workshop {workshop_id}: {number} booking(s) would be purged")
+            continue
+
+        def work(session: Session, workshop_id: int = workshop_id) -> int:
+            rows = session.execute(
+                select(booking.c.id, booking.c.person_id)
+                .where(booking.c.workshop_id == workshop_id, booking.c.purged_at.is_(None))
+                .limit(batch)
+            ).all()
+            if not rows:
+                return 0
+            session.execute(
+                update(booking)
+                .where(among(booking.c.id, [r[0] for r in rows]))
+                .values(
+                    name=None,
+                    email=None,
+                    setting=None,
+                    district=None,
+                    job_role=None,
+                    evaluation=None,
+                    person_id=None,
+                    purged_at=now,
+                )
+            )
+            holders = [r[1] for r in rows if r[1] is not None]
+            if holders:
+                session.execute(
+                    update(Person.__table__)
+                    .where(among(Person.__table__.c.id, holders))
+                    .values(review_at=now)
+                )
+            report.removed["bookings_purged"] += len(rows)
+            return len(rows)
+
+        _batches(database, work)
+        with database.transaction() as session:
+            workshop = session.get(Workshop, workshop_id)
+            assert workshop is not None
+            workshop.details_purged_at = now
+
+
+def _purge_pending_signups(
+    database: Database, report: SweepReport, now: datetime, batch: int
+) -> None:
+    if report.dry_run:
+        with database.reader() as session:
+            number = session.execute(
+                select(func.count()).where(PendingSignup.expires_at < now)
+            ).scalar_one()
+        if number:
+            report.removed["pending_signups_purged"] += number
+            report.would.append(f"{number} unconfirmed or used sign-up(s) would be removed")
+        return
+    report.removed["pending_signups_purged"] += _batches(
+        database, lambda session: signups.purge_expired(session, now=now, limit=batch)
+    )
+
+
+def _purge_mail_bodies(database: Database, report: SweepReport, now: datetime, batch: int) -> None:
+    keep = timedelta(days=database.settings.mail_body_keep_days)
+    if report.dry_run:
+        return
+    report.removed["mail_bodies_purged"] += _batches(
+        database, lambda session: outbox.purge_bodies(session, keep=keep, now=now, limit=batch)
+    )
+
+
+# ---- people -------------------------------------------------------------------------------
+
+
+def holders(session: Session, person_ids: list[int], now: datetime) -> set[int]:
+    """Which of these people we still have a reason to hold: consent, panel, booking, sign-up."""
+    state, member = ConsentState.__table__, PanelMembership.__table__
+    booking, pending = Booking.__table__, PendingSignup.__table__
+    held: set[int] = set()
+    for query in (
+        select(state.c.person_id).where(
+            among(state.c.person_id, person_ids), state.c.status == "given"
+        ),
+        select(member.c.person_id).where(
+            among(member.c.person_id, person_ids), member.c.left_at.is_(None)
+        ),
+        select(booking.c.person_id).where(
+            among(booking.c.person_id, person_ids), booking.c.purged_at.is_(None)
+        ),
+        select(pending.c.person_id).where(
+            among(pending.c.person_id, person_ids),
+            pending.c.expires_at > now,
+            pending.c.confirmed_at.is_(None),
+        ),
+    ):
+        held.update(session.execute(query).scalars())
+    return held
+
+
+def _erase_people(database: Database, report: SweepReport, now: datetime, batch: int) -> None:
+    person, state = Person.__table__, ConsentState.__table__
+    due = and_(person.c.review_at <= now, person.c.erased_at.is_(None))
+
+    def candidates(session: Session) -> list[int]:
+        return list(
+            session.execute(
+                select(person.c.id).where(due).order_by(person.c.review_at).limit(batch)
+            ).scalars()
+        )
+
+    if report.dry_run:
+        with database.reader() as session:
+            after = 0
+            while True:
+                ids = list(
+                    session.execute(
+                        select(person.c.id)
+                        .where(due, person.c.id > after)
+                        .order_by(person.c.id)
+                        .limit(batch)
+                    ).scalars()
+                )
+                if not ids:
+                    break
+                held = holders(session, ids, now)
+                for person_id in ids:
+                    if person_id not in held:
+                        report.would.append(f"person {person_id} would be erased: nothing held")
+                        report.removed["people_erased"] += 1
+                after = ids[-1]
+        return
+
+    def work(session: Session) -> int:
+        ids = candidates(session)
+        if not ids:
+            return 0
+        held = holders(session, ids, now)
+        if held:
+            session.execute(update(person).where(among(person.c.id, held)).values(review_at=None))
+        gone = [i for i in ids if i not in held]
+        if gone:
+            opted_out = set(
+                session.execute(
+                    select(state.c.person_id).where(
+                        among(state.c.person_id, gone), state.c.status == "withdrawn"
+                    )
+                ).scalars()
+            )
+            counts = people.scrub(session, gone, reason="nothing_held", suppress_ids=opted_out)
+            report.removed["people_erased"] += counts["people"]
+        return len(ids)
+
+    _batches(database, work)
+
+
+def upcoming(session: Session, now: datetime, within: timedelta) -> list[tuple[object, int]]:
+    """Panel memberships reaching their two-year limit soon, per day: what the sweep will
+    remove unless members renew."""
+    member = PanelMembership.__table__
+    day = func.date(member.c.expires_at)
+    rows = session.execute(
+        select(day, func.count())
+        .where(member.c.left_at.is_(None), member.c.expires_at <= now + within)
+        .group_by(day)
+        .order_by(day)
+    ).all()
+    return [(when, number) for when, number in rows]

@@ -1,0 +1,327 @@
+"""Data protection rights: everything held about a person, in a form they can take away."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session, select
+
+from consent.crypto import cipher_for
+from consent.errors import InvalidInput, NotFound
+from consent.models import (
+    Attendance,
+    Booking,
+    ConsentEvent,
+    Notice,
+    Outbox,
+    Panel,
+    PanelMembership,
+    PanelProfile,
+    PanelSession,
+    Person,
+    PersonChange,
+    Purpose,
+    RightsRequest,
+    Workshop,
+)
+from consent.models.rights import REQUEST_KINDS, REQUEST_STATUSES
+from consent.services import audit, ledger, people
+from consent.timeutil import LONDON, add_months_dt, utcnow
+from consent.validation import clean_text
+
+EXPORT_FORMAT = "consent-export/1"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _json_list(value: str | None) -> Any:
+    if not value:
+        return []
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def export_person(session: Session, person: Person) -> dict[str, Any]:
+    """Everything held about one person, machine-readable (the right of access and portability).
+
+    Special category answers are included decrypted: this goes to the person themselves or
+    to the DPO answering their request, and the caller audits it.
+    """
+    purposes = {p.id: p for p in session.exec(select(Purpose))}
+    notices = {n.id: n for n in session.exec(select(Notice))}
+    states = ledger.states_for(session, person)
+    cipher = cipher_for(session)
+
+    memberships = []
+    for membership, panel in session.exec(
+        select(PanelMembership, Panel)
+        .join(Panel, Panel.id == PanelMembership.panel_id)
+        .where(PanelMembership.person_id == person.id)
+        .order_by(PanelMembership.id)
+    ).all():
+        profile = session.exec(
+            select(PanelProfile).where(PanelProfile.membership_id == membership.id)
+        ).first()
+        attendance = session.exec(
+            select(Attendance, PanelSession)
+            .join(PanelSession, PanelSession.id == Attendance.session_id)
+            .where(Attendance.membership_id == membership.id)
+            .order_by(PanelSession.starts_at)
+        ).all()
+        memberships.append(
+            {
+                "panel": panel.name,
+                "family_hub": panel.family_hub,
+                "joined_at": _iso(membership.joined_at),
+                "renewed_at": _iso(membership.renewed_at),
+                "expires_at": _iso(membership.expires_at),
+                "left_at": _iso(membership.left_at),
+                "left_reason": membership.left_reason,
+                "profile": None
+                if profile is None
+                else {
+                    "postcode": profile.postcode,
+                    "age_band": profile.age_band,
+                    "children_count": profile.children_count,
+                    "children_ages": profile.children_ages,
+                    "services_used": _json_list(profile.services_used),
+                    "special_category": cipher.decrypt_json(profile.special_category)
+                    if profile.special_category
+                    else None,
+                },
+                "sessions": [
+                    {
+                        "title": s.title,
+                        "starts_at": _iso(s.starts_at),
+                        "attended": a.attended,
+                        "recording_consent": a.recording_consent,
+                    }
+                    for a, s in attendance
+                ],
+            }
+        )
+
+    bookings = [
+        {
+            "workshop": workshop.title,
+            "starts_at": _iso(workshop.starts_at),
+            "name": booking.name,
+            "email": booking.email,
+            "setting": booking.setting,
+            "district": booking.district,
+            "job_role": booking.job_role,
+            "attended": booking.attended,
+            "evaluation": booking.evaluation,
+            "booked_at": _iso(booking.booked_at),
+            "cancelled_at": _iso(booking.cancelled_at),
+        }
+        for booking, workshop in session.exec(
+            select(Booking, Workshop)
+            .join(Workshop, Workshop.id == Booking.workshop_id)
+            .where(Booking.person_id == person.id)
+            .order_by(Booking.id)
+        ).all()
+    ]
+
+    return {
+        "format": EXPORT_FORMAT,
+        "person": {
+            "reference": person.public_id,
+            "email": person.email,
+            "name": person.name,
+            "phone": person.phone,
+            "postcode": person.postcode,
+            "created_at": _iso(person.created_at),
+            "updated_at": _iso(person.updated_at),
+            "erased_at": _iso(person.erased_at),
+        },
+        "consents": [
+            {
+                "purpose": key,
+                "title": purposes[state.purpose_id].title,
+                "status": state.status,
+                "given_at": _iso(state.given_at),
+                "changed_at": _iso(state.changed_at),
+                "expires_at": _iso(state.expires_at),
+                "notice_version": notices[state.notice_id].version,
+            }
+            for key, state in sorted(states.items())
+        ],
+        "consent_events": [
+            _event(e, purposes, notices) for e in ledger.events_for(session, person)
+        ],
+        "panel_memberships": memberships,
+        "workshop_bookings": bookings,
+        "emails": [
+            {
+                "subject": o.subject,
+                "template": o.template,
+                "status": o.status,
+                "queued_at": _iso(o.created_at),
+                "sent_at": _iso(o.sent_at),
+            }
+            for o in session.exec(
+                select(Outbox).where(Outbox.person_id == person.id).order_by(Outbox.id)
+            )
+        ],
+        "detail_changes": [
+            {"fields": c.fields.split(","), "channel": c.channel, "changed_at": _iso(c.changed_at)}
+            for c in session.exec(
+                select(PersonChange)
+                .where(PersonChange.person_id == person.id)
+                .order_by(PersonChange.id)
+            )
+        ],
+        "rights_requests": [
+            {
+                "kind": r.kind,
+                "received_at": _iso(r.received_at),
+                "due_at": _iso(r.due_at),
+                "status": r.status,
+                "outcome": r.outcome,
+            }
+            for r in session.exec(
+                select(RightsRequest)
+                .where(RightsRequest.person_id == person.id)
+                .order_by(RightsRequest.id)
+            )
+        ],
+    }
+
+
+def _event(
+    event: ConsentEvent, purposes: dict[int | None, Purpose], notices: dict[int | None, Notice]
+) -> dict[str, Any]:
+    notice = notices[event.notice_id]
+    return {
+        "number": event.seq,
+        "purpose": purposes[event.purpose_id].key,
+        "action": event.action,
+        "channel": event.channel,
+        "actor": event.actor,
+        "occurred_at": _iso(event.occurred_at),
+        "notice_version": notice.version,
+        "wording": event.wording,
+        "note": event.note,
+        "hash": event.hash,
+    }
+
+
+# ---- requests that arrive by post, phone or email -------------------------------------------
+
+
+def due_date(received: datetime) -> datetime:
+    """One calendar month from receipt, as the ICO counts it: received 31 January, due the
+    last day of February."""
+    return add_months_dt(received, 1)
+
+
+def log_request(
+    session: Session,
+    *,
+    kind: str,
+    channel: str,
+    received: str,
+    requester: str,
+    email: str | None,
+    actor_id: int,
+    actor: str,
+) -> RightsRequest:
+    """Log a rights request and its statutory deadline; link it to the person if we know them."""
+    if kind not in REQUEST_KINDS:
+        raise InvalidInput("kind", "Select the type of request.")
+    if channel not in ("post", "phone", "email", "in person"):
+        raise InvalidInput("channel", "Select how the request arrived.")
+    try:
+        day = date.fromisoformat((received or "").strip())
+    except ValueError:
+        raise InvalidInput("received", "Enter the date received, like 2027-03-05.") from None
+    received_at = datetime(day.year, day.month, day.day, 12, tzinfo=LONDON).astimezone(UTC)
+    if received_at > utcnow() + timedelta(days=1):
+        raise InvalidInput("received", "The date received must be today or in the past.")
+    who = clean_text(
+        requester, field="requester", label="who made the request", max_length=300, required=True
+    )
+    person = None
+    if email and email.strip():
+        person = people.find_by_email(session, email)
+        if person is None:
+            raise InvalidInput(
+                "email",
+                "No one with that email address is on our records. "
+                "Leave it blank to log the request without linking it.",
+            )
+    request = RightsRequest(
+        person_id=person.id if person else None,
+        kind=kind,
+        channel=channel,
+        requester=who,
+        received_at=received_at,
+        due_at=due_date(received_at),
+        created_by=actor_id,
+    )
+    session.add(request)
+    session.flush()
+    audit.record(
+        session,
+        "rights_request.logged",
+        actor=actor,
+        actor_id=actor_id,
+        object_type="rights_request",
+        object_id=request.id,
+        detail={"kind": kind},
+    )
+    return request
+
+
+def update_request(
+    session: Session,
+    request: RightsRequest,
+    *,
+    status: str,
+    outcome: str | None,
+    actor_id: int,
+    actor: str,
+) -> RightsRequest:
+    if status not in REQUEST_STATUSES:
+        raise InvalidInput("status", "Select a status.")
+    cleaned = clean_text(
+        outcome, field="outcome", label="the outcome", max_length=5000, multiline=True
+    )
+    if status != "open" and not cleaned:
+        raise InvalidInput("outcome", "Enter the outcome before closing the request.")
+    request.status = status
+    request.outcome = cleaned
+    request.closed_at = None if status == "open" else utcnow()
+    audit.record(
+        session,
+        "rights_request.updated",
+        actor=actor,
+        actor_id=actor_id,
+        object_type="rights_request",
+        object_id=request.id,
+        detail={"status": status},
+    )
+    return request
+
+
+def get_request(session: Session, request_id: int) -> RightsRequest:
+    if not isinstance(request_id, int) or not 0 < request_id <= 2**31 - 1:
+        raise NotFound("We could not find that request.")
+    request = session.get(RightsRequest, request_id)
+    if request is None:
+        raise NotFound("We could not find that request.")
+    return request
+
+
+def list_requests(session: Session, *, open_only: bool = False) -> list[RightsRequest]:
+    query = select(RightsRequest).order_by(RightsRequest.due_at)
+    if open_only:
+        query = query.where(RightsRequest.status == "open")
+    return list(session.exec(query))

@@ -1,0 +1,307 @@
+"""Free online workshops: scheduling them, booking places, and attendee details."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from consent.errors import Conflict, InvalidInput, NotFound
+from consent.models import Booking, Person, Workshop
+from consent.options import options
+from consent.services import people, reports
+from consent.timeutil import london_datetime, utcnow
+from consent.validation import TEXT_MAX, clean_text, normalise_email
+
+
+def create_workshop(
+    session: Session,
+    *,
+    title: str,
+    description: str,
+    starts_at: datetime,
+    ends_at: datetime,
+    capacity: int,
+    location: str,
+) -> Workshop:
+    if starts_at.tzinfo is None or ends_at.tzinfo is None:
+        raise InvalidInput("starts_at", "Enter the date and time of the workshop.")
+    if ends_at <= starts_at:
+        raise InvalidInput("ends_at", "The workshop must end after it starts.")
+    if not isinstance(capacity, int) or not 1 <= capacity <= 10000:
+        raise InvalidInput("capacity", "Number of places must be between 1 and 10,000.")
+    workshop = Workshop(
+        title=clean_text(title, field="title", label="a title", required=True),
+        description=clean_text(
+            description,
+            field="description",
+            label="a description",
+            max_length=TEXT_MAX,
+            required=True,
+            multiline=True,
+        ),
+        starts_at=starts_at,
+        ends_at=ends_at,
+        capacity=capacity,
+        location=clean_text(
+            location, field="location", label="where it happens", max_length=300, required=True
+        ),
+    )
+    session.add(workshop)
+    session.flush()
+    return workshop
+
+
+MAX_ID = 2**31 - 1
+
+
+def get_workshop(session: Session, workshop_id: int) -> Workshop:
+    if not isinstance(workshop_id, int) or not 0 < workshop_id <= MAX_ID:
+        raise NotFound("We could not find that workshop.")
+    workshop = session.get(Workshop, workshop_id)
+    if workshop is None:
+        raise NotFound("We could not find that workshop.")
+    return workshop
+
+
+def places_taken(session: Session, workshop: Workshop) -> int:
+    return session.exec(
+        select(func.count())
+        .select_from(Booking)
+        .where(Booking.workshop_id == workshop.id, Booking.cancelled_at.is_(None))
+    ).one()
+
+
+def book(
+    session: Session,
+    workshop: Workshop,
+    *,
+    name: str,
+    email: str,
+    setting: str | None,
+    district: str,
+    job_role: str,
+) -> tuple[Booking, bool]:
+    """Book a place; booking again with the same address returns the existing booking."""
+    cleaned_name = clean_text(name, field="name", label="your full name", required=True)
+    address = normalise_email(email)
+    cleaned_setting = clean_text(setting, field="setting", label="your setting or workplace")
+    if district not in options().districts:
+        raise InvalidInput("district", "Select the district you live or work in.")
+    if job_role not in options().job_roles:
+        raise InvalidInput("job_role", "Select your job role.")
+    if workshop.status != "scheduled":
+        raise Conflict("This workshop has been cancelled.")
+    if workshop.starts_at <= utcnow():
+        raise Conflict("This workshop has already started, so it cannot be booked.")
+    session.exec(select(Workshop.id).where(Workshop.id == workshop.id).with_for_update()).one()
+    existing = session.exec(
+        select(Booking).where(Booking.workshop_id == workshop.id, Booking.email == address)
+    ).first()
+    if existing is not None and existing.cancelled_at is None:
+        return existing, False
+    if places_taken(session, workshop) >= workshop.capacity:
+        raise Conflict("This workshop is full.")
+    person: Person = people.find_or_create(session, address, name=cleaned_name)
+    if existing is None:
+        existing = Booking(workshop_id=workshop.id, email=address)
+        session.add(existing)
+    existing.person_id = person.id
+    existing.name = cleaned_name
+    existing.setting = cleaned_setting
+    existing.district = district
+    existing.job_role = job_role
+    existing.booked_at = utcnow()
+    existing.cancelled_at = None
+    session.flush()
+    scope = f"workshop:{workshop.id}"
+    reports.count(session, "workshop.booked", scope=scope)
+    reports.count(session, "workshop.booked", scope=scope, dimension="district", value=district)
+    reports.count(session, "workshop.booked", scope=scope, dimension="job_role", value=job_role)
+    return existing, True
+
+
+def book_and_confirm(
+    session: Session,
+    workshop: Workshop,
+    *,
+    name: str,
+    email: str,
+    setting: str | None,
+    district: str,
+    job_role: str,
+    opt_ins: dict[str, int],
+) -> tuple[Booking, bool]:
+    """Book from the public form: confirm by email, and ask to confirm any opt-ins ticked.
+
+    Booking again with the same address books nothing new; the confirmation is sent again,
+    so the page never reveals whether an address had already booked.
+    """
+    from consent.services import outbox, signups
+
+    booking, created = book(
+        session,
+        workshop,
+        name=name,
+        email=email,
+        setting=setting,
+        district=district,
+        job_role=job_role,
+    )
+    person = session.get(Person, booking.person_id)
+    assert person is not None
+    outbox.queue(
+        session,
+        "workshop_booked",
+        person=person,
+        context={
+            "name": booking.name,
+            "workshop_title": workshop.title,
+            "workshop_when": london_datetime(workshop.starts_at),
+            "workshop_location": workshop.location,
+        },
+    )
+    if opt_ins:
+        signups.request_subscription(session, email=email, name=name, shown=opt_ins)
+    return booking, created
+
+
+RATINGS = ("Very useful", "Useful", "Not very useful", "Not useful at all")
+
+
+def record_evaluation(
+    session: Session, person: Person, booking_id: int | None, *, rating: str, comments: str | None
+) -> Booking:
+    """Keep a booker's feedback with the booking; the rating is also counted anonymously."""
+    booking = session.get(Booking, booking_id) if isinstance(booking_id, int) else None
+    if booking is None or booking.person_id != person.id or booking.purged_at is not None:
+        raise NotFound("We could not find that booking. Feedback may have closed.")
+    workshop = session.get(Workshop, booking.workshop_id)
+    if workshop is None or workshop.evaluation_closed_at is not None:
+        raise Conflict("Feedback for this workshop has closed. Thank you all the same.")
+    if rating not in RATINGS:
+        raise InvalidInput("rating", "Select how useful the workshop was.")
+    cleaned = clean_text(
+        comments, field="comments", label="your comments", max_length=TEXT_MAX, multiline=True
+    )
+    first = booking.evaluation is None
+    booking.evaluation = json.dumps({"rating": rating, "comments": cleaned}, ensure_ascii=False)
+    if first:
+        reports.count(
+            session,
+            "workshop.evaluated",
+            scope=f"workshop:{workshop.id}",
+            dimension="rating",
+            value=rating,
+        )
+    session.flush()
+    return booking
+
+
+def close_evaluation(session: Session, workshop: Workshop) -> Workshop:
+    """No more feedback; attendee details go once the keep time has passed."""
+    if workshop.evaluation_closed_at is None:
+        workshop.evaluation_closed_at = utcnow()
+        session.flush()
+    return workshop
+
+
+def all_workshops(session: Session) -> list[Workshop]:
+    return list(session.exec(select(Workshop).order_by(Workshop.starts_at.desc())))
+
+
+def update_workshop(
+    session: Session,
+    workshop: Workshop,
+    *,
+    title: str,
+    description: str,
+    starts_at: datetime,
+    ends_at: datetime,
+    capacity: int,
+    location: str,
+) -> Workshop:
+    if workshop.status == "cancelled":
+        raise Conflict("A cancelled workshop cannot be changed.")
+    if ends_at <= starts_at:
+        raise InvalidInput("ends_at", "The workshop must end after it starts.")
+    if not 1 <= capacity <= 10000:
+        raise InvalidInput("capacity", "Number of places must be between 1 and 10,000.")
+    if capacity < places_taken(session, workshop):
+        raise InvalidInput("capacity", "There are already more bookings than that.")
+    workshop.title = (
+        clean_text(title, field="title", label="a title", required=True) or workshop.title
+    )
+    workshop.description = (
+        clean_text(
+            description,
+            field="description",
+            label="a description",
+            max_length=TEXT_MAX,
+            required=True,
+            multiline=True,
+        )
+        or workshop.description
+    )
+    workshop.location = (
+        clean_text(
+            location, field="location", label="where it happens", max_length=300, required=True
+        )
+        or workshop.location
+    )
+    workshop.starts_at, workshop.ends_at, workshop.capacity = starts_at, ends_at, capacity
+    session.flush()
+    return workshop
+
+
+def bookings_of(session: Session, workshop: Workshop) -> list[Booking]:
+    return list(
+        session.exec(
+            select(Booking).where(Booking.workshop_id == workshop.id).order_by(Booking.booked_at)
+        )
+    )
+
+
+def cancel_workshop(session: Session, workshop: Workshop) -> int:
+    """Cancel, and tell everyone booked by email. Returns how many were told."""
+    from consent.services import outbox
+
+    if workshop.status == "cancelled":
+        raise Conflict("This workshop is already cancelled.")
+    workshop.status = "cancelled"
+    told = 0
+    for booking in bookings_of(session, workshop):
+        if booking.cancelled_at is not None or booking.person_id is None:
+            continue
+        person = session.get(Person, booking.person_id)
+        if person is None or person.erased_at is not None:
+            continue
+        told += (
+            outbox.queue(
+                session,
+                "workshop_cancelled",
+                person=person,
+                dedupe_key=f"workshop-cancelled:{booking.id}",
+                context={
+                    "name": booking.name,
+                    "workshop_title": workshop.title,
+                    "workshop_when": london_datetime(workshop.starts_at),
+                },
+            )
+            is not None
+        )
+    session.flush()
+    return told
+
+
+def set_attended(session: Session, workshop: Workshop, booking_id: int, attended: bool) -> Booking:
+    booking = session.get(Booking, booking_id) if isinstance(booking_id, int) else None
+    if booking is None or booking.workshop_id != workshop.id or booking.purged_at is not None:
+        raise NotFound("We could not find that booking.")
+    if booking.attended is None and attended:
+        reports.count(session, "workshop.attended", scope=f"workshop:{workshop.id}")
+    booking.attended = attended
+    session.flush()
+    return booking

@@ -1,0 +1,110 @@
+"""Cleaning and checking what people type, with messages in GOV.UK style.
+
+Every service runs its input through these before writing anything, so bad input is
+refused up front and never half-written.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from consent.errors import InvalidInput
+
+EMAIL_MAX = 254
+NAME_MAX = 200
+TEXT_MAX = 2000
+NOTE_MAX = 5000
+
+_POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?)\s*([0-9][A-Z]{2})$")
+
+
+def _has_control(value: str, allow_newlines: bool) -> bool:
+    for char in value:
+        if allow_newlines and char in "\n\r\t":
+            continue
+        category = unicodedata.category(char)
+        if category in {"Cc", "Cf", "Cs", "Co", "Cn"} and char not in "\u200d":
+            return True
+    return False
+
+
+def clean_text(
+    value: str | None,
+    *,
+    field: str,
+    label: str,
+    max_length: int = NAME_MAX,
+    required: bool = False,
+    multiline: bool = False,
+) -> str | None:
+    """Trim, normalise Unicode (NFC) and refuse control characters and over-long text."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"Enter {label}.")
+    value = unicodedata.normalize("NFC", value).strip()
+    if multiline:
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
+    if not value:
+        if required:
+            raise InvalidInput(field, f"Enter {label}.")
+        return None
+    if _has_control(value, allow_newlines=multiline):
+        raise InvalidInput(field, f"{label.capitalize()} must not contain hidden characters.")
+    if len(value) > max_length:
+        raise InvalidInput(field, f"{label.capitalize()} must be {max_length} characters or fewer.")
+    return value
+
+
+def normalise_email(value: str | None, *, field: str = "email") -> str:
+    """One spelling per mailbox: trimmed, Unicode NFC, lower case, checked for shape."""
+    if value is None or not isinstance(value, str) or not value.strip():
+        raise InvalidInput(field, "Enter your email address.")
+    candidate = unicodedata.normalize("NFC", value).strip()
+    if len(candidate) > EMAIL_MAX:
+        raise InvalidInput(field, f"Email address must be {EMAIL_MAX} characters or fewer.")
+    if _has_control(candidate, allow_newlines=False) or any(c.isspace() for c in candidate):
+        raise InvalidInput(
+            field, "Enter an email address in the correct format, like name@example.com."
+        )
+    try:
+        result = validate_email(candidate, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidInput(
+            field, "Enter an email address in the correct format, like name@example.com."
+        ) from exc
+    normalised = unicodedata.normalize("NFC", result.normalized).lower()
+    if len(normalised) > EMAIL_MAX:
+        raise InvalidInput(field, f"Email address must be {EMAIL_MAX} characters or fewer.")
+    return normalised
+
+
+def normalise_phone(value: str | None, *, field: str = "phone") -> str | None:
+    """A UK or international phone number in E.164 form, or None when left blank."""
+    text = clean_text(value, field=field, label="a phone number", max_length=40)
+    if text is None:
+        return None
+    try:
+        number = phonenumbers.parse(text, "GB")
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidInput(
+            field, "Enter a telephone number, like 01632 960 001 or 07700 900 982."
+        ) from exc
+    if not phonenumbers.is_possible_number(number):
+        raise InvalidInput(field, "Enter a telephone number, like 01632 960 001 or 07700 900 982.")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalise_postcode(value: str | None, *, field: str = "postcode") -> str | None:
+    """A UK postcode in capitals with one space, or None when left blank."""
+    text = clean_text(value, field=field, label="a postcode", max_length=10)
+    if text is None:
+        return None
+    match = _POSTCODE.match(text.upper().replace(" ", ""))
+    if not match:
+        raise InvalidInput(field, "Enter a real postcode, like SW1A 1AA.")
+    return f"{match.group(1)} {match.group(2)}"

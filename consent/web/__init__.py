@@ -1,0 +1,70 @@
+"""The web layer: blueprints, templates, security headers and error pages. Views stay thin:
+they parse the request, call a service, and render."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import Flask, current_app
+from jinja2 import ChoiceLoader, FileSystemLoader, PackageLoader, PrefixLoader
+
+from consent.config import REPO_ROOT, Settings
+from consent.db import Database
+from consent.timeutil import london_date, london_datetime
+
+
+def database() -> Database:
+    return current_app.extensions["consent.db"]
+
+
+def settings() -> Settings:
+    return current_app.config["SETTINGS"]
+
+
+def _templates(app: Flask) -> None:
+    app.jinja_loader = ChoiceLoader(
+        [
+            FileSystemLoader(str(REPO_ROOT / "templates")),
+            PrefixLoader(
+                {
+                    "govuk_frontend_jinja": PackageLoader("govuk_frontend_jinja"),
+                    "govuk_frontend_wtf": PackageLoader("govuk_frontend_wtf"),
+                }
+            ),
+        ]
+    )
+    app.jinja_env.filters["london_date"] = london_date
+    app.jinja_env.filters["london_datetime"] = london_datetime
+    app.jinja_env.filters["iso_london"] = lambda text: london_datetime(datetime.fromisoformat(text))
+    app.jinja_env.trim_blocks = True
+    app.jinja_env.lstrip_blocks = True
+
+    @app.context_processor
+    def _globals() -> dict[str, Any]:
+        current = settings()
+        return {"council_name": current.council_name, "service_name": current.service_name}
+
+
+def init_app(app: Flask) -> None:
+    from govuk_frontend_wtf.main import WTFormsHelpers
+
+    from consent.web import admin, errors, health, security, webhooks
+    from consent.web.public import bp as public_bp
+    from mailers.outbox import OutboxWorker
+
+    db = app.extensions["consent.db"]
+    worker = OutboxWorker(db)
+    app.extensions["consent.mailer"] = worker
+    if app.config["SETTINGS"].mail_wake:
+        db.wake_mailer = worker.wake
+
+    _templates(app)
+    WTFormsHelpers(app)
+    security.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(public_bp)
+    admin.init_app(app)
+    security.csrf.exempt(webhooks.bp)

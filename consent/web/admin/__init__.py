@@ -1,0 +1,127 @@
+"""The admin area: coordinators run panels and workshops; the DPO proves consent, answers
+rights requests and sees special category data; admins manage staff accounts.
+
+Every route states the roles that may use it and is checked on the server. Sign-in takes
+a password and a one-time code; a session ends after 30 minutes without activity.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flask import Blueprint, Flask, abort, g, redirect, request, session, url_for
+from flask_login import LoginManager, UserMixin, current_user, logout_user
+
+from consent.services import admin_users
+from consent.web import database
+from consent.web.security import limiter
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+login_manager = LoginManager()
+IDLE_SECONDS = 30 * 60
+F = TypeVar("F", bound=Callable[..., Any])
+
+COORDINATOR, DPO, ADMIN = "coordinator", "dpo", "admin"
+STAFF = (COORDINATOR, DPO)
+
+
+@dataclass
+class Staff(UserMixin):
+    """The signed-in member of staff, as the request sees them."""
+
+    user_id: int
+    email: str
+    name: str
+    role: str
+    version: int
+
+    def get_id(self) -> str:
+        return f"{self.user_id}:{self.version}"
+
+    @property
+    def actor(self) -> str:
+        return f"admin:{self.user_id}"
+
+
+def roles(*allowed: str) -> Callable[[F], F]:
+    """Only these roles may use the route; everyone else gets a 403, checked here."""
+
+    def wrap(view: F) -> F:
+        view.allowed_roles = allowed  # type: ignore[attr-defined]
+
+        @functools.wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if not current_user.is_authenticated:
+                return redirect(url_for("admin.sign_in"))
+            if current_user.role not in allowed:
+                abort(403)
+            return view(*args, **kwargs)
+
+        guarded.allowed_roles = allowed  # type: ignore[attr-defined]
+        return guarded  # type: ignore[return-value]
+
+    return wrap
+
+
+def staff() -> Staff:
+    return current_user._get_current_object()  # type: ignore[no-any-return]
+
+
+@login_manager.user_loader
+def _load(identifier: str) -> Staff | None:
+    user_id, _, version = identifier.partition(":")
+    if not user_id.isdigit() or not version.isdigit():
+        return None
+    with database().reader() as db_session:
+        user = admin_users.get(db_session, int(user_id))
+    if user is None or not user.active or user.session_version != int(version):
+        return None
+    return Staff(user.id or 0, user.email, user.name, user.role, user.session_version)
+
+
+@bp.before_request
+def _uploads() -> None:
+    if request.endpoint == "admin.import_start":
+        request.max_content_length = 55 * 1024 * 1024
+
+
+@bp.before_request
+def _idle_timeout() -> Any:
+    if not current_user.is_authenticated:
+        return None
+    now = time.time()
+    last = session.get("admin_seen", now)
+    if now - last > IDLE_SECONDS:
+        logout_user()
+        session.clear()
+        return redirect(url_for("admin.sign_in", expired=1))
+    session["admin_seen"] = now
+    g.admin_navigation = True
+    return None
+
+
+def init_app(app: Flask) -> None:
+    login_manager.init_app(app)
+    login_manager.login_view = "admin.sign_in"
+    login_manager.login_message = "Sign in to use the admin pages."
+    login_manager.session_protection = "strong"
+    app.register_blueprint(bp)
+    limiter.limit("60 per minute", methods=["POST"])(bp)
+
+
+from consent.web.admin import (  # noqa: E402, F401  (registers routes)
+    audit_pages,
+    auth,
+    dashboard,
+    imports,
+    panels,
+    people,
+    reports,
+    rights,
+    users,
+    workshops,
+)

@@ -1,0 +1,101 @@
+"""Anonymised reports from the counts recorded when things happened; CSV for returns."""
+
+from __future__ import annotations
+
+from flask import Response, render_template, request
+
+from consent.errors import DomainError, InvalidInput
+from consent.services import reports as service
+from consent.timeutil import utcnow
+from consent.web import database
+from consent.web.admin import COORDINATOR, DPO, bp, roles, staff
+
+
+def _choices() -> tuple[str, str, str, str]:
+    this_month = utcnow().strftime("%Y-%m")
+    report = request.args.get("report", "consents")
+    if report not in service.REPORTS:
+        report = "consents"
+    start = request.args.get("start") or f"{int(this_month[:4]) - 1}{this_month[4:]}"
+    end = request.args.get("end") or this_month
+    dimension = request.args.get("dimension") or ("purpose" if report == "consents" else "all")
+    return report, start, end, dimension
+
+
+@bp.get("/reports")
+@roles(COORDINATOR, DPO)
+def reports() -> str | tuple[str, int]:
+    report, start, end, dimension = _choices()
+    error = None
+    cells: list[service.Cell] = []
+    with database().reader() as session:
+        try:
+            cells = service.table(session, report, start=start, end=end, dimension=dimension)
+        except InvalidInput as problem:
+            error = problem
+        names = service.scope_names(session)
+        dimensions = service.dimensions(session, report)
+    return render_template(
+        "admin/reports.html",
+        reports=service.REPORTS,
+        report=report,
+        start=start,
+        end=end,
+        dimension=dimension,
+        dimensions=dimensions,
+        cells=cells,
+        names=names,
+        error=error,
+    ), (400 if error else 200)
+
+
+@bp.get("/reports.csv")
+@roles(COORDINATOR, DPO)
+def reports_csv() -> Response | tuple[str, int]:
+    report, start, end, dimension = _choices()
+    with database().reader() as session:
+        try:
+            cells = service.table(session, report, start=start, end=end, dimension=dimension)
+        except InvalidInput as problem:
+            return problem.message, 400
+        body = service.as_csv(cells, service.scope_names(session))
+    response = Response(body, mimetype="text/csv")
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="{report}-{dimension}-{start}-to-{end}.csv"'
+    )
+    return response
+
+
+@bp.get("/exports/<kind>/<key>.csv")
+@roles(COORDINATOR, DPO)
+def export_list(kind: str, key: str) -> Response | tuple[str, int]:
+    """A list as CSV, built in the same transaction as the audit record of its download."""
+    from consent.services import audit, exports
+
+    makers = {
+        "purpose": exports.purpose_list,
+        "panel": exports.panel_list,
+        "workshop": exports.workshop_list,
+    }
+    if kind not in makers or (kind != "purpose" and not key.isdigit()):
+        return "Not found", 404
+    argument: str | int = key if kind == "purpose" else int(key[:10])
+    user = staff()
+    with database().transaction() as session:
+        try:
+            lines = list(makers[kind](session, argument))  # type: ignore[arg-type]
+        except DomainError as error:
+            return error.message, 404
+        audit.record(
+            session,
+            "list.exported",
+            actor=user.actor,
+            actor_id=user.user_id,
+            object_type=kind,
+            object_id=key,
+            detail={"rows": len(lines) - 1},
+        )
+    response = Response("".join(lines), mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="{kind}-{key}.csv"'
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,82 @@
+"""Rights requests that arrive by post, phone or email, and their statutory deadline."""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from consent.errors import InvalidInput
+from consent.services import rights as service
+from consent.timeutil import utcnow
+from consent.web import database
+from consent.web.admin import DPO, bp, roles, staff
+from consent.web.admin.forms import RightsForm, RightsUpdateForm
+from consent.web.forms import attach_error
+
+
+@bp.get("/rights")
+@roles(DPO)
+def rights() -> str:
+    with database().reader() as session:
+        found = service.list_requests(session)
+    return render_template("admin/rights.html", requests=found, now=utcnow())
+
+
+@bp.route("/rights/new", methods=["GET", "POST"])
+@roles(DPO)
+def rights_new() -> str | Response | tuple[str, int]:
+    form = RightsForm()
+    if form.validate_on_submit():
+        user = staff()
+        try:
+            with database().transaction() as session:
+                logged = service.log_request(
+                    session,
+                    kind=form.kind.data,
+                    channel=form.channel.data,
+                    received=form.received.data,
+                    requester=form.requester.data,
+                    email=form.email.data,
+                    actor_id=user.user_id,
+                    actor=user.actor,
+                )
+            flash(f"Request logged. It is due by {logged.due_at:%d %B %Y}.")
+            return redirect(url_for("admin.rights"))
+        except InvalidInput as error:
+            attach_error(form, error, fallback="requester")
+    return render_template("admin/rights_form.html", form=form), (400 if form.errors else 200)
+
+
+@bp.route("/rights/<int:request_id>", methods=["GET", "POST"])
+@roles(DPO)
+def rights_request(request_id: int) -> str | Response | tuple[str, int]:
+    form = RightsUpdateForm()
+    if form.validate_on_submit():
+        user = staff()
+        try:
+            with database().transaction() as session:
+                found = service.get_request(session, request_id)
+                service.update_request(
+                    session,
+                    found,
+                    status=form.status.data,
+                    outcome=form.outcome.data,
+                    actor_id=user.user_id,
+                    actor=user.actor,
+                )
+            flash("Request updated.")
+            return redirect(url_for("admin.rights"))
+        except InvalidInput as error:
+            attach_error(form, error, fallback="outcome")
+    with database().reader() as session:
+        found = service.get_request(session, request_id)
+        person = None
+        if found.person_id:
+            from consent.models import Person
+
+            person = session.get(Person, found.person_id)
+    if request.method == "GET":
+        form.status.data, form.outcome.data = found.status, found.outcome
+    return render_template(
+        "admin/rights_request.html", item=found, person=person, form=form, now=utcnow()
+    ), (400 if form.errors else 200)

@@ -1,0 +1,74 @@
+"""Error pages in plain English. A broken or old link gets a page that says what to do."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from consent.errors import NotFound
+from consent.links import ExpiredLink, LinkError, RevokedLink
+
+log = logging.getLogger(__name__)
+
+PAGES: dict[int, tuple[str, str]] = {
+    400: ("Sorry, there is a problem with that request", "Go back and try again."),
+    403: ("You cannot see this page", "If you think you should, contact the Family Hub team."),
+    404: ("Page not found", "If you typed the web address, check it is correct."),
+    405: ("Sorry, there is a problem with that request", "Go back and try again."),
+    410: ("This page is no longer available", ""),
+    413: ("What you sent is too large", "Go back and try with less."),
+    429: ("Too many attempts", "Wait a minute, then try again."),
+    500: ("Sorry, there is a problem with the service", "Try again later."),
+}
+
+
+def page(status: int, heading: str | None = None, body: str | None = None) -> tuple[str, int]:
+    default_heading, default_body = PAGES.get(status, PAGES[500])
+    return (
+        render_template(
+            "errors/page.html", heading=heading or default_heading,
+            body=default_body if body is None else body, status=status,
+        ),
+        status,
+    )  # fmt: skip
+
+
+def link_page(error: LinkError) -> tuple[str, int]:
+    """Tampered links get a 400; expired and revoked ones a 410 offering a fresh link."""
+    if isinstance(error, ExpiredLink | RevokedLink):
+        return render_template("errors/link.html", expired=True), 410
+    return render_template("errors/link.html", expired=False), 400
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(LinkError)
+    def _link(error: LinkError) -> tuple[str, int]:
+        return link_page(error)
+
+    @app.errorhandler(NotFound)
+    def _not_found(error: NotFound) -> tuple[str, int]:
+        return page(404, body=error.message)
+
+    @app.errorhandler(CSRFError)
+    def _csrf(error: CSRFError) -> tuple[str, int]:
+        return page(
+            400,
+            "Sorry, this form has expired",
+            "For your security, forms stop working after a while. Go back, reload the page "
+            "and try again.",
+        )
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> tuple[str, int] | Response:
+        status = error.code or 500
+        if request.path.startswith("/api/") or request.path.startswith("/healthz"):
+            return error.get_response()
+        return page(status)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> tuple[str, int]:
+        log.exception("unhandled error on %s", request.endpoint)
+        return page(500)

@@ -1,0 +1,102 @@
+"""Security headers, CSRF, rate limits and request logging that never records a token.
+
+Every response gets a strict Content-Security-Policy (no inline script or style, nothing
+from elsewhere, no framing). Pages reached by a signed link also get
+``Referrer-Policy: no-referrer`` and ``Cache-Control: no-store``, so the token does not
+leak to other sites or linger in caches.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from flask import Flask, Response, g, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFProtect
+
+csrf = CSRFProtect()
+limiter = Limiter(key_func=get_remote_address, default_limits=[])
+
+#: What a parent may POST, per address: plenty for a person, too few for a script.
+POST_LIMIT = "20 per minute;200 per hour"
+LINK_LIMIT = "5 per minute;30 per hour"
+
+CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "object-src 'none'",
+    ]
+)
+
+#: Path segments that carry a signed token or a secret: logged as [redacted].
+_SECRET_PATH = re.compile(
+    r"^/(manage|unsubscribe|confirm|join|renew|confirm-email|feedback|webhooks/mailchimp)/[^/?]+"
+)
+_EMAIL = re.compile(r"[^\s/?&=]+@[^\s/?&=]+")
+
+access_log = logging.getLogger("consent.access")
+
+
+def redact(path: str) -> str:
+    """A request path safe to log: no token, no secret, no email address."""
+    path = _SECRET_PATH.sub(lambda m: f"/{m.group(1)}/[redacted]", path)
+    return _EMAIL.sub("[email]", path)
+
+
+def token_page() -> None:
+    """Mark this response as reached by a signed link."""
+    g.token_page = True
+
+
+def init_app(app: Flask) -> None:
+    settings = app.config["SETTINGS"]
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", 60 * 60 * 4)
+    app.config["WTF_CSRF_SSL_STRICT"] = settings.base_url.startswith("https")
+    app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url or "memory://"
+    app.config["RATELIMIT_ENABLED"] = settings.rate_limits
+    app.config["RATELIMIT_HEADERS_ENABLED"] = True
+    app.config["RATELIMIT_STRATEGY"] = "fixed-window"
+    app.config["RATELIMIT_SWALLOW_ERRORS"] = True
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_SECURE"] = settings.base_url.startswith("https")
+    app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024
+    csrf.init_app(app)
+    limiter.init_app(app)
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", CSP)
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("X-Frame-Options", "DENY")
+        headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+        if getattr(g, "token_page", False) or _SECRET_PATH.match(request.path):
+            headers["Referrer-Policy"] = "no-referrer"
+            headers["Cache-Control"] = "no-store"
+        else:
+            headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+        if settings.is_production and settings.base_url.startswith("https"):
+            headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        started = getattr(g, "started", None)
+        elapsed = (time.perf_counter() - started) * 1000 if started else 0.0
+        access_log.info(
+            "%s %s %s %.1fms", request.method, redact(request.path), response.status_code, elapsed
+        )
+        return response

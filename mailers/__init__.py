@@ -1,0 +1,1 @@
+"""Delivery adapters: the outbox worker, mail backends and Mailchimp sync."""

@@ -1,0 +1,158 @@
+"""The outbox worker: claims due messages, sends them, and records what happened.
+
+Each message is marked sent in its own transaction right after the relay accepts it, so
+a crash can repeat at most the one message in flight. A web process keeps one worker
+thread that sleeps until a commit that queued mail wakes it; the scheduler runs the same
+worker every minute as a safety net.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from consent.db import Database
+from consent.services import outbox
+from consent.timeutil import utcnow
+from mailers import message as messages
+from mailers.backends import (
+    Backend,
+    PermanentFailure,
+    RelayUnavailable,
+    TemporaryFailure,
+    from_settings,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeliveryReport:
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+    released: int = 0
+    requeued: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class OutboxWorker:
+    """Delivers the mail queue through one backend."""
+
+    def __init__(
+        self,
+        database: Database,
+        backend: Backend | None = None,
+        *,
+        batch_size: int = 100,
+        name: str | None = None,
+    ) -> None:
+        self.database = database
+        self.backend = backend or from_settings(database.settings)
+        self.batch_size = batch_size
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def run_once(self, max_batches: int | None = None) -> DeliveryReport:
+        """Send everything due now, batch by batch; stops early if the relay is down."""
+        report = DeliveryReport()
+        with self.database.transaction() as session:
+            report.requeued = outbox.requeue_stale(session)
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            with self.database.transaction() as session:
+                ids = outbox.claim(session, self.name, self.batch_size)
+            if not ids:
+                break
+            batches += 1
+            if not self._send_batch(ids, report):
+                break
+        return report
+
+    def _send_batch(self, ids: list[int], report: DeliveryReport) -> bool:
+        pending = list(ids)
+        with self.database.reader() as session:
+            rows = {row.id: row for row in outbox.load(session, ids)}
+        try:
+            with self.backend.connect() as connection:
+                for outbox_id in ids:
+                    row = rows.pop(outbox_id, None)
+                    if row is None:
+                        pending.remove(outbox_id)
+                        continue
+                    try:
+                        mime = messages.build(row, self.database.settings)
+                        connection.send(mime, reference=str(outbox_id))
+                    except (TemporaryFailure, PermanentFailure, ValueError) as exc:
+                        permanent = not isinstance(exc, TemporaryFailure)
+                        with self.database.transaction() as session:
+                            outcome = outbox.mark_failed_attempt(
+                                session, outbox_id, str(exc), permanent=permanent
+                            )
+                        pending.remove(outbox_id)
+                        report.errors.append(f"{outbox_id}: {exc}")
+                        if outcome == "failed":
+                            report.failed += 1
+                        else:
+                            report.retrying += 1
+                        continue
+                    with self.database.transaction() as session:
+                        outbox.mark_sent(session, outbox_id)
+                    pending.remove(outbox_id)
+                    report.sent += 1
+        except RelayUnavailable as exc:
+            log.warning("mail relay unavailable; %d message(s) wait: %s", len(pending), exc)
+            with self.database.transaction() as session:
+                outbox.release(session, pending, str(exc))
+            report.released += len(pending)
+            report.errors.append(str(exc))
+            return False
+        return True
+
+    def purge(self, keep: timedelta | None = None) -> int:
+        """Blank bodies of messages sent longer ago than the configured keep time."""
+        keep = keep or timedelta(days=self.database.settings.mail_body_keep_days)
+        total = 0
+        while True:
+            with self.database.transaction() as session:
+                done = outbox.purge_bodies(session, keep=keep, now=utcnow())
+            total += done
+            if not done:
+                return total
+
+    # ---- waking from the web process ---------------------------------------------------
+
+    def wake(self) -> None:
+        """Ask the background thread to deliver now; starts it on first use."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(
+                    target=self._loop, name="outbox-worker", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("outbox delivery failed; the scheduler will try again")
+
+    def stop(self, timeout: float = 5) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)

@@ -1,0 +1,101 @@
+"""Helpers for tests that look at the database the way an auditor would: raw."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection, Engine
+
+
+@contextmanager
+def triggers_disabled(conn: Connection) -> Any:
+    """Step around the append-only triggers, as someone with direct database access could."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SET session_replication_role = replica"))
+        try:
+            yield
+        finally:
+            conn.execute(text("SET session_replication_role = origin"))
+        return
+    saved = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")).all()
+    for name, _ in saved:
+        conn.execute(text(f"DROP TRIGGER {name}"))
+    try:
+        yield
+    finally:
+        for _, sql in saved:
+            conn.execute(text(sql))
+
+
+def tamper(engine: Engine, *statements: str, params: dict[str, Any] | None = None) -> None:
+    """Run raw SQL against the ledger with its triggers and foreign keys out of the way."""
+    if engine.dialect.name == "sqlite":
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute("PRAGMA foreign_keys=OFF")
+            with engine.connect() as conn:
+                triggers = conn.execute(
+                    text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+                ).all()
+                conn.rollback()
+            for name, _ in triggers:
+                cursor.execute(f"DROP TRIGGER {name}")
+            for statement in statements:
+                cursor.execute(_qmark(statement), _positional(statement, params or {}))
+            for _, sql in triggers:
+                cursor.execute(sql)
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            raw.close()
+        return
+    with engine.begin() as conn, triggers_disabled(conn):
+        for statement in statements:
+            conn.execute(text(statement), params or {})
+
+
+def _qmark(statement: str) -> str:
+    return re.sub(r":(\w+)", "?", statement)
+
+
+def _positional(statement: str, params: dict[str, Any]) -> list[Any]:
+    return [params[name] for name in re.findall(r":(\w+)", statement)]
+
+
+def find_anywhere(engine: Engine, needles: Iterable[str]) -> list[tuple[str, str, str]]:
+    """Every (table, column, needle) where any text column holds a needle, case-insensitive."""
+    needles = [n.lower() for n in needles if n]
+    hits: list[tuple[str, str, str]] = []
+    inspector = inspect(engine)
+    with engine.connect() as conn:
+        for table in inspector.get_table_names():
+            for column in inspector.get_columns(table):
+                name = column["name"]
+                cast = f"CAST({name} AS TEXT)"
+                for needle in needles:
+                    found = conn.execute(
+                        text(f"SELECT 1 FROM {table} WHERE LOWER({cast}) LIKE :n LIMIT 1"),
+                        {"n": f"%{needle}%"},
+                    ).first()
+                    if found:
+                        hits.append((table, name, needle))
+    return hits
+
+
+def deliver_and_purge(database: Any) -> None:
+    """Send the queue (to files nobody keeps), then purge as the keep time would: what the
+    mail queue holds a week after erasure, for tests that search the raw database."""
+    import tempfile
+    from datetime import timedelta
+
+    from mailers.backends import FileBackend
+    from mailers.outbox import OutboxWorker
+
+    with tempfile.TemporaryDirectory() as folder:
+        OutboxWorker(database, FileBackend(Path(folder))).run_once()
+    OutboxWorker(database).purge(keep=timedelta(0))

@@ -1,0 +1,662 @@
+"""The admin pages: sign-in with a second factor, roles on every route, and the work."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import timedelta
+
+import pytest
+import time_machine
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from sqlalchemy import text as sql
+
+from consent.db import Database
+from consent.models import (
+    AdminUser,
+    Attendance,
+    AuditEvent,
+    Booking,
+    ConsentEvent,
+    Panel,
+    PanelMembership,
+    RightsRequest,
+    SessionNote,
+)
+from consent.services import audit, ledger, people, reports, workshops
+from consent.timeutil import LONDON, utcnow
+from tests import factories
+from tests.admin_client import PASSWORD, code_for, make_staff, sign_in, staff_client
+from tests.helpers import deliver_and_purge, find_anywhere, tamper
+from tests.web import csrf, link_in, mails, text
+
+
+def _db(app: Flask) -> Database:
+    return app.extensions["consent.db"]
+
+
+def _post(client: FlaskClient, page: str, path: str, data: dict | None = None):  # type: ignore[no-untyped-def]
+    token = csrf(text(client.get(page)))
+    return client.post(path, data={"csrf_token": token, **(data or {})})
+
+
+# ---- signing in ---------------------------------------------------------------------------
+
+
+def test_sign_in_needs_a_password_and_a_fresh_code(app: Flask) -> None:
+    db = _db(app)
+    email, secret = make_staff(db, "coordinator")
+    client = app.test_client()
+    assert client.get("/admin/people").status_code == 302
+    page = client.get("/admin/sign-in")
+    response = client.post(
+        "/admin/sign-in",
+        data={"csrf_token": csrf(text(page)), "email": email, "password": PASSWORD},
+    )
+    assert response.location.endswith("/admin/sign-in/code")
+    enrol = text(client.get("/admin/sign-in/code"))
+    assert "Set up your authenticator app" in enrol and secret in enrol
+    assert client.get("/admin/people").status_code == 302
+    wrong = client.post("/admin/sign-in/code", data={"csrf_token": csrf(enrol), "code": "000000"})
+    assert wrong.status_code == 400 and "not right" in text(wrong)
+    good = client.post(
+        "/admin/sign-in/code", data={"csrf_token": csrf(enrol), "code": code_for(secret)}
+    )
+    assert good.status_code == 302 and client.get("/admin/people").status_code == 200
+    with db.reader() as session:
+        user = session.execute(select(AdminUser)).scalar_one()
+        assert user.totp_confirmed_at is not None and user.password_hash.startswith("$argon2id$")
+
+    other = app.test_client()
+    page = other.get("/admin/sign-in")
+    other.post(
+        "/admin/sign-in",
+        data={"csrf_token": csrf(text(page)), "email": email, "password": PASSWORD},
+    )
+    second = text(other.get("/admin/sign-in/code"))
+    assert "Set up your authenticator app" not in second and secret not in second
+    replay = other.post(
+        "/admin/sign-in/code", data={"csrf_token": csrf(second), "code": code_for(secret)}
+    )
+    assert replay.status_code == 400, "a code works once"
+
+
+def test_repeated_failures_lock_the_account(app: Flask) -> None:
+    email, secret = make_staff(_db(app), "dpo")
+    client = app.test_client()
+    for _ in range(5):
+        page = client.get("/admin/sign-in")
+        response = client.post(
+            "/admin/sign-in",
+            data={"csrf_token": csrf(text(page)), "email": email, "password": "wrong"},
+        )
+        assert "not right" in text(response)
+    page = client.get("/admin/sign-in")
+    locked = client.post(
+        "/admin/sign-in",
+        data={"csrf_token": csrf(text(page)), "email": email, "password": PASSWORD},
+    )
+    assert "locked" in text(locked)
+    with time_machine.travel(utcnow() + timedelta(minutes=16)):
+        sign_in(app.test_client(), email, secret)
+    with _db(app).reader() as session:
+        failures = session.execute(
+            select(func.count()).where(AuditEvent.action == "admin.sign_in_failed")
+        ).scalar()
+        assert failures == 5
+
+
+def test_an_idle_session_ends_after_thirty_minutes(app: Flask) -> None:
+    client = staff_client(app, "coordinator")
+    assert client.get("/admin/people").status_code == 200
+    with time_machine.travel(utcnow() + timedelta(minutes=31)):
+        response = client.get("/admin/people")
+    assert response.status_code == 302 and "expired=1" in response.location
+    assert client.get("/admin/people").status_code == 302
+
+
+def test_a_deactivated_account_is_signed_out_at_once(app: Flask) -> None:
+    coordinator = staff_client(app, "coordinator")
+    boss = staff_client(app, "admin")
+    with _db(app).reader() as session:
+        user_id = session.execute(
+            select(AdminUser.id).where(AdminUser.role == "coordinator")
+        ).scalar_one()
+    _post(boss, "/admin/users", f"/admin/users/{user_id}/deactivate")
+    assert coordinator.get("/admin/people").status_code == 302
+
+
+# ---- roles on every route -----------------------------------------------------------------
+
+
+@pytest.fixture
+def world(app: Flask) -> dict[str, str]:
+    db = _db(app)
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="someone@example.com")
+        panel = factories.panel(session)
+        membership = factories.member(session, panel, person)
+        panel_session = panels_session(session, panel)
+        workshop = factories.workshop(session, days=3)
+        request = RightsRequest(
+            kind="access",
+            channel="post",
+            requester="A Person",
+            received_at=utcnow(),
+            due_at=utcnow() + timedelta(days=30),
+        )
+        session.add(request)
+        session.flush()
+        user = session.execute(select(AdminUser).limit(1)).scalar()
+        return {
+            "public_id": person.public_id,
+            "panel_id": str(panel.id),
+            "session_id": str(panel_session.id),
+            "workshop_id": str(workshop.id),
+            "request_id": str(request.id),
+            "user_id": str(user.id if user else 1),
+            "membership_id": str(membership.id),
+            "token": "0" * 32,
+            "action": "cancel",
+            "kind": "purpose",
+            "key": "newsletter",
+        }
+
+
+def panels_session(session, panel):  # type: ignore[no-untyped-def]
+    from consent.services import panels
+
+    return panels.create_session(
+        session,
+        panel,
+        title="Spring",
+        format="online",
+        starts_at=utcnow() + timedelta(days=5),
+        recorded=True,
+    )
+
+
+def _admin_routes(app: Flask) -> list[tuple[str, str, tuple[str, ...]]]:
+    routes = []
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith("admin."):
+            continue
+        view = app.view_functions[rule.endpoint]
+        allowed = getattr(view, "allowed_roles", None)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            routes.append((rule.rule, method, allowed))
+    return routes
+
+
+def test_every_admin_route_is_guarded_by_role(app: Flask, world: dict[str, str]) -> None:
+    open_routes = {"/admin/sign-in", "/admin/sign-in/code", "/admin/sign-out"}
+    clients = {role: staff_client(app, role) for role in ("coordinator", "dpo", "admin")}
+    anonymous = app.test_client()
+    tokens = {
+        role: csrf(text(client.get("/admin/users" if role == "admin" else "/admin/people")))
+        for role, client in clients.items()
+    }
+    checked = 0
+    for rule, method, allowed in _admin_routes(app):
+        if rule in open_routes:
+            continue
+        assert allowed, f"{rule} has no role check"
+        path = rule
+        for name, value in world.items():
+            path = path.replace(f"<{name}>", value).replace(f"<int:{name}>", value)
+        assert "<" not in path, path
+        for role, client in clients.items():
+            if method == "GET":
+                response = client.get(path)
+            else:
+                response = client.post(path, data={"csrf_token": tokens[role]})
+            if role in allowed:
+                assert response.status_code != 403, (role, method, path)
+            else:
+                assert response.status_code == 403, (role, method, path, response.status_code)
+        response = anonymous.open(path, method=method)
+        assert response.status_code in (302, 400), (method, path)
+        checked += 1
+    assert checked >= 30
+
+
+# ---- people -------------------------------------------------------------------------------
+
+
+def test_search_finds_by_the_start_of_an_email_or_a_name(app: Flask) -> None:
+    with _db(app).transaction() as session:
+        people.find_or_create(session, "amira.khan@example.com", name="Amira Khan")
+        people.find_or_create(session, "ben@example.com", name="Ben Khan")
+    client = staff_client(app, "coordinator")
+    assert "amira.khan@example.com" in text(client.get("/admin/people?q=AMIRA"))
+    page = text(client.get("/admin/people?q=ben%40"))
+    assert "ben@example.com" in page and "amira" not in page
+    assert "No one found" in text(client.get("/admin/people?q=zzz"))
+    assert client.get("/admin/people?q=" + "x" * 300).status_code == 200
+
+
+def test_recording_a_withdrawal_by_phone_needs_a_note(app: Flask, world: dict[str, str]) -> None:
+    client = staff_client(app, "coordinator")
+    page = f"/admin/people/{world['public_id']}"
+    missing = _post(client, page, page + "/consent", {"purpose": "newsletter", "action": "Stop"})
+    assert missing.status_code == 400 and "Enter a note" in text(missing)
+    done = _post(
+        client,
+        page,
+        page + "/consent",
+        {"purpose": "newsletter", "action": "Stop", "note": "Phoned 3 March, asked to stop"},
+    )
+    assert done.status_code == 302
+    with _db(app).reader() as session:
+        person = people.get_by_public_id(session, world["public_id"])
+        event = ledger.events_for(session, person)[-1]
+        assert (event.action, event.channel, event.note) == (
+            "withdrawn",
+            "admin",
+            "Phoned 3 March, asked to stop",
+        )
+        assert event.actor.startswith("admin:")
+        assert session.execute(
+            select(AuditEvent).where(AuditEvent.action == "consent.recorded_on_behalf")
+        ).scalar_one()
+    assert mails(_db(app), "someone@example.com")[-1].template == "consent_withdrawn"
+
+
+def test_special_category_is_for_the_dpo_and_each_view_is_audited(
+    app: Flask, world: dict[str, str]
+) -> None:
+    page = f"/admin/people/{world['public_id']}"
+    coordinator = staff_client(app, "coordinator")
+    assert "Mixed or multiple" not in text(coordinator.get(page))
+    assert _post(coordinator, page, page + "/special").status_code == 403
+    exported = json.loads(_post(coordinator, page, page + "/export").data)
+    assert exported["panel_memberships"][0]["profile"]["special_category"].startswith("withheld")
+    dpo = staff_client(app, "dpo")
+    assert "Mixed or multiple" not in text(dpo.get(page))
+    shown = text(_post(dpo, page, page + "/special"))
+    assert "Mixed or multiple ethnic groups" in shown
+    with _db(app).reader() as session:
+        views = (
+            session.execute(
+                select(AuditEvent).where(AuditEvent.action == "special_category.viewed")
+            )
+            .scalars()
+            .all()
+        )
+        assert len(views) == 1 and views[0].object_id == world["public_id"]
+        assert "Mixed" not in views[0].detail
+        assert audit.verify(session).ok
+
+
+def test_the_dpo_erases_with_a_note(app: Flask, world: dict[str, str]) -> None:
+    dpo = staff_client(app, "dpo")
+    page = f"/admin/people/{world['public_id']}/erase"
+    assert _post(dpo, page, page, {"note": ""}).status_code == 400
+    assert _post(dpo, page, page, {"note": "Erasure request 12, by post"}).status_code == 302
+    deliver_and_purge(_db(app))
+    assert find_anywhere(_db(app).engine, ["someone@example.com"]) == []
+
+
+# ---- panels -------------------------------------------------------------------------------
+
+
+def test_running_a_panel(app: Flask) -> None:
+    client = staff_client(app, "coordinator")
+    db = _db(app)
+    created = _post(
+        client,
+        "/admin/panels/new",
+        "/admin/panels/new",
+        {
+            "name": "Eastgate panel",
+            "family_hub": "Eastgate Family Hub",
+            "description": "Parents in Eastgate.",
+        },
+    )
+    assert created.status_code == 302
+    panel_path = created.location
+    invited = _post(
+        client, panel_path, panel_path + "/invite", {"email": "invitee@example.com", "name": "Ivy"}
+    )
+    assert invited.status_code == 302
+    [invitation] = mails(db, "invitee@example.com")
+    join = link_in(invitation, "join")
+    public = app.test_client()
+    form = text(public.get(join))
+    assert "invitee@example.com" in form and "Prefer not to say" in form
+    from tests.web import hidden_fields
+
+    fields = hidden_fields(form)
+    joined = public.post(
+        join,
+        data={
+            **fields,
+            "name": "Ivy Invitee",
+            "postcode": "E1 6AN",
+            "age_band": "35 to 44",
+            "children_count": "1",
+            "panel_contact": "y",
+            "panel_recordings": "y",
+        },
+    )
+    assert "You have joined the panel" in text(joined)
+    with db.reader() as session:
+        person = people.find_by_email(session, "invitee@example.com")
+        assert ledger.states_for(session, person)["panel_contact"].channel == "email_link"
+        membership = session.execute(select(PanelMembership)).scalar_one()
+
+    created = _post(
+        client,
+        panel_path,
+        panel_path + "/sessions",
+        {
+            "title": "Spring meeting",
+            "starts_at": "2030-03-05 18:30",
+            "format": "online",
+            "recorded": "y",
+        },
+    )
+    session_path = created.location
+    assert "/admin/sessions/" in session_path
+    _post(
+        client,
+        session_path,
+        session_path + "/attendance",
+        {"membership": str(membership.id), "attended": "yes", "recording": "yes"},
+    )
+    _post(client, session_path, session_path + "/notes", {"note": "Good ideas about opening hours"})
+    _post(
+        client,
+        session_path,
+        session_path + "/notes",
+        {"note": "Ivy will bring her own interpreter", "membership": str(membership.id)},
+    )
+    with db.reader() as session:
+        row = session.execute(select(Attendance)).scalar_one()
+        assert row.attended and row.recording_consent
+        stored = session.execute(select(SessionNote.text)).scalars().all()
+        assert len(stored) == 2 and not any("opening hours" in note for note in stored)
+    assert "Good ideas about opening hours" in text(client.get(session_path))
+
+    summary = text(_post(client, panel_path, panel_path + "/diversity"))
+    assert "fewer than 5" in summary and "Ivy" not in summary
+
+    phone = f"/admin/people/{person.public_id}"
+    _post(
+        client,
+        phone,
+        phone + "/consent",
+        {"purpose": "panel_contact", "action": "Stop", "note": "Rang to say she is leaving"},
+    )
+    with db.reader() as session:
+        assert session.execute(select(Attendance)).scalars().all() == []
+        [general] = session.execute(select(SessionNote)).scalars().all()
+        assert general.membership_id is None
+    assert "interpreter" not in text(client.get(session_path))
+    assert find_anywhere(db.engine, ["E1 6AN"]) == []
+
+
+def test_concluding_a_panel_schedules_destruction(app: Flask, world: dict[str, str]) -> None:
+    from consent.services import retention
+
+    client = staff_client(app, "coordinator")
+    path = f"/admin/panels/{world['panel_id']}/conclude"
+    assert "cannot be undone" in text(client.get(path))
+    _post(client, path, path)
+    retention.sweep(_db(app))
+    with _db(app).reader() as session:
+        panel = session.get(Panel, int(world["panel_id"]))
+        assert panel.status == "concluded" and panel.data_destroyed_at is not None
+
+
+# ---- workshops ----------------------------------------------------------------------------
+
+
+def test_running_a_workshop(app: Flask) -> None:
+    db = _db(app)
+    with time_machine.travel(utcnow() - timedelta(days=3), tick=False), db.transaction() as session:
+        workshop = factories.workshop(session, days=2, title="Toddler talk")
+        booking_id = factories.booking(session, workshop, "bob@example.com", "Bob Booker").id
+        workshop_id = workshop.id
+    client = staff_client(app, "coordinator")
+    path = f"/admin/workshops/{workshop_id}"
+    assert "Bob Booker" in text(client.get(path))
+    _post(client, path, path + "/attendance", {"booking": str(booking_id), "attended": "yes"})
+    _post(client, path, path + "/send-evaluation")
+    _post(client, path, path + "/send-evaluation")
+    _post(client, path, path + "/close-evaluation")
+    assert [m.template for m in mails(db, "bob@example.com")] == ["workshop_evaluation"]
+    _post(client, path, path + "/cancel")
+    assert mails(db, "bob@example.com")[-1].template == "workshop_cancelled"
+    with db.reader() as session:
+        booking = session.get(Booking, booking_id)
+        assert booking.attended is True
+        assert workshops.get_workshop(session, workshop_id).evaluation_closed_at is not None
+
+
+def test_workshop_form_errors(app: Flask) -> None:
+    client = staff_client(app, "coordinator")
+    response = _post(
+        client,
+        "/admin/workshops/new",
+        "/admin/workshops/new",
+        {
+            "title": "T",
+            "description": "D",
+            "starts_at": "tomorrow",
+            "ends_at": "2030-01-01 10:00",
+            "capacity": "lots",
+            "location": "Online",
+        },
+    )
+    assert response.status_code == 400 and "as a number" in text(response)
+
+
+# ---- rights requests ----------------------------------------------------------------------
+
+
+def test_rights_requests_have_a_statutory_due_date(app: Flask) -> None:
+    dpo = staff_client(app, "dpo")
+    response = _post(
+        dpo,
+        "/admin/rights/new",
+        "/admin/rights/new",
+        {
+            "kind": "erasure",
+            "channel": "post",
+            "received": "2026-01-31",
+            "requester": "Pat, 1 High Street",
+        },
+    )
+    assert response.status_code == 302
+    with _db(app).reader() as session:
+        item = session.execute(select(RightsRequest)).scalar_one()
+    due = item.due_at.astimezone(LONDON)
+    assert (due.year, due.month, due.day) == (2026, 2, 28)
+    assert "overdue" in text(dpo.get("/admin/")).lower()
+    bad = _post(
+        dpo,
+        "/admin/rights/new",
+        "/admin/rights/new",
+        {"kind": "erasure", "channel": "post", "received": "31/01/2026", "requester": "Pat"},
+    )
+    assert bad.status_code == 400 and "like 2027-03-05" in text(bad)
+    closing = _post(
+        dpo,
+        f"/admin/rights/{item.id}",
+        f"/admin/rights/{item.id}",
+        {"status": "completed", "outcome": ""},
+    )
+    assert closing.status_code == 400 and "Enter the outcome" in text(closing)
+
+
+# ---- import -------------------------------------------------------------------------------
+
+
+def _upload(client: FlaskClient, content: bytes, purpose: str = "newsletter"):  # type: ignore[no-untyped-def]
+    token = csrf(text(client.get("/admin/import")))
+    return client.post(
+        "/admin/import",
+        data={"csrf_token": token, "purpose": purpose, "file": (io.BytesIO(content), "list.csv")},
+        content_type="multipart/form-data",
+    )
+
+
+CSV = (
+    "email,name,consented_at,evidence\n"
+    "new.one@example.com,New One,2026-09-01,Paper form at Northfield hub\n"
+    "New.Two@Example.com,New Two,2026-09-02 14:30,Paper form at Riverside hub\n"
+    "gone@example.com,Gone,2026-09-03,Paper form\n"
+)
+
+
+def test_import_previews_then_imports_all_or_nothing(app: Flask) -> None:
+    db = _db(app)
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="gone@example.com")
+        people.erase(session, person, channel="email_link", actor="self")
+    client = staff_client(app, "coordinator")
+    response = _upload(client, CSV.encode())
+    assert response.status_code == 302
+    preview = text(client.get(response.location))
+    assert "Will be imported" in preview and "Asked not to be contacted" in preview
+    with db.reader() as session:
+        assert people.find_by_email(session, "new.one@example.com") is None
+    token = csrf(preview)
+    from tests.web import hidden_fields
+
+    fields = hidden_fields(preview)
+    done = client.post("/admin/import/confirm", data={**fields, "csrf_token": token})
+    assert "2 row(s) imported" in text(done)
+    with db.reader() as session:
+        for address in ("new.one@example.com", "new.two@example.com"):
+            found = people.find_by_email(session, address)
+            event = ledger.events_for(session, found)[0]
+            assert (event.channel, event.action) == ("import", "given")
+            assert event.note.startswith("Paper form")
+        assert people.find_by_email(session, "gone@example.com") is None
+        assert ledger.verify(session).ok
+        imported = session.execute(
+            select(func.sum(sql("count")))
+            .select_from(sql("stat_counter"))
+            .where(sql("metric = 'consent.imported'"))
+        ).scalar()
+        assert imported == 2
+    assert not list((app.config["SETTINGS"].instance_path / "imports").glob("*.csv"))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"mail,when\nx@example.com,2026-01-01\n", "missing email, consented_at, evidence"),
+        (
+            "email,consented_at,evidence\nzoë@example.com,2026-01-01,form\n".encode("latin-1"),
+            "not UTF-8",
+        ),
+    ],
+)
+def test_a_file_that_cannot_be_used_is_refused_clearly(
+    app: Flask, content: bytes, message: str
+) -> None:
+    client = staff_client(app, "coordinator")
+    response = _upload(client, content)
+    page = text(client.get(response.location)) if response.status_code == 302 else text(response)
+    assert message in page
+
+
+def test_rows_with_problems_block_the_whole_import(app: Flask) -> None:
+    bad = (
+        CSV + "not-an-email,X,2026-01-01,form\nnew.one@example.com,Dup,2026-01-01,form\n"
+        "late@example.com,L,2099-01-01,form\n"
+    )
+    client = staff_client(app, "coordinator")
+    preview = text(client.get(_upload(client, bad.encode()).location))
+    assert "Rows with problems" in preview
+    for message in ("correct format", "appears earlier", "in the future"):
+        assert message in preview
+    assert "Import " not in preview.split("Problems")[0].split("Rows with problems")[1]
+    with _db(app).reader() as session:
+        assert session.execute(select(func.count()).select_from(ConsentEvent)).scalar() == 0
+
+
+# ---- reports and audit --------------------------------------------------------------------
+
+
+def test_reports_suppress_small_numbers(app: Flask) -> None:
+    db = _db(app)
+    with db.transaction() as session:
+        for _ in range(7):
+            factories.consenting(session, "newsletter")
+        factories.consenting(session, "workshops")
+    client = staff_client(app, "coordinator")
+    month = utcnow().astimezone(LONDON).strftime("%Y-%m")
+    page = text(
+        client.get(f"/admin/reports?report=consents&dimension=purpose&start={month}&end={month}")
+    )
+    assert ">7<" in page and "fewer than 5" in page
+    csv_text = client.get(
+        f"/admin/reports.csv?report=consents&dimension=purpose&start={month}&end={month}"
+    )
+    body = csv_text.get_data(as_text=True)
+    assert "newsletter,7" in body and "workshops,fewer than 5" in body
+    bad = client.get("/admin/reports?start=March")
+    assert bad.status_code == 400 and "like 2027-03" in text(bad)
+    assert reports.suppressed(0) == "0"
+
+
+def test_the_audit_log_records_admin_actions_and_verifies(
+    app: Flask, world: dict[str, str]
+) -> None:
+    dpo = staff_client(app, "dpo")
+    page = f"/admin/people/{world['public_id']}"
+    _post(dpo, page, page + "/link")
+    log = text(dpo.get("/admin/audit?action=person"))
+    assert "person.link_sent" in log
+    checked = text(_post(dpo, "/admin/audit", "/admin/audit/verify"))
+    assert "The audit log is intact" in checked
+    tamper(_db(app).engine, "UPDATE audit_event SET actor = 'someone else' WHERE seq = 1")
+    assert "has been altered" in text(_post(dpo, "/admin/audit", "/admin/audit/verify"))
+
+
+def test_dry_run_from_the_retention_page_changes_nothing(app: Flask) -> None:
+    start = utcnow()
+    with (
+        time_machine.travel(start - timedelta(days=731), tick=False),
+        _db(app).transaction() as session,
+    ):
+        factories.member(session, factories.panel(session))
+    dpo = staff_client(app, "dpo")
+    page = text(_post(dpo, "/admin/retention", "/admin/retention"))
+    assert "would expire" in page
+    with _db(app).reader() as session:
+        assert (
+            session.execute(
+                select(func.count())
+                .select_from(PanelMembership)
+                .where(PanelMembership.left_at.is_(None))
+            ).scalar()
+            == 1
+        )
+
+
+def test_lists_download_as_csv_and_are_audited(app: Flask, world: dict[str, str]) -> None:
+    with _db(app).transaction() as session:
+        person = factories.person(session, "formula@example.com", name="=HYPERLINK(1)")
+        ledger.give(session, person, "newsletter", channel="web_form", actor="self")
+    client = staff_client(app, "coordinator")
+    body = client.get("/admin/exports/purpose/newsletter.csv").get_data(as_text=True)
+    assert body.splitlines()[0] == "email,name,agreed,how"
+    assert "someone@example.com" in body and "'=HYPERLINK(1)" in body
+    members = client.get(f"/admin/exports/panel/{world['panel_id']}.csv").get_data(as_text=True)
+    assert "someone@example.com" in members and "Mixed" not in members
+    assert client.get("/admin/exports/panel/999.csv").status_code == 404
+    assert client.get("/admin/exports/person/1.csv").status_code == 404
+    with _db(app).reader() as session:
+        assert (
+            session.execute(
+                select(func.count()).where(AuditEvent.action == "list.exported")
+            ).scalar()
+            == 2
+        )

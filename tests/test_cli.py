@@ -1,0 +1,261 @@
+"""The ``consent`` command, run as a real subprocess against the test database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlmodel import select
+
+from consent.config import Settings
+from consent.db import Database
+from consent.models import AdminUser, Panel, Person
+from consent.services import ledger
+from tests import factories
+from tests.helpers import tamper
+
+
+def run(
+    settings: Settings, *args: str, extra: dict[str, str] | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    env.update(
+        CONSENT_ENV="test",
+        CONSENT_INSTANCE_PATH=str(settings.instance_path),
+        CONSENT_DATABASE_URL=settings.database_url,
+        CONSENT_SECRET_KEYS=",".join(settings.secret_keys),
+        CONSENT_FIELD_KEYS=",".join(settings.field_keys),
+        CONSENT_HASH_KEY=settings.hash_key,
+    )
+    env.update(extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "consent.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        input=input,
+    )
+
+
+def test_db_upgrade_builds_a_fresh_database(tmp_path: Path, settings: Settings) -> None:
+    fresh = Settings(**{**settings.__dict__, "database_url": f"sqlite:///{tmp_path / 'new.db'}"})
+    result = run(fresh, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert "panel_contact: published notice version 1" in result.stdout
+    again = run(fresh, "db", "upgrade")
+    assert again.returncode == 0 and "published" not in again.stdout
+
+
+def test_create_admin_prints_a_password_and_enrolment(db: Database, settings: Settings) -> None:
+    result = run(settings, "create-admin", "Coordinator@Example.gov.uk", "--role", "coordinator")
+    assert result.returncode == 0, result.stderr
+    assert "Password: " in result.stdout and "otpauth://totp/" in result.stdout
+    with db.reader() as session:
+        user = session.exec(select(AdminUser)).one()
+    assert user.email == "coordinator@example.gov.uk" and user.role == "coordinator"
+    assert user.password_hash.startswith("$argon2id$")
+    duplicate = run(settings, "create-admin", "coordinator@example.gov.uk", "--role", "dpo")
+    assert duplicate.returncode == 1 and "already a staff account" in duplicate.stderr
+    bad_role = run(settings, "create-admin", "x@example.gov.uk", "--role", "emperor")
+    assert bad_role.returncode == 2
+
+
+def test_create_admin_can_ask_for_the_password(db: Database, settings: Settings) -> None:
+    result = run(
+        settings,
+        "create-admin",
+        "dpo@example.gov.uk",
+        "--role",
+        "dpo",
+        "--ask",
+        input="a long enough passphrase\na long enough passphrase\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Password: " not in result.stdout
+    short = run(
+        settings,
+        "create-admin",
+        "dpo2@example.gov.uk",
+        "--role",
+        "dpo",
+        "--ask",
+        input="short\nshort\n",
+    )
+    assert short.returncode == 1 and "12 characters" in short.stderr
+
+
+def test_export_prints_everything_as_json(db: Database, settings: Settings) -> None:
+    with db.transaction() as session:
+        person = factories.consenting(
+            session, "newsletter", "workshops", email="export.me@example.com"
+        )
+        ledger.withdraw(session, person, "workshops", channel="email_link", actor="self")
+        factories.member(
+            session, factories.panel(session), person, special={"religion": "Buddhist"}
+        )
+    result = run(settings, "export", "Export.Me@example.com")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["person"]["email"] == "export.me@example.com"
+    actions = [(e["purpose"], e["action"]) for e in data["consent_events"]]
+    assert actions == [
+        ("newsletter", "given"),
+        ("workshops", "given"),
+        ("workshops", "withdrawn"),
+        ("panel_contact", "given"),
+    ]
+    profile = data["panel_memberships"][0]["profile"]
+    assert profile["special_category"] == {"religion": "Buddhist"}
+    missing = run(settings, "export", "nobody@example.com")
+    assert missing.returncode == 1 and "No one with that email" in missing.stderr
+    invalid = run(settings, "export", "not an email")
+    assert invalid.returncode == 1 and "correct format" in invalid.stderr
+
+
+def test_audit_verify_passes_then_fails_after_tampering(db: Database, settings: Settings) -> None:
+    with db.transaction() as session:
+        factories.consenting(session, "newsletter", "family_hub_events")
+    ok = run(settings, "audit", "verify")
+    assert ok.returncode == 0, ok.stderr
+    assert "2 events for 1 people" in ok.stdout and "OK" in ok.stdout
+    tamper(db.engine, "UPDATE consent_event SET channel = 'import' WHERE seq = 1")
+    bad = run(settings, "audit", "verify")
+    assert bad.returncode == 1
+    assert "changed after it was recorded" in bad.stderr
+
+
+def test_demo_loads_once(db: Database, settings: Settings) -> None:
+    first = run(settings, "demo")
+    assert first.returncode == 0, first.stderr
+    assert "Loaded 40 people" in first.stdout
+    with db.reader() as session:
+        assert len(session.exec(select(Panel)).all()) == 2
+        assert len(session.exec(select(Person)).all()) == 40
+    assert "already loaded" in run(settings, "demo").stdout
+    assert run(settings, "audit", "verify").returncode == 0
+
+
+def test_keys_rotate_fields(db: Database, settings: Settings) -> None:
+    with db.transaction() as session:
+        someone = factories.person(session, "rotate@example.com")
+        factories.member(session, factories.panel(session), someone, special={"gender": "Woman"})
+    new_key = Fernet.generate_key().decode()
+    keys = ",".join((new_key, *settings.field_keys))
+    result = run(settings, "keys", "rotate-fields", extra={"CONSENT_FIELD_KEYS": keys})
+    assert result.returncode == 0, result.stderr
+    assert "panel_profile: 1 value(s) re-encrypted" in result.stdout
+    only_new = run(settings, "export", "rotate@example.com", extra={"CONSENT_FIELD_KEYS": new_key})
+    assert only_new.returncode == 0, only_new.stderr
+    profile = json.loads(only_new.stdout)["panel_memberships"][0]["profile"]
+    assert profile["special_category"] == {"gender": "Woman"}
+
+
+@pytest.mark.parametrize("args", [["keys", "generate"]])
+def test_keys_generate_prints_usable_settings(settings: Settings, args: list[str]) -> None:
+    result = run(settings, *args)
+    assert result.returncode == 0
+    lines = dict(line.split("=", 1) for line in result.stdout.strip().splitlines())
+    Fernet(lines["CONSENT_FIELD_KEYS"].encode())
+    assert len(lines["CONSENT_SECRET_KEYS"]) >= 32 and len(lines["CONSENT_HASH_KEY"]) >= 32
+
+
+def test_mail_send_delivers_the_queue(db: Database, settings: Settings, smtp) -> None:  # type: ignore[no-untyped-def]
+    from consent.services import outbox
+
+    with db.transaction() as session:
+        person = factories.person(session, "cli-mail@example.com")
+        outbox.queue(session, "welcome", person=person, context={})
+    smtp_env = {
+        "CONSENT_MAIL_BACKEND": "smtp",
+        "CONSENT_SMTP_HOST": "127.0.0.1",
+        "CONSENT_SMTP_PORT": str(smtp.port),
+    }
+    status = run(settings, "mail", "status", extra=smtp_env)
+    assert "queued 1 (due now 1)" in status.stdout
+    result = run(settings, "mail", "send", extra=smtp_env)
+    assert result.returncode == 0, result.stderr
+    assert "sent 1" in result.stdout
+    assert [m["To"] for m in smtp.sink.messages] == ["cli-mail@example.com"]
+
+
+def test_import_from_the_command_line(db: Database, settings: Settings, tmp_path: Path) -> None:
+    good = tmp_path / "list.csv"
+    good.write_text("email,consented_at,evidence\nfrom.paper@example.com,2026-06-01,Paper form\n")
+    dry = run(settings, "import", str(good), "--purpose", "newsletter", "--dry-run")
+    assert dry.returncode == 0 and "1 to import" in dry.stdout and "Dry run" in dry.stdout
+    with db.reader() as session:
+        assert session.exec(select(Person)).all() == []
+    done = run(settings, "import", str(good), "--purpose", "newsletter")
+    assert done.returncode == 0 and "Imported 1 row(s)" in done.stdout, done.stderr
+    bad = tmp_path / "bad.csv"
+    bad.write_text("email,consented_at,evidence\nnope,2026-06-01,Paper form\n")
+    refused = run(settings, "import", str(bad), "--purpose", "newsletter")
+    assert (
+        refused.returncode == 1
+        and "line 2" in refused.stderr
+        and "Nothing was imported" in refused.stderr
+    )
+    unknown = run(settings, "import", str(good), "--purpose", "marketing")
+    assert unknown.returncode == 1 and "no purpose called" in unknown.stderr
+
+
+def test_consent_run_serves_the_app_and_its_jobs(db: Database, settings: Settings) -> None:
+    """What `make run` starts: the web app, plus the jobs when the scheduler is on."""
+    import time
+    import urllib.request
+
+    from tests.smtp_sink import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    env.update(
+        CONSENT_ENV="development",
+        CONSENT_INSTANCE_PATH=str(settings.instance_path),
+        CONSENT_DATABASE_URL=settings.database_url,
+        CONSENT_SECRET_KEYS=settings.secret_keys[0],
+        CONSENT_FIELD_KEYS=settings.field_keys[0],
+        CONSENT_HASH_KEY=settings.hash_key,
+        CONSENT_SCHEDULER_TICK="1",
+        CONSENT_SCHEDULER_POLL="1",
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "consent.cli", "run", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        body = ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as reply:
+                    body = reply.read().decode()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert '"database":"ok"' in body.replace(" ", "")
+
+        from consent.models import JobRun
+
+        def ran() -> bool:
+            with db.reader() as session:
+                return bool(session.exec(select(JobRun)).all())
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not ran():
+            time.sleep(0.3)
+        assert ran(), "the in-process scheduler ran no job"
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=20)[0]
+    assert f"Consent service running at http://127.0.0.1:{port}/" in output
+    assert "emails are written as .eml files to" in output
+    assert "/manage/" not in output

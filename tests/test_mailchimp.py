@@ -1,0 +1,338 @@
+"""Mailchimp kept in step, through the official client talking to a fake over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+import time_machine
+from flask import Flask
+from sqlmodel import select
+
+from consent import create_app
+from consent.config import Settings
+from consent.db import Database
+from consent.models import ConsentEvent, MailchimpChange, Person, PersonChange
+from consent.services import ledger, people
+from consent.services.mailchimp import subscriber_hash
+from consent.timeutil import utcnow
+from mailers.mailchimp import MailchimpUnavailable, Pusher, reconcile
+from tests import factories
+from tests.fake_mailchimp import FakeMailchimp, md5
+
+Open = Callable[..., Database]
+
+
+def _changes(db: Database) -> list[MailchimpChange]:
+    with db.reader() as session:
+        return list(session.exec(select(MailchimpChange).order_by(MailchimpChange.id)))
+
+
+def _pusher(db: Database, **options: object) -> Pusher:
+    return Pusher(db, poll_interval=0.01, **options)
+
+
+def test_nothing_is_queued_when_no_audience_is_configured(db: Database) -> None:
+    with db.transaction() as session:
+        factories.consenting(session, "newsletter")
+    assert _changes(db) == []
+
+
+def test_consent_given_subscribes_with_the_opt_in_time(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        person = factories.person(session, "Reader@Example.com", name="Ria")
+        event = ledger.give(session, person, "newsletter", channel="email_link", actor="self")
+    report = _pusher(db).push()
+    assert (report.pushed, report.batches, report.requests) == (1, 0, 1)
+    member = mailchimp_fake.members[md5("reader@example.com")]
+    assert member["status"] == "subscribed"
+    assert member["timestamp_opt"] == event.occurred_at.strftime("%Y-%m-%d %H:%M:%S")
+    assert member["merge_fields"] == {"FNAME": "Ria"}
+    [change] = _changes(db)
+    assert change.status == "done" and change.email is None and change.subscriber_hash is None
+
+
+def test_withdrawal_unsubscribes_and_erasure_deletes_permanently(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="leaving@example.com")
+    _pusher(db).push()
+    with db.transaction() as session:
+        person = session.get(Person, person.id)
+        ledger.withdraw(
+            session, person, "newsletter", channel="one_click_unsubscribe", actor="self"
+        )
+    _pusher(db).push()
+    assert mailchimp_fake.members[md5("leaving@example.com")]["status"] == "unsubscribed"
+    with db.transaction() as session:
+        people.erase(session, session.get(Person, person.id), channel="email_link", actor="self")
+    _pusher(db).push()
+    assert md5("leaving@example.com") not in mailchimp_fake.members
+    assert (
+        "POST",
+        f"/3.0/lists/list123/members/{md5('leaving@example.com')}/actions/delete-permanent",
+    ) in mailchimp_fake.requests
+    assert all(c.status == "done" and c.subscriber_hash is None for c in _changes(db))
+
+
+def test_a_later_change_supersedes_one_not_yet_pushed(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="flip@example.com")
+        ledger.withdraw(session, person, "newsletter", channel="email_link", actor="self")
+    report = _pusher(db).push()
+    assert report.pushed == 1
+    assert [c.status for c in _changes(db)] == ["superseded", "done"]
+    assert [m for m, _ in mailchimp_fake.requests] == ["PATCH"]
+
+
+def test_many_changes_go_by_batch_of_at_most_500(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        for index in range(1203):
+            factories.consenting(session, "newsletter", email=f"bulk{index}@example.com")
+    report = _pusher(db).push()
+    assert report.pushed == 1203 and report.batches == 3
+    starts = [r for r in mailchimp_fake.requests if r == ("POST", "/3.0/batches")]
+    assert len(starts) == 3
+    assert len(mailchimp_fake.members) == 1203
+    assert all(m["status"] == "subscribed" for m in mailchimp_fake.members.values())
+
+
+def test_one_refused_operation_in_a_batch_fails_alone(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    mailchimp_fake.member_failures[md5("fake-looking@example.com")] = 400
+    with db.transaction() as session:
+        for index in range(20):
+            factories.consenting(session, "newsletter", email=f"ok{index}@example.com")
+        factories.consenting(session, "newsletter", email="fake-looking@example.com")
+    report = _pusher(db).push()
+    assert (report.pushed, report.failed, report.retrying) == (20, 1, 0)
+    failed = [c for c in _changes(db) if c.status == "failed"]
+    assert len(failed) == 1 and "400" in failed[0].last_error
+
+
+@pytest.mark.parametrize("code", [429, 500, 503])
+def test_a_failed_push_retries_later_and_nothing_is_dropped(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp, code: int
+) -> None:
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        for index in range(3):
+            factories.consenting(session, "newsletter", email=f"wait{index}@example.com")
+    mailchimp_fake.fail_next = [code]
+    report = _pusher(db).push()
+    assert report.pushed == 0 and report.retrying == 3
+    assert all(c.status == "pending" and c.email for c in _changes(db))
+    assert _pusher(db).push().pushed == 0
+    with time_machine.travel(utcnow() + timedelta(minutes=6), tick=True):
+        assert _pusher(db).push().pushed == 3
+    assert len(mailchimp_fake.members) == 3
+
+
+def test_a_batch_rejected_outright_is_retried(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        for index in range(15):
+            factories.consenting(session, "newsletter", email=f"b{index}@example.com")
+    mailchimp_fake.fail_next = [500]
+    assert _pusher(db).push().retrying == 15
+    with time_machine.travel(utcnow() + timedelta(minutes=6), tick=True):
+        assert _pusher(db).push().pushed == 15
+
+
+def test_mailchimp_unreachable_keeps_changes(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**{**mailchimp_settings, "mailchimp_api_url": "http://127.0.0.1:9/3.0"})
+    with db.transaction() as session:
+        factories.consenting(session, "newsletter", email="offline@example.com")
+    report = _pusher(db).push()
+    assert report.retrying == 1 and "HTTP 0" in report.errors[0]
+    assert _changes(db)[0].status == "pending"
+
+
+def test_an_address_change_moves_the_member(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="old@example.com")
+    _pusher(db).push()
+    with db.transaction() as session:
+        people.change_email(
+            session,
+            session.get(Person, person.id),
+            "new@example.com",
+            channel="email_link",
+            actor="self",
+        )
+    _pusher(db).push()
+    assert md5("old@example.com") not in mailchimp_fake.members
+    assert mailchimp_fake.members[md5("new@example.com")]["email_address"] == "new@example.com"
+
+
+def test_reconciliation_records_unsubscribes_and_cleans_since_the_last_run(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        for name in ("stays", "unsub", "cleaned"):
+            factories.consenting(session, "newsletter", email=f"{name}@example.com")
+    _pusher(db).push()
+    mailchimp_fake.members[md5("unsub@example.com")]["status"] = "unsubscribed"
+    mailchimp_fake.members[md5("cleaned@example.com")]["status"] = "cleaned"
+    mailchimp_fake.add_member("stranger@example.com", "unsubscribed")
+    report = reconcile(db)
+    assert report.withdrawn == 2
+    with db.reader() as session:
+        for name, status in (("stays", "given"), ("unsub", "withdrawn"), ("cleaned", "withdrawn")):
+            person = people.find_by_email(session, f"{name}@example.com")
+            assert ledger.states_for(session, person)["newsletter"].status == status
+        events = session.exec(select(ConsentEvent).where(ConsentEvent.action == "withdrawn")).all()
+        assert {(e.channel, e.actor) for e in events} == {
+            ("mailchimp_webhook", "mailchimp:reconcile")
+        }
+    assert not [c for c in _changes(db) if c.status == "pending"]
+
+    before = len(mailchimp_fake.requests)
+    assert reconcile(db).withdrawn == 0
+    listing = [path for _, path in mailchimp_fake.requests[before:]]
+    assert listing == ["/3.0/lists/list123/members"] * 2
+
+
+def test_reconciliation_says_when_mailchimp_is_down(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    mailchimp_fake.fail_next = [500]
+    with pytest.raises(MailchimpUnavailable):
+        reconcile(db)
+    with db.reader() as session:
+        from consent.services import bookmarks
+
+        assert bookmarks.get(session, "mailchimp.reconciled_at") is None
+
+
+# ---- the webhook -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hook_app(settings: Settings, mailchimp_settings: dict) -> Flask:
+    from dataclasses import replace
+
+    return create_app(replace(settings, **mailchimp_settings, mail_wake=False))
+
+
+def _hook(app: Flask, data: dict[str, str], secret: str = "hook-secret-0123456789"):  # type: ignore[no-untyped-def]
+    return app.test_client().post(f"/webhooks/mailchimp/{secret}", data=data)
+
+
+def test_the_webhook_answers_mailchimp_s_check_and_hides_from_wrong_secrets(
+    hook_app: Flask,
+) -> None:
+    client = hook_app.test_client()
+    assert client.get("/webhooks/mailchimp/hook-secret-0123456789").status_code == 200
+    assert client.get("/webhooks/mailchimp/wrong").status_code == 404
+    assert _hook(hook_app, {"type": "unsubscribe"}, secret="wrong").status_code == 404
+
+
+def test_webhook_unsubscribe_and_cleaned_are_withdrawals(hook_app: Flask) -> None:
+    db: Database = hook_app.extensions["consent.db"]
+    with db.transaction() as session:
+        for name in ("a", "b"):
+            factories.consenting(session, "newsletter", email=f"{name}@example.com")
+    base = {"data[list_id]": "list123", "fired_at": "2026-11-23 10:00:00"}
+    assert (
+        _hook(
+            hook_app,
+            {
+                **base,
+                "type": "unsubscribe",
+                "data[email]": "A@example.com",
+                "data[reason]": "manual",
+            },
+        ).status_code
+        == 200
+    )
+    assert (
+        _hook(
+            hook_app,
+            {**base, "type": "cleaned", "data[email]": "b@example.com", "data[reason]": "hard"},
+        ).status_code
+        == 200
+    )
+    with db.reader() as session:
+        for name in ("a", "b"):
+            person = people.find_by_email(session, f"{name}@example.com")
+            state = ledger.states_for(session, person)["newsletter"]
+            assert (state.status, state.channel) == ("withdrawn", "mailchimp_webhook")
+    assert _changes(db)[-1].action == "subscribe"
+
+
+def test_webhook_address_change_is_a_correction(hook_app: Flask) -> None:
+    db: Database = hook_app.extensions["consent.db"]
+    with db.transaction() as session:
+        factories.consenting(session, "newsletter", email="before@example.com")
+    response = _hook(
+        hook_app,
+        {
+            "type": "upemail",
+            "data[list_id]": "list123",
+            "data[old_email]": "before@example.com",
+            "data[new_email]": "after@example.com",
+        },
+    )
+    assert response.status_code == 200
+    with db.reader() as session:
+        assert people.find_by_email(session, "after@example.com") is not None
+        change = session.exec(select(PersonChange)).one()
+        assert (change.fields, change.channel) == ("email", "mailchimp_webhook")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"type": "explode", "data[email]": "a@example.com"},
+        {"type": "unsubscribe"},
+        {"type": "unsubscribe", "data[email]": "not an email"},
+        {"type": "unsubscribe", "data[email]": "a@example.com", "data[list_id]": "other"},
+        {"type": "upemail", "data[old_email]": "a@example.com"},
+        {"type": "cleaned", "data[email]": "a@example.com", "fired_at": "yesterday"},
+        {"type": "unsubscribe", "data[email]": "a@example.com\x00"},
+    ],
+)
+def test_malformed_webhooks_are_a_400_and_write_nothing(hook_app: Flask, data: dict) -> None:
+    db: Database = hook_app.extensions["consent.db"]
+    with db.transaction() as session:
+        factories.consenting(session, "newsletter", email="a@example.com")
+    with db.reader() as session:
+        before = len(session.exec(select(ConsentEvent)).all())
+    assert _hook(hook_app, data).status_code == 400
+    with db.reader() as session:
+        assert len(session.exec(select(ConsentEvent)).all()) == before
+        assert session.exec(select(PersonChange)).all() == []
+
+
+def test_webhook_for_an_unknown_address_is_acknowledged_and_ignored(hook_app: Flask) -> None:
+    response = _hook(hook_app, {"type": "unsubscribe", "data[email]": "who@example.com"})
+    assert response.status_code == 200
+
+
+def test_subscriber_hash_matches_mailchimp_s_definition() -> None:
+    assert subscriber_hash("Urist.McVankab@freddiesjokes.com") == "62eeb292278cc15f5817cb78f7790b08"

@@ -1,0 +1,418 @@
+"""The mail queue and its worker, delivering to a real SMTP server on loopback."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+import time_machine
+from sqlalchemy import func
+from sqlmodel import select
+
+from consent import create_app, links
+from consent.config import Settings
+from consent.db import Database
+from consent.models import Outbox, Person
+from consent.services import outbox, people
+from consent.timeutil import utcnow
+from mailers.backends import FileBackend, RelayUnavailable, SmtpBackend
+from mailers.outbox import OutboxWorker
+from tests import factories
+from tests.smtp_sink import (
+    SmtpServer,
+    authenticator,
+    client_context,
+    self_signed,
+    server_context,
+)
+
+Open = Callable[..., Database]
+
+
+def _queue(db: Database, count: int = 1, template: str = "welcome") -> list[int]:
+    ids = []
+    with db.transaction() as session:
+        for _ in range(count):
+            person = factories.person(session)
+            ids.append(outbox.queue(session, template, person=person, context={"name": "Sam"}))
+    return ids
+
+
+def _rows(db: Database) -> list[Outbox]:
+    with db.reader() as session:
+        return list(session.exec(select(Outbox).order_by(Outbox.id)))
+
+
+def _parts(message: EmailMessage) -> tuple[str, str]:
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    return text, html
+
+
+def test_mail_is_queued_in_the_same_transaction_as_its_cause(db: Database) -> None:
+    with pytest.raises(RuntimeError), db.transaction() as session:
+        person = factories.consenting(session, "newsletter")
+        outbox.queue(session, "welcome", person=person, context={"name": None})
+        raise RuntimeError("the request failed after queueing")
+    with db.reader() as session:
+        assert session.exec(select(func.count()).select_from(Outbox)).one() == 0
+
+
+def test_a_delivered_message_has_both_parts_and_the_right_headers(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict, settings: Settings
+) -> None:
+    db = configured(**smtp_settings)
+    with db.transaction() as session:
+        person = factories.consenting(session, "panel_contact", email="mum@example.com")
+        panel = factories.panel(session)
+        factories.member(session, panel, person, special={"needs": "Deaf; uses BSL"})
+        outbox.queue(
+            session,
+            "panel_session_invitation",
+            person=person,
+            context={
+                "name": "Jo",
+                "panel_name": panel.name,
+                "family_hub": panel.family_hub,
+                "session_title": "Spring meeting",
+                "session_when": "5 March 2027 at 6pm",
+                "session_where": "Northfield Family Hub",
+                "session_recorded": True,
+                "recording_consent": False,
+            },
+        )
+    report = OutboxWorker(db).run_once()
+    assert report.sent == 1
+    [message] = smtp.sink.messages
+    assert message["To"] == "mum@example.com"
+    assert message["Subject"] == "The next Parent Carer Panel meeting"
+    assert message["Message-ID"].startswith("<") and message["Message-ID"].endswith(">")
+    assert message["Date"]
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    unsubscribe = re.fullmatch(r"<(https://[^>]+)>", message["List-Unsubscribe"])
+    assert unsubscribe, message["List-Unsubscribe"]
+    assert message.get_content_type() == "multipart/alternative"
+    text, html = _parts(message)
+    for part in (text, html):
+        assert settings.council_name in part
+        assert "Why you are getting this email" in part
+        assert "Spring meeting" in part
+        assert "BSL" not in part and "Deaf" not in part
+    manage = re.search(r"https://consent\.test/manage/([\w.-]+)", text)
+    assert manage and manage.group(0) in html
+    with db.reader() as session:
+        found, _ = links.resolve(session, manage.group(1), "manage")
+        assert found.email == "mum@example.com"
+        token = unsubscribe.group(1).rsplit("/", 1)[1]
+        _, claims = links.resolve(session, token, "unsubscribe")
+        assert claims.purpose == "panel_contact"
+    [row] = _rows(db)
+    assert (row.status, row.attempts) == ("sent", 1) and row.sent_at is not None
+
+
+def test_html_part_escapes_what_people_typed(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    db = configured(**smtp_settings)
+    with db.transaction() as session:
+        person = factories.person(session)
+        outbox.queue(session, "welcome", person=person, context={"name": "<script>x</script>"})
+    OutboxWorker(db).run_once()
+    _, html = _parts(smtp.sink.messages[0])
+    assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_every_template_renders_with_a_preferences_link(db: Database) -> None:
+    from consent.emails import EMAILS
+
+    with db.transaction() as session:
+        person = factories.person(session)
+        for template, spec in EMAILS.items():
+            context = {name: "x" for name in spec.fields}
+            if "withdrawn" in spec.fields:
+                context["withdrawn"] = ["Family Hubs newsletter"]
+            outbox.queue(session, template, person=person, context=context)
+    rows = _rows(db)
+    assert len(rows) == len(EMAILS) >= 12
+    for row in rows:
+        assert "https://consent.test/manage/" in row.body_text, row.template
+        assert "https://consent.test/manage/" in row.body_html, row.template
+        assert "List-Unsubscribe" in row.headers
+
+
+def test_the_relay_refusing_connections_keeps_mail_queued_until_it_is_back(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    db = configured(**smtp_settings)
+    ids = _queue(db, 5)
+    smtp.stop()
+    worker = OutboxWorker(db, batch_size=2)
+    report = worker.run_once()
+    assert report.sent == 0 and report.released == 2
+    rows = _rows(db)
+    assert [r.status for r in rows] == ["queued"] * 5
+    assert all(r.attempts == 0 for r in rows) and "connect" in rows[0].last_error.lower()
+
+    smtp.start()
+    with time_machine.travel(utcnow() + timedelta(minutes=2), tick=True):
+        assert worker.run_once().sent == 5
+        assert worker.run_once().sent == 0
+    received = Counter(m["Message-ID"] for m in smtp.sink.messages)
+    assert len(received) == 5 and set(received.values()) == {1}
+    assert {r.id for r in _rows(db) if r.status == "sent"} == set(ids)
+
+
+def test_temporary_refusals_retry_with_backoff_and_permanent_ones_stop(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    db = configured(**smtp_settings)
+    with db.transaction() as session:
+        later = factories.person(session, "later@example.com")
+        never = factories.person(session, "never@example.com")
+        outbox.queue(session, "welcome", person=later, context={})
+        outbox.queue(session, "welcome", person=never, context={})
+    smtp.sink.refuse = {
+        "later@example.com": "451 4.3.0 Try again later",
+        "never@example.com": "550 5.1.1 No such mailbox",
+    }
+    start = utcnow()
+    report = OutboxWorker(db).run_once()
+    assert (report.sent, report.retrying, report.failed) == (0, 1, 1)
+    retry, failed = _rows(db)
+    assert retry.status == "queued" and retry.next_attempt_at > start + timedelta(seconds=14)
+    assert failed.status == "failed" and "550" in failed.last_error
+
+    smtp.sink.refuse = {}
+    assert OutboxWorker(db).run_once().sent == 0
+    with time_machine.travel(retry.next_attempt_at + timedelta(seconds=1), tick=True):
+        assert OutboxWorker(db).run_once().sent == 1
+    assert [m["To"] for m in smtp.sink.messages] == ["later@example.com"]
+
+
+def test_a_message_that_keeps_failing_stops_at_the_maximum(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    db = configured(**smtp_settings)
+    _queue(db, 1)
+    [row] = _rows(db)
+    smtp.sink.refuse = {row.to_address: "452 4.2.2 Mailbox full"}
+    moment = utcnow()
+    for _ in range(outbox.MAX_ATTEMPTS):
+        with time_machine.travel(moment, tick=True):
+            OutboxWorker(db).run_once()
+        moment += outbox.BACKOFF_CAP + timedelta(minutes=1)
+    [row] = _rows(db)
+    assert row.status == "failed" and row.attempts == outbox.MAX_ATTEMPTS
+    assert "452" in row.last_error
+
+
+def test_a_dedupe_key_queues_a_message_only_once(db: Database) -> None:
+    with db.transaction() as session:
+        person = factories.person(session)
+        first = outbox.queue(session, "welcome", person=person, context={}, dedupe_key="k1")
+        second = outbox.queue(session, "welcome", person=person, context={}, dedupe_key="k1")
+    assert first is not None and second is None
+    assert len(_rows(db)) == 1
+
+
+def test_suppressed_addresses_get_only_mail_they_asked_for(db: Database) -> None:
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="gone@example.com")
+        people.erase(session, person, channel="email_link", actor="self")
+        again = people.find_or_create(session, "gone@example.com")
+        assert outbox.queue(session, "welcome", person=again, context={}) is None
+        assert outbox.queue(
+            session,
+            "confirm_newsletter",
+            person=again,
+            context={"confirm_url": "https://consent.test/confirm/x"},
+        )
+    assert [r.template for r in _rows(db)] == ["confirm_newsletter"]
+
+
+def test_bodies_are_purged_after_the_keep_time_but_history_stays(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    db = configured(**smtp_settings, mail_body_keep_days=7)
+    _queue(db, 2)
+    worker = OutboxWorker(db)
+    worker.run_once()
+    assert worker.purge() == 0
+    with time_machine.travel(utcnow() + timedelta(days=8), tick=True):
+        assert worker.purge() == 2
+    for row in _rows(db):
+        assert row.status == "sent" and row.sent_at and row.subject and row.template
+        assert row.body_text is None and row.body_html is None and row.to_address is None
+        assert row.purged_at is not None
+
+
+def test_purge_on_send_keeps_nothing_after_delivery(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    db = configured(**smtp_settings)
+    with db.transaction() as session:
+        person = factories.person(session, "last@example.com")
+        outbox.queue(session, "data_deleted", person=person, context={}, purge_on_send=True)
+    OutboxWorker(db).run_once()
+    assert smtp.sink.messages[0]["To"] == "last@example.com"
+    [row] = _rows(db)
+    assert row.status == "sent" and row.to_address is None and row.body_text is None
+
+
+def test_a_worker_that_died_mid_send_has_its_messages_requeued(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    db = configured(**smtp_settings)
+    _queue(db, 3)
+    with db.transaction() as session:
+        assert len(outbox.claim(session, "dead-worker", 10)) == 3
+    assert OutboxWorker(db).run_once().sent == 0
+    with time_machine.travel(utcnow() + outbox.LEASE + timedelta(minutes=1), tick=True):
+        report = OutboxWorker(db).run_once()
+    assert report.requeued == 3 and report.sent == 3
+
+
+def test_mail_queued_by_the_web_process_is_delivered_within_seconds(
+    settings: Settings, tmp_path: Path
+) -> None:
+    app = create_app(replace_settings(settings, mail_dir=tmp_path / "mail", mail_wake=True))
+    database: Database = app.extensions["consent.db"]
+    with database.transaction() as session:
+        person = factories.person(session, "soon@example.com")
+        outbox.queue(session, "preferences_link", person=person, context={"name": None})
+    deadline = time.monotonic() + 10
+    files: list[Path] = []
+    while time.monotonic() < deadline and not files:
+        files = list((tmp_path / "mail").glob("*.eml"))
+        time.sleep(0.05)
+    app.extensions["consent.mailer"].stop()
+    assert len(files) == 1
+    content = files[0].read_text()
+    assert "To: soon@example.com" in content and "Your link to manage your preferences" in content
+
+
+def replace_settings(settings: Settings, **changes: object) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, **changes)
+
+
+def test_the_file_backend_writes_real_eml_files(db: Database, tmp_path: Path) -> None:
+    _queue(db, 2)
+    OutboxWorker(db, FileBackend(tmp_path / "out")).run_once()
+    files = sorted((tmp_path / "out").glob("*.eml"))
+    assert len(files) == 2
+    import email
+    from email.policy import default
+
+    parsed = email.message_from_bytes(files[0].read_bytes(), policy=default)
+    assert parsed.get_body(("plain",)) is not None and parsed.get_body(("html",)) is not None
+    assert not list((tmp_path / "out").glob(".writing-*"))
+
+
+def test_the_console_backend_prints_messages(configured: Open) -> None:
+    import io
+
+    from mailers.backends import ConsoleBackend
+
+    db = configured(mail_backend="console")
+    _queue(db, 1)
+    stream = io.StringIO()
+    OutboxWorker(db, ConsoleBackend(stream)).run_once()
+    assert "Subject: You are subscribed to the Family Hubs newsletter" in stream.getvalue()
+
+
+def test_starttls_with_login(configured: Open, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    server = SmtpServer(
+        tls_context=server_context(cert, key),
+        require_starttls=True,
+        authenticator=authenticator("relay-user", "relay-pass"),
+        auth_require_tls=True,
+    ).start()
+    try:
+        db = configured()
+        _queue(db, 2)
+        backend = SmtpBackend(
+            "127.0.0.1",
+            server.port,
+            security="starttls",
+            username="relay-user",
+            password="relay-pass",
+            timeout=5,
+            ssl_context=client_context(cert),
+        )
+        assert OutboxWorker(db, backend).run_once().sent == 2
+        assert len(server.sink.messages) == 2
+        wrong = SmtpBackend(
+            "127.0.0.1",
+            server.port,
+            security="starttls",
+            username="relay-user",
+            password="nope",
+            timeout=5,
+            ssl_context=client_context(cert),
+        )
+        with pytest.raises(RelayUnavailable), wrong.connect():
+            pass
+    finally:
+        server.stop()
+
+
+def test_a_relay_that_never_answers_times_out(db: Database) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    try:
+        backend = SmtpBackend("127.0.0.1", listener.getsockname()[1], timeout=0.5)
+        start = time.monotonic()
+        with pytest.raises(RelayUnavailable), backend.connect():
+            pass
+        assert time.monotonic() - start < 5
+    finally:
+        listener.close()
+
+
+def test_two_workers_racing_over_500_messages_deliver_each_once(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    seed = configured(**smtp_settings)
+    with seed.transaction() as session:
+        person = factories.person(session, "many@example.com")
+        for index in range(500):
+            outbox.queue(session, "welcome", person=person, context={"name": f"n{index}"})
+    workers = [
+        OutboxWorker(configured(**smtp_settings), batch_size=25, name=f"w{i}") for i in range(2)
+    ]
+    reports = []
+    threads = [threading.Thread(target=lambda w=w: reports.append(w.run_once())) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    received = Counter(m["Message-ID"] for m in smtp.sink.messages)
+    assert len(received) == 500
+    assert max(received.values()) == 1
+    assert sum(r.sent for r in reports) == 500
+    assert all(r.sent > 0 for r in reports), [r.sent for r in reports]
+    with seed.reader() as session:
+        assert session.exec(select(func.count()).where(Outbox.status == "sent")).one() == 500
+
+
+def test_erasure_cancels_queued_mail_and_blanks_it(db: Database) -> None:
+    with db.transaction() as session:
+        person = factories.person(session, "cancel@example.com")
+        outbox.queue(session, "welcome", person=person, context={})
+        people.erase(session, person, channel="email_link", actor="self")
+    [row] = _rows(db)
+    assert row.status == "cancelled" and row.to_address is None and row.body_text is None
+    with db.reader() as session:
+        assert session.get(Person, row.person_id).email is None

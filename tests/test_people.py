@@ -1,0 +1,250 @@
+"""People: one record per mailbox, corrections recorded, and erasure that leaves nothing."""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from consent.db import Database
+from consent.errors import Conflict, InvalidInput, Suppressed
+from consent.links import RevokedLink, make_token, resolve
+from consent.models import ConsentEvent, Person, PersonChange, Suppression
+from consent.services import ledger, people
+from consent.validation import normalise_email
+from tests import factories
+from tests.helpers import find_anywhere
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "Jo.Bloggs@Example.COM",
+        "  jo.bloggs@example.com\t",
+        "JO.BLOGGS@EXAMPLE.COM ",
+    ],
+)
+def test_addresses_are_normalised_to_one_spelling(typed: str) -> None:
+    assert normalise_email(typed) == "jo.bloggs@example.com"
+
+
+def test_unicode_spellings_of_one_address_are_the_same_person(session: Session) -> None:
+    composed = unicodedata.normalize("NFC", "zoë@example.com")
+    decomposed = unicodedata.normalize("NFD", "ZOË@example.com")
+    assert composed != decomposed
+    first = people.find_or_create(session, composed)
+    second = people.find_or_create(session, decomposed)
+    assert first.id == second.id
+    assert session.exec(select(func.count()).select_from(Person)).one() == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "   ",
+        "not-an-email",
+        "a@b",
+        "jo@@example.com",
+        "jo bloggs@example.com",
+        "jo@example.com\x00",
+        "jo\r\n@example.com",
+        "x" * 250 + "@example.com",
+        None,
+        42,
+    ],
+)
+def test_invalid_addresses_are_refused_with_a_clear_message(bad: object) -> None:
+    with pytest.raises(InvalidInput) as error:
+        normalise_email(bad)  # type: ignore[arg-type]
+    assert error.value.field == "email"
+    assert "email address" in error.value.message.lower()
+
+
+FIXTURES_OK = [HealthCheck.function_scoped_fixture]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=st.text(max_size=300))
+def test_any_text_either_normalises_or_is_refused_and_nothing_is_written(
+    db: Database, text: str
+) -> None:
+    with db.reader() as session:
+        before = session.exec(select(func.count()).select_from(Person)).one()
+    try:
+        with db.transaction() as session:
+            person = people.find_or_create(session, text, name=text)
+            assert person.email == normalise_email(person.email)
+            assert len(person.email) <= 254
+    except InvalidInput:
+        with db.reader() as session:
+            assert session.exec(select(func.count()).select_from(Person)).one() == before
+
+
+def test_find_or_create_reuses_the_record(session: Session) -> None:
+    first = people.find_or_create(session, "sam@example.com")
+    second = people.find_or_create(session, "SAM@example.com", name="Sam Patel")
+    assert first.id == second.id and second.name == "Sam Patel"
+
+
+def test_correcting_details_records_which_fields_but_not_their_values(session: Session) -> None:
+    person = factories.person(session, name="Sam Patel")
+    changed = people.correct_details(
+        session,
+        person,
+        {"name": "Sam Patel-Jones", "phone": "07700 900982", "postcode": "ne1 4st"},
+        channel="email_link",
+        actor="self",
+    )
+    assert sorted(changed) == ["name", "phone", "postcode"]
+    assert (person.phone, person.postcode) == ("+447700900982", "NE1 4ST")
+    record = session.exec(select(PersonChange)).one()
+    assert record.fields == "name,phone,postcode" and record.channel == "email_link"
+    assert "Jones" not in (record.note or "")
+    assert (
+        people.correct_details(
+            session, person, {"name": "Sam Patel-Jones"}, channel="email_link", actor="self"
+        )
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", "x" * 201),
+        ("name", "Sam\x07"),
+        ("phone", "12"),
+        ("postcode", "NOPE"),
+        ("email", "someone@example.com"),
+    ],
+)
+def test_bad_corrections_are_refused_and_nothing_changes(
+    db: Database, field: str, value: str
+) -> None:
+    with db.transaction() as session:
+        person_id = factories.person(session, name="Sam Patel").id
+    with pytest.raises(InvalidInput), db.transaction() as session:
+        person = session.get(Person, person_id)
+        people.correct_details(
+            session,
+            person,
+            {"postcode": "NE1 4ST", field: value},
+            channel="email_link",
+            actor="self",
+        )
+    with db.reader() as session:
+        again = session.get(Person, person_id)
+        assert (again.name, again.postcode) == ("Sam Patel", None)
+        assert session.exec(select(func.count()).select_from(PersonChange)).one() == 0
+
+
+def test_an_address_used_by_someone_else_cannot_be_taken(session: Session) -> None:
+    factories.person(session, "taken@example.com")
+    person = factories.person(session)
+    with pytest.raises(Conflict):
+        people.change_email(session, person, "Taken@example.com", channel="admin", actor="a:1")
+
+
+def _fully_described_person(session: Session) -> tuple[Person, dict[str, str]]:
+    details = {
+        "email": "rosalind.quartermaine@example.com",
+        "name": "Rosalind Quartermaine",
+        "phone": "+447700900123",
+        "postcode": "SW1A 1AA",
+    }
+    person = people.find_or_create(session, details["email"], name=details["name"])
+    people.correct_details(
+        session,
+        person,
+        {"phone": "07700 900123", "postcode": "sw1a1aa"},
+        channel="admin",
+        actor="admin:1",
+        note="Rosalind Quartermaine phoned from 07700 900123",
+    )
+    ledger.give(
+        session,
+        person,
+        "newsletter",
+        channel="admin",
+        actor="admin:1",
+        note="Rosalind Quartermaine agreed on the phone",
+    )
+    ledger.give(session, person, "workshops", channel="web_form", actor="self")
+    panel = factories.panel(session)
+    factories.member(
+        session, panel, person, special={"needs": "Rosalind Quartermaine uses a wheelchair"}
+    )
+    return person, details
+
+
+def _raw_sqlite_bytes(db: Database) -> bytes:
+    """The database files as bytes, after a checkpoint: what a stolen disk would show."""
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    path = Path(db.engine.url.database)
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+
+
+def test_erasure_leaves_no_personal_detail_in_any_table(db: Database) -> None:
+    with db.transaction() as session:
+        person, details = _fully_described_person(session)
+        token = make_token(db.settings, person, "manage")
+    assert find_anywhere(db.engine, [details["email"], details["name"]])
+    if db.dialect == "sqlite":
+        assert details["email"].encode() in _raw_sqlite_bytes(db)
+
+    with db.transaction() as session:
+        person = session.get(Person, person.id)
+        report = people.erase(
+            session, person, channel="admin", actor="admin:1", note="Erasure request by post"
+        )
+    assert sorted(report.withdrawn) == ["newsletter", "panel_contact", "workshops"]
+
+    needles = [*details.values(), "Quartermaine", "07700 900123", "wheelchair"]
+    assert find_anywhere(db.engine, needles) == []
+    if db.dialect == "sqlite":
+        raw = _raw_sqlite_bytes(db)
+        for needle in needles:
+            assert needle.encode() not in raw, needle
+            assert needle.lower().encode() not in raw, needle
+
+    with db.reader() as session:
+        person = session.get(Person, person.id)
+        assert person.erased_at is not None
+        events = ledger.events_for(session, person)
+        assert events and all(e.note is None for e in events)
+        assert ledger.verify(session).ok
+        digest = people.email_hmac(db.settings.hash_key, details["email"])
+        assert session.exec(select(Suppression).where(Suppression.email_hmac == digest)).one()
+        with pytest.raises(RevokedLink):
+            resolve(session, token, "manage")
+
+
+def test_a_suppressed_address_needs_fresh_consent(db: Database) -> None:
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="gone@example.com")
+        people.erase(session, person, channel="email_link", actor="self")
+    with pytest.raises(Suppressed), db.transaction() as session:
+        again = people.find_or_create(session, "Gone@example.com")
+        ledger.give(session, again, "newsletter", channel="import", actor="import:list.csv")
+    with db.reader() as session:
+        assert session.exec(select(func.count()).select_from(ConsentEvent)).one() == 2
+        assert people.find_by_email(session, "gone@example.com") is None
+    with db.transaction() as session:
+        again = people.find_or_create(session, "gone@example.com")
+        assert ledger.give(session, again, "newsletter", channel="email_link", actor="self")
+        assert not people.is_suppressed(session, "gone@example.com")
+
+
+def test_erasing_twice_is_harmless(session: Session) -> None:
+    person = factories.consenting(session, "newsletter")
+    people.erase(session, person, channel="email_link", actor="self")
+    assert people.erase(session, person, channel="email_link", actor="self").already_erased

@@ -1,0 +1,644 @@
+"""Parents' pages through the real app: sign up, confirm, manage, unsubscribe, delete."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+import time_machine
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func
+from sqlmodel import select
+
+from consent import create_app, links
+from consent.config import Settings
+from consent.db import Database
+from consent.models import (
+    Booking,
+    ConsentEvent,
+    Notice,
+    PanelProfile,
+    PendingSignup,
+    Person,
+    PersonChange,
+)
+from consent.services import ledger, notices, people
+from consent.timeutil import utcnow
+from tests import factories
+from tests.helpers import find_anywhere
+from tests.web import csrf, link_in, mails, submit, text
+
+
+def _db(app: Flask) -> Database:
+    return app.extensions["consent.db"]
+
+
+def _person(db: Database, email: str) -> Person | None:
+    with db.reader() as session:
+        return people.find_by_email(session, email)
+
+
+def _state(db: Database, email: str, key: str) -> str | None:
+    with db.reader() as session:
+        person = people.find_by_email(session, email)
+        state = ledger.states_for(session, person).get(key) if person else None
+        return state.status if state else None
+
+
+def _manage_path(db: Database, email: str) -> str:
+    with db.reader() as session:
+        person = people.find_by_email(session, email)
+        return "/manage/" + links.make_token(db.settings, person, "manage")
+
+
+# ---- newsletter and double opt-in ---------------------------------------------------------
+
+
+def test_newsletter_boxes_are_unticked_and_show_the_current_wording(client: FlaskClient) -> None:
+    page = text(client.get("/newsletter"))
+    assert 'name="newsletter"' in page and 'name="family_hub_events"' in page
+    assert "checked" not in page
+    assert "Yes, email me the Family Hubs newsletter." in page
+    assert "Lawful basis:" in page and "Version 1" in page
+
+
+def test_newsletter_sign_up_needs_confirmation_by_a_post(app: Flask, client: FlaskClient) -> None:
+    db = _db(app)
+    response = submit(
+        client, "/newsletter", {"email": " Parent@Example.com ", "name": "Pat", "newsletter": "y"}
+    )
+    assert response.status_code == 302 and response.location.endswith("/check-your-email")
+    assert _state(db, "parent@example.com", "newsletter") is None
+    [mail] = mails(db, "parent@example.com")
+    assert mail.template == "confirm_newsletter"
+    confirm = link_in(mail, "confirm")
+
+    page = client.get(confirm)
+    assert page.status_code == 200 and "Yes, email me the Family Hubs newsletter." in text(page)
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["Cache-Control"] == "no-store"
+    client.get(confirm)
+    assert _state(db, "parent@example.com", "newsletter") is None
+
+    done = client.post(confirm, data={"csrf_token": csrf(text(page))})
+    assert done.status_code == 200 and "You are signed up" in text(done)
+    assert _state(db, "parent@example.com", "newsletter") == "given"
+    assert _state(db, "parent@example.com", "family_hub_events") is None
+    with db.reader() as session:
+        event = session.exec(select(ConsentEvent)).one()
+        assert (event.channel, event.actor) == ("web_form", "self")
+    assert [m.template for m in mails(db, "parent@example.com")] == [
+        "confirm_newsletter",
+        "welcome",
+    ]
+
+    again = client.post(confirm, data={"csrf_token": csrf(text(page))})
+    assert "already confirmed" in text(again)
+    with db.reader() as session:
+        assert session.exec(select(func.count()).select_from(ConsentEvent)).one() == 1
+
+
+def test_the_version_shown_is_the_version_recorded(app: Flask, client: FlaskClient) -> None:
+    db = _db(app)
+    page = text(client.get("/newsletter"))
+    with db.transaction() as session:
+        notices.publish(session, "newsletter", "Yes, send me the new newsletter.", "New words.")
+    client.post(
+        "/newsletter",
+        data={
+            "csrf_token": csrf(page),
+            "email": "v1@example.com",
+            "newsletter": "y",
+            "newsletter_notice": _hidden(page, "newsletter_notice"),
+            "family_hub_events_notice": _hidden(page, "family_hub_events_notice"),
+        },
+    )
+    confirm = link_in(mails(db, "v1@example.com")[0], "confirm")
+    client.post(confirm, data={"csrf_token": csrf(text(client.get(confirm)))})
+    with db.reader() as session:
+        event = session.exec(select(ConsentEvent)).one()
+        assert session.get(Notice, event.notice_id).version == 1
+        assert event.wording == "Yes, email me the Family Hubs newsletter."
+
+
+def _hidden(html: str, name: str) -> str:
+    from tests.web import hidden_fields
+
+    return hidden_fields(html)[name]
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "message"),
+    [
+        ({"email": "parent@example.com"}, "newsletter", "Select at least one thing"),
+        ({"email": "not-an-email", "newsletter": "y"}, "email", "correct format"),
+        ({"email": "", "newsletter": "y"}, "email", "Enter your email address"),
+        (
+            {"email": "a@example.com", "name": "x" * 201, "newsletter": "y"},
+            "name",
+            "200 characters",
+        ),
+        (
+            {"email": "a@example.com", "name": "Pat\x00", "newsletter": "y"},
+            "name",
+            "hidden characters",
+        ),
+    ],
+)
+def test_bad_sign_ups_show_gov_uk_errors_and_write_nothing(
+    app: Flask, client: FlaskClient, data: dict, field: str, message: str
+) -> None:
+    response = submit(client, "/newsletter", data)
+    page = text(response)
+    assert response.status_code == 400
+    assert "There is a problem" in page and message in page
+    assert f'href="#{field}"' in page
+    if data.get("email"):
+        assert f'value="{data["email"]}"' in page
+    with _db(app).reader() as session:
+        assert session.exec(select(func.count()).select_from(Person)).one() == 0
+        assert session.exec(select(func.count()).select_from(PendingSignup)).one() == 0
+
+
+def test_html_in_any_field_is_shown_as_text(app: Flask, client: FlaskClient) -> None:
+    name = '<script>alert("x")</script><b>bold</b>'
+    submit(client, "/newsletter", {"email": "x@example.com", "name": name, "newsletter": "y"})
+    db = _db(app)
+    page = text(client.get(_manage_path(db, "x@example.com")))
+    assert "<script>alert" not in page and "&lt;script&gt;" in page
+    bad = submit(client, "/newsletter", {"email": "<script>@example.com", "newsletter": "y"})
+    assert "<script>@" not in text(bad)
+
+
+# ---- workshops ----------------------------------------------------------------------------
+
+
+def _workshop(db: Database, capacity: int = 10, days: int = 7) -> int:
+    with db.transaction() as session:
+        return factories.workshop(session, days=days, capacity=capacity).id
+
+
+BOOKING = {
+    "name": "Sam Carer",
+    "email": "sam@example.com",
+    "district": "Riverside",
+    "job_role": "Parent or carer",
+}
+
+
+def test_booking_a_workshop(app: Flask, client: FlaskClient) -> None:
+    db = _db(app)
+    workshop_id = _workshop(db, capacity=2)
+    listing = text(client.get("/workshops"))
+    assert "Helping your baby sleep" in listing and "Places left" in listing
+    response = submit(client, f"/workshops/{workshop_id}", BOOKING)
+    assert response.status_code == 302
+    assert "Your place is booked" in text(client.get(response.location))
+    again = submit(client, f"/workshops/{workshop_id}", {**BOOKING, "email": "SAM@example.com"})
+    assert again.status_code == 302
+    with db.reader() as session:
+        assert session.exec(select(func.count()).select_from(Booking)).one() == 1
+    assert [m.template for m in mails(db, "sam@example.com")] == ["workshop_booked"] * 2
+    assert _state(db, "sam@example.com", "newsletter") is None
+
+    submit(
+        client,
+        f"/workshops/{workshop_id}",
+        {**BOOKING, "email": "two@example.com", "newsletter": "y"},
+    )
+    assert [m.template for m in mails(db, "two@example.com")] == [
+        "workshop_booked",
+        "confirm_newsletter",
+    ]
+    full = text(client.get(f"/workshops/{workshop_id}"))
+    assert "This workshop is full" in full and 'name="email"' not in full
+    refused = submit(
+        client,
+        f"/workshops/{workshop_id}",
+        {**BOOKING, "email": "three@example.com"},
+        form_page="/newsletter",
+    )
+    assert "This workshop is full" in text(refused)
+    with db.reader() as session:
+        assert session.exec(select(func.count()).select_from(Booking)).one() == 2
+
+
+def test_a_past_workshop_says_so(app: Flask, client: FlaskClient) -> None:
+    workshop_id = _workshop(_db(app), days=1)
+    with time_machine.travel(utcnow() + timedelta(days=2)):
+        page = text(client.get(f"/workshops/{workshop_id}"))
+    assert "already taken place" in page
+
+
+def test_booking_needs_a_district_and_a_role(app: Flask, client: FlaskClient) -> None:
+    workshop_id = _workshop(_db(app))
+    response = submit(
+        client,
+        f"/workshops/{workshop_id}",
+        {"name": "Sam", "email": "s@example.com", "district": "Atlantis"},
+    )
+    page = text(response)
+    assert response.status_code == 400
+    assert ("Select your role" in page and "Not a valid choice" not in page) or "district" in page
+
+
+def test_unknown_and_absurd_ids_are_404s(client: FlaskClient) -> None:
+    for path in (
+        "/workshops/999",
+        "/workshops/99999999999999999999999",
+        "/panels/0/join",
+        "/panels/99999999999999999999/join",
+        "/workshops/abc",
+    ):
+        assert client.get(path).status_code == 404, path
+
+
+# ---- panels -------------------------------------------------------------------------------
+
+
+def _panel(db: Database) -> int:
+    with db.transaction() as session:
+        return factories.panel(session).id
+
+
+JOIN = {
+    "name": "Morgan Parent",
+    "email": "morgan@example.com",
+    "phone": "07700 900123",
+    "postcode": "ne1 4st",
+    "age_band": "25 to 34",
+    "children_count": "2",
+    "children_ages": "3, 7",
+    "services_used": ["Stay and play sessions", "Youth activities"],
+    "ethnicity": "Prefer not to say",
+    "needs": "Needs a hearing loop",
+    "panel_contact": "y",
+}
+
+
+def test_joining_a_panel_with_double_opt_in(app: Flask, client: FlaskClient) -> None:
+    db = _db(app)
+    panel_id = _panel(db)
+    page = text(client.get(f"/panels/{panel_id}/join"))
+    assert "Prefer not to say" in page and "two years" in page and "checked" not in page
+    response = submit(client, f"/panels/{panel_id}/join", JOIN)
+    assert response.status_code == 302
+    assert find_anywhere(db.engine, ["hearing loop"]) == []
+    assert _state(db, "morgan@example.com", "panel_contact") is None
+    [mail] = mails(db, "morgan@example.com")
+    assert mail.template == "confirm_panel" and "hearing loop" not in mail.body_text
+    confirm = link_in(mail, "confirm")
+    client.post(confirm, data={"csrf_token": csrf(text(client.get(confirm)))})
+    assert _state(db, "morgan@example.com", "panel_contact") == "given"
+    assert _state(db, "morgan@example.com", "panel_recordings") is None
+    with db.reader() as session:
+        profile = session.exec(select(PanelProfile)).one()
+        assert profile.postcode == "NE1 4ST" and profile.children_ages == "3, 7"
+        person = people.find_by_email(session, "morgan@example.com")
+        assert person.phone == "+447700900123"
+        pending = session.exec(select(PendingSignup)).one()
+        assert pending.confirmed_at is not None and pending.payload is None
+    assert find_anywhere(db.engine, ["hearing loop"]) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"panel_contact": ""}, "Select yes to agree to join"),
+        ({"children_count": "lots"}, "as a number"),
+        ({"children_count": "99"}, "between 0 and 20"),
+        ({"children_ages": "3, seven"}, "numbers separated by commas"),
+        ({"postcode": "NOT A CODE"}, "real postcode"),
+        ({"ethnicity": "Martian"}, "Select an answer from the list"),
+        ({"services_used": ["Teleportation"]}, "Select the services you have used"),
+        ({"phone": "12"}, "telephone number"),
+    ],
+)
+def test_join_form_errors_keep_what_was_typed(
+    app: Flask, client: FlaskClient, change: dict, message: str
+) -> None:
+    panel_id = _panel(_db(app))
+    response = submit(client, f"/panels/{panel_id}/join", {**JOIN, **change})
+    page = text(response)
+    assert response.status_code == 400, page[:500]
+    assert message in page
+    assert 'value="Morgan Parent"' in page
+    with _db(app).reader() as session:
+        assert session.exec(select(func.count()).select_from(PendingSignup)).one() == 0
+
+
+# ---- manage ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def member(app: Flask) -> str:
+    db = _db(app)
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", "workshops", email="pat@example.com")
+        factories.member(session, factories.panel(session), person)
+    return "pat@example.com"
+
+
+def test_manage_shows_every_purpose_and_when_and_how(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    path = _manage_path(_db(app), member)
+    response = client.get(path)
+    page = text(response)
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Cache-Control"] == "no-store"
+    for title in (
+        "Family Hubs newsletter",
+        "Free online workshops",
+        "Parent Carer Panel membership",
+        "Recording panel meetings",
+        "Family Hub events",
+    ):
+        assert title in page
+    assert "using a form on our website" in page
+    assert "The wording you agreed to (version 1)" in page
+    assert "Leave the panel" in page
+
+
+def _post_manage(client: FlaskClient, path: str, action: str, data: dict) -> object:
+    token = csrf(text(client.get(path)))
+    return client.post(f"{path}/{action}", data={"csrf_token": token, **data})
+
+
+def test_changing_a_preference_from_the_manage_page(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    db = _db(app)
+    path = _manage_path(db, member)
+    response = _post_manage(client, path, "consent", {"purpose": "newsletter", "agree": "no"})
+    assert response.status_code == 302
+    assert _state(db, member, "newsletter") == "withdrawn"
+    assert mails(db, member)[-1].template == "consent_withdrawn"
+    assert "We have stopped that" in text(client.get(path))
+    with db.reader() as session:
+        notice = notices.current_notice(session, notices.get_purpose(session, "family_hub_events"))
+    _post_manage(
+        client,
+        path,
+        "consent",
+        {"purpose": "family_hub_events", "agree": "yes", "notice": str(notice.id)},
+    )
+    assert _state(db, member, "family_hub_events") == "given"
+    with db.reader() as session:
+        person = people.find_by_email(session, member)
+        event = ledger.events_for(session, person)[-1]
+        assert (event.purpose_id, event.channel) == (notice.purpose_id, "email_link")
+    bad = _post_manage(client, path, "consent", {"purpose": "family_hub_events", "agree": "maybe"})
+    assert bad.status_code == 400
+    stale = _post_manage(
+        client, path, "consent", {"purpose": "newsletter", "agree": "yes", "notice": "999999"}
+    )
+    assert stale.status_code == 302 and _state(db, member, "newsletter") == "withdrawn"
+
+
+def test_stop_everything_in_one_step(app: Flask, client: FlaskClient, member: str) -> None:
+    db = _db(app)
+    path = _manage_path(db, member)
+    _post_manage(client, path, "stop-everything", {})
+    for key in ("newsletter", "workshops", "panel_contact"):
+        assert _state(db, member, key) == "withdrawn"
+    with db.reader() as session:
+        assert session.exec(select(PanelProfile)).all() == []
+
+
+def test_correcting_details(app: Flask, client: FlaskClient, member: str) -> None:
+    db = _db(app)
+    path = _manage_path(db, member)
+    response = submit(
+        client,
+        f"{path}/details",
+        {"name": "Pat New", "phone": "01632 960001", "postcode": "sw1a 1aa"},
+    )
+    assert response.status_code == 302
+    person = _person(db, member)
+    assert (person.name, person.phone, person.postcode) == ("Pat New", "+441632960001", "SW1A 1AA")
+    bad = submit(client, f"{path}/details", {"name": "Pat", "postcode": "ZZZ"})
+    assert bad.status_code == 400 and "real postcode" in text(bad) and 'value="ZZZ"' in text(bad)
+    with db.reader() as session:
+        assert session.exec(select(PersonChange)).one().fields == "name,phone,postcode"
+
+
+def test_a_new_email_address_must_be_confirmed_from_it(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    db = _db(app)
+    path = _manage_path(db, member)
+    response = submit(client, f"{path}/email", {"new_email": "pat.new@example.com"})
+    assert response.status_code == 302
+    assert _person(db, member) is not None
+    [mail] = mails(db, "pat.new@example.com")
+    assert mail.template == "confirm_email"
+    confirm = link_in(mail, "confirm-email")
+    page = client.get(confirm)
+    assert "pat.new@example.com" in text(page) and _person(db, member) is not None
+    done = client.post(confirm, data={"csrf_token": csrf(text(page))})
+    assert "Email address changed" in text(done)
+    assert _person(db, member) is None and _person(db, "pat.new@example.com") is not None
+    assert client.get(path).status_code == 410
+    same = submit(
+        client,
+        _manage_path(db, "pat.new@example.com") + "/email",
+        {"new_email": "pat.new@example.com"},
+    )
+    assert same.status_code == 400 and "already have" in text(same)
+
+
+def test_an_address_someone_else_uses_is_refused_only_when_confirmed(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    db = _db(app)
+    with db.transaction() as session:
+        factories.person(session, "taken@example.com")
+    asked = submit(client, _manage_path(db, member) + "/email", {"new_email": "taken@example.com"})
+    assert asked.status_code == 302, "the page does not reveal who else is on our records"
+    confirm = link_in(mails(db, "taken@example.com")[-1], "confirm-email")
+    page = client.get(confirm)
+    refused = client.post(confirm, data={"csrf_token": csrf(text(page))})
+    assert refused.status_code == 409 and "already used" in text(refused)
+    assert _person(db, member) is not None
+
+
+def test_download_everything_as_json_and_as_a_page(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    path = _manage_path(_db(app), member)
+    response = client.get(f"{path}/download")
+    assert response.headers["Content-Disposition"] == 'attachment; filename="my-data.json"'
+    data = json.loads(response.data)
+    assert data["person"]["email"] == member
+    assert {e["purpose"] for e in data["consent_events"]} == {
+        "newsletter",
+        "workshops",
+        "panel_contact",
+    }
+    page = text(client.get(f"{path}/data"))
+    assert "Everything we hold about you" in page and member in page and "Mixed or multiple" in page
+
+
+def test_delete_everything(app: Flask, client: FlaskClient, member: str) -> None:
+    db = _db(app)
+    path = _manage_path(db, member)
+    confirm_page = client.get(f"{path}/delete")
+    assert "cannot undo" in text(confirm_page)
+    assert _person(db, member) is not None
+    done = client.post(f"{path}/delete", data={"csrf_token": csrf(text(confirm_page))})
+    assert "Your data has been deleted" in text(done)
+    assert _person(db, member) is None
+    [last] = mails(db, template="data_deleted")
+    assert last.to_address == member and last.purge_on_send and last.person_id is None
+    assert client.get(path).status_code == 410
+
+
+# ---- unsubscribe --------------------------------------------------------------------------
+
+
+def _unsubscribe_path(db: Database, email: str, purpose: str | None) -> str:
+    with db.reader() as session:
+        person = people.find_by_email(session, email)
+        return "/unsubscribe/" + links.make_token(
+            db.settings, person, "unsubscribe", purpose=purpose
+        )
+
+
+def test_unsubscribe_page_changes_nothing_until_the_button(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    db = _db(app)
+    path = _unsubscribe_path(db, member, "newsletter")
+    page = client.get(path)
+    assert "Family Hubs newsletter" in text(page) and page.headers["Cache-Control"] == "no-store"
+    assert _state(db, member, "newsletter") == "given"
+    done = client.post(path, data={})
+    assert "You are unsubscribed" in text(done)
+    assert _state(db, member, "newsletter") == "withdrawn"
+    assert _state(db, member, "workshops") == "given"
+    assert mails(db, member)[-1].template == "consent_withdrawn"
+
+
+def test_rfc_8058_one_click_unsubscribe_is_idempotent(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    db = _db(app)
+    path = _unsubscribe_path(db, member, "newsletter")
+    for _ in range(2):
+        response = client.post(
+            path,
+            data="List-Unsubscribe=One-Click",
+            content_type="application/x-www-form-urlencoded",
+        )
+        assert response.status_code == 200
+    assert _state(db, member, "newsletter") == "withdrawn"
+    with db.reader() as session:
+        events = session.exec(
+            select(ConsentEvent).where(ConsentEvent.channel == "one_click_unsubscribe")
+        ).all()
+        assert len(events) == 1
+    assert mails(db, member) == []
+
+
+def test_unsubscribe_without_a_purpose_stops_everything(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    db = _db(app)
+    path = _unsubscribe_path(db, member, None)
+    assert "Leaving the panel" in text(client.get(path))
+    client.post(path)
+    for key in ("newsletter", "workshops", "panel_contact"):
+        assert _state(db, member, key) == "withdrawn"
+
+
+def test_unsubscribe_after_erasure_says_so(app: Flask, client: FlaskClient, member: str) -> None:
+    db = _db(app)
+    path = _unsubscribe_path(db, member, "newsletter")
+    with db.transaction() as session:
+        people.erase(
+            session,
+            people.find_by_email(session, member),
+            channel="admin",
+            actor="admin:1",
+            note="By post",
+        )
+    for response in (client.get(path), client.post(path, data="List-Unsubscribe=One-Click")):
+        assert response.status_code == 200 and "no longer hold your details" in text(response)
+
+
+# ---- links --------------------------------------------------------------------------------
+
+
+def test_broken_expired_and_revoked_links_get_clear_pages(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    db = _db(app)
+    path = _manage_path(db, member)
+    tampered = client.get(path[:-3] + "xyz")
+    assert tampered.status_code == 400 and "This link does not work" in text(tampered)
+    assert client.get("/manage/" + "a" * 5000).status_code == 400
+    with time_machine.travel(utcnow() + timedelta(days=91)):
+        expired = client.get(path)
+    assert expired.status_code == 410 and "Get a new link" in text(expired)
+    with db.transaction() as session:
+        people.revoke_links(people.find_by_email(session, member))
+    revoked = client.get(path)
+    assert revoked.status_code == 410 and "Get a new link" in text(revoked)
+    assert client.get("/confirm/" + path.split("/")[-1]).status_code == 400
+
+
+def test_new_link_says_the_same_whether_or_not_the_address_is_known(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    known = text(submit(client, "/link", {"email": member}))
+    unknown = text(submit(client, "/link", {"email": "stranger@example.com"}))
+    strip = lambda page: page.split('name="csrf_token"')[0]  # noqa: E731
+    assert strip(known) == strip(unknown)
+    assert [m.template for m in mails(_db(app), member)] == ["preferences_link"]
+    assert mails(_db(app), "stranger@example.com") == []
+
+
+def test_new_link_is_rate_limited(settings: Settings) -> None:
+    app = create_app(replace(settings, rate_limits=True))
+    client = app.test_client()
+    codes = [submit(client, "/link", {"email": f"p{i}@example.com"}).status_code for i in range(7)]
+    assert codes[:5] == [200] * 5 and codes[-1] == 429
+
+
+# ---- security -----------------------------------------------------------------------------
+
+
+def test_every_page_sends_a_strict_content_security_policy(client: FlaskClient) -> None:
+    for path in ("/", "/newsletter", "/workshops", "/panels", "/link", "/nope"):
+        policy = client.get(path).headers["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert "unsafe-inline" not in policy
+    page = text(client.get("/newsletter"))
+    assert "<script>" not in page and " style=" not in page
+
+
+def test_forms_need_their_csrf_token(app: Flask, client: FlaskClient) -> None:
+    response = client.post("/newsletter", data={"email": "a@example.com", "newsletter": "y"})
+    assert response.status_code == 400 and "form has expired" in text(response)
+    with _db(app).reader() as session:
+        assert session.exec(select(func.count()).select_from(Person)).one() == 0
+
+
+def test_tokens_and_emails_never_reach_the_logs(
+    app: Flask, client: FlaskClient, member: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _manage_path(_db(app), member)
+    token = path.split("/")[-1]
+    with caplog.at_level(logging.DEBUG):
+        client.get(path)
+        client.get(path + "xx")
+        submit(client, "/link", {"email": member})
+        client.get(f"/unsubscribe/{token}")
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "/manage/[redacted]" in logged
+    assert token not in logged and member not in logged

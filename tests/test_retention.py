@@ -1,0 +1,431 @@
+"""Retention with time travel: two years, renewal, opt-out, panel end, workshops, erasure."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+import time_machine
+from flask import Flask
+from sqlalchemy import event, func, select, text
+
+from consent.config import Settings
+from consent.db import Database
+from consent.models import (
+    Booking,
+    ConsentEvent,
+    Outbox,
+    Panel,
+    PanelMembership,
+    PanelProfile,
+    PendingSignup,
+    Person,
+    RetentionRun,
+    StatCounter,
+    Suppression,
+)
+from consent.services import ledger, panels, people, reminders, retention, signups, workshops
+from consent.timeutil import utcnow
+from tests import factories
+from tests.helpers import deliver_and_purge, find_anywhere
+from tests.web import csrf, link_in, mails
+from tests.web import text as page_text
+
+TWO_YEARS = timedelta(days=730)
+SECRETS = ["Quentin Marchbanks", "quentin@example.com", "SW9 8QZ", "a hearing loop"]
+
+
+def _member(
+    db: Database,
+    email: str = "quentin@example.com",
+    name: str = "Quentin Marchbanks",
+    panel: str = "Northfield Parent Carer Panel",
+    postcode: str = "SW9 8QZ",
+) -> int:
+    with db.transaction() as session:
+        person = people.find_or_create(session, email, name=name)
+        found = session.execute(select(Panel).where(Panel.name == panel)).scalar()
+        target = found or factories.panel(session, name=panel)
+        factories.member(
+            session, target, person, postcode=postcode, special={"needs": "Uses a hearing loop"}
+        )
+        return person.id
+
+
+def _counters(db: Database) -> dict[tuple[str, str, str, str], int]:
+    with db.reader() as session:
+        rows = session.execute(
+            select(
+                StatCounter.metric,
+                StatCounter.scope,
+                StatCounter.dimension,
+                StatCounter.value,
+                StatCounter.count,
+            ).where(StatCounter.metric.like("panel.joined%"))
+        ).all()
+    return {tuple(r[:4]): r[4] for r in rows}
+
+
+def test_two_years_reminders_renewal_and_expiry(app: Flask, db: Database) -> None:
+    client = app.test_client()
+    start = utcnow()
+    with time_machine.travel(start, tick=False):
+        stays = _member(db, "stays@example.com", "Stella Stays", postcode="NE1 4ST")
+        goes = _member(db)
+    before = _counters(db)
+
+    with time_machine.travel(start + TWO_YEARS - timedelta(days=30), tick=False):
+        for _ in range(2):
+            with db.transaction() as session:
+                reminders.renewal_reminders(session)
+    for address in ("stays@example.com", "quentin@example.com"):
+        assert [m.template for m in mails(db, address)] == ["reconsent_reminder"]
+    reminder = mails(db, "stays@example.com")[0]
+    assert "will delete your panel information" in reminder.body_text
+
+    with time_machine.travel(start + TWO_YEARS - timedelta(days=20), tick=False):
+        renew = link_in(reminder, "renew")
+        page = client.get(renew)
+        assert "Do you want to stay on the panel?" in page_text(page)
+        with db.reader() as session:
+            person = session.get(Person, stays)
+            assert [e.action for e in ledger.events_for(session, person)] == ["given"]
+        done = client.post(renew, data={"csrf_token": csrf(page_text(page))})
+        assert "You are staying on the panel" in page_text(done)
+    with db.reader() as session:
+        membership = session.execute(
+            select(PanelMembership).where(PanelMembership.person_id == stays)
+        ).scalar_one()
+        assert membership.expires_at >= start + TWO_YEARS - timedelta(days=20) + TWO_YEARS
+
+    with (
+        time_machine.travel(start + TWO_YEARS - timedelta(days=7), tick=False),
+        db.transaction() as session,
+    ):
+        reminders.renewal_reminders(session)
+    assert [m.template for m in mails(db, "quentin@example.com")] == ["reconsent_reminder"] * 2
+    assert len(mails(db, "stays@example.com")) == 1
+
+    with time_machine.travel(start + TWO_YEARS + timedelta(days=1), tick=False):
+        report = retention.sweep(db)
+    assert report.removed["consents_expired.panel_contact"] == 1
+    assert report.removed["people_erased"] == 1
+
+    with db.reader() as session:
+        gone = session.get(Person, goes)
+        assert gone.erased_at is not None
+        assert [e.action for e in ledger.events_for(session, gone)] == ["given", "expired"]
+        assert session.execute(select(func.count()).select_from(PanelProfile)).scalar() == 1
+        assert session.execute(select(func.count()).select_from(Suppression)).scalar() == 0, (
+            "consent that ran out is not an opt-out"
+        )
+        assert ledger.verify(session).ok
+    deliver_and_purge(db)
+    assert find_anywhere(db.engine, SECRETS) == []
+    assert _counters(db) == before
+
+
+def test_a_concluded_panel_s_data_is_destroyed(db: Database) -> None:
+    first = _member(db, "a@example.com", "Ann Alone")
+    both = _member(db, "b@example.com", "Ben Both")
+    _member(db, "b@example.com", "Ben Both", panel="Riverside SEND Parent Carer Panel")
+    with db.transaction() as session:
+        panel = session.execute(
+            select(Panel).where(Panel.name == "Northfield Parent Carer Panel")
+        ).scalar_one()
+        panels.conclude(session, panel)
+    report = retention.sweep(db)
+    assert report.removed["memberships_panel_concluded"] == 2
+    assert report.removed["panels_concluded"] == 1
+    with db.reader() as session:
+        panel = session.execute(
+            select(Panel).where(Panel.name == "Northfield Parent Carer Panel")
+        ).scalar_one()
+        assert panel.data_destroyed_at is not None
+        for person_id, status in ((first, "expired"), (both, "given")):
+            person = session.get(Person, person_id)
+            state = ledger.states_for(session, person)["panel_contact"]
+            assert state.status == status
+        profiles = session.execute(select(PanelProfile)).scalars().all()
+        assert len(profiles) == 1
+        assert session.get(Person, first).erased_at is not None
+        assert session.get(Person, both).erased_at is None
+
+
+def test_a_membership_that_outlived_its_consent_is_ended(db: Database) -> None:
+    person_id = _member(db)
+    with db.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE consent_state SET status = 'withdrawn' WHERE person_id = :p"),
+            {"p": person_id},
+        )
+    report = retention.sweep(db)
+    assert report.removed["memberships_without_consent"] == 1
+    with db.reader() as session:
+        assert session.execute(select(PanelProfile)).scalars().all() == []
+
+
+def _booked_workshop(db: Database, email: str = "booker@example.com") -> int:
+    with db.transaction() as session:
+        workshop = factories.workshop(session, days=1, capacity=5)
+        factories.booking(session, workshop, email)
+        return workshop.id
+
+
+def test_workshop_details_go_after_evaluation_closes(db: Database) -> None:
+    workshop_id = _booked_workshop(db)
+    with time_machine.travel(utcnow() + timedelta(days=40), tick=False):
+        assert retention.sweep(db).removed["bookings_purged"] == 0
+        with db.transaction() as session:
+            workshops.close_evaluation(session, workshops.get_workshop(session, workshop_id))
+        report = retention.sweep(db)
+    assert report.removed["bookings_purged"] == 1
+    assert report.removed["people_erased"] == 1
+    with db.reader() as session:
+        booking = session.execute(select(Booking)).scalar_one()
+        assert booking.name is None and booking.email is None and booking.setting is None
+        assert booking.purged_at is not None
+    deliver_and_purge(db)
+    assert find_anywhere(db.engine, ["Bea Booker", "booker@example.com", "Little Acorns"]) == []
+
+
+def test_workshop_details_go_at_the_backstop_even_if_evaluation_never_closes(db: Database) -> None:
+    _booked_workshop(db)
+    with time_machine.travel(utcnow() + timedelta(days=retention.WORKSHOP_BACKSTOP_DAYS + 2)):
+        assert retention.sweep(db).removed["bookings_purged"] == 1
+
+
+def test_people_with_nothing_held_are_erased_and_opt_outs_suppressed(db: Database) -> None:
+    with db.transaction() as session:
+        keeps = factories.consenting(session, "newsletter", email="keeps@example.com").id
+        leaves = factories.consenting(session, "newsletter", email="leaves@example.com")
+        ledger.withdraw(session, leaves, "newsletter", channel="email_link", actor="self")
+        signups.request_subscription(
+            session, email="unconfirmed@example.com", name=None, shown={"newsletter": 1}
+        )
+    report = retention.sweep(db)
+    assert report.removed["people_erased"] == 1
+    with db.reader() as session:
+        assert people.find_by_email(session, "leaves@example.com") is None
+        assert people.is_suppressed(session, "leaves@example.com")
+        assert session.get(Person, keeps).erased_at is None and session.get(Person, keeps).review_at
+        assert people.find_by_email(session, "unconfirmed@example.com") is not None
+    with time_machine.travel(utcnow() + timedelta(days=8)):
+        report = retention.sweep(db)
+    assert report.removed["people_erased"] == 1
+    assert report.removed["pending_signups_purged"] == 1
+    with db.reader() as session:
+        assert people.find_by_email(session, "unconfirmed@example.com") is None
+        assert not people.is_suppressed(session, "unconfirmed@example.com")
+        assert session.execute(select(PendingSignup)).scalars().all() == []
+
+
+def test_a_dry_run_lists_and_changes_nothing(db: Database) -> None:
+    start = utcnow()
+    with time_machine.travel(start, tick=False):
+        _member(db)
+    with db.engine.connect() as conn:
+        before = conn.execute(text("SELECT COUNT(*) FROM consent_event")).scalar()
+    with time_machine.travel(start + TWO_YEARS + timedelta(days=1), tick=False):
+        report = retention.sweep(db, dry_run=True)
+    assert report.removed["consents_expired.panel_contact"] == 1
+    assert any("would expire" in line for line in report.would)
+    with db.reader() as session:
+        assert session.execute(select(func.count()).select_from(RetentionRun)).scalar() == 0
+        assert session.execute(select(func.count()).select_from(ConsentEvent)).scalar() == before
+        assert session.execute(select(PanelProfile)).scalars().all()
+
+
+def test_each_run_leaves_proof(db: Database) -> None:
+    start = utcnow()
+    with time_machine.travel(start, tick=False):
+        _member(db)
+    with time_machine.travel(start + TWO_YEARS + timedelta(days=1), tick=False):
+        retention.sweep(db, trigger="cli")
+    with db.reader() as session:
+        run = session.execute(select(RetentionRun)).scalar_one()
+    assert run.finished_at is not None and run.duration_ms is not None and run.error is None
+    removed = json.loads(run.removed)
+    assert removed["consents_expired.panel_contact"] == 1 and removed["people_erased"] == 1
+    assert run.trigger == "cli"
+
+
+def test_a_sweep_that_finds_nothing_uses_indexes(db: Database, backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("query plans are checked on SQLite")
+    _member(db)
+    statements: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, params))
+
+    event.listen(db.engine, "before_cursor_execute", capture)
+    try:
+        retention.sweep(db)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", capture)
+    big = (
+        "person",
+        "consent_state",
+        "consent_event",
+        "panel_membership",
+        "booking",
+        "outbox",
+        "pending_signup",
+        "panel_profile",
+    )
+    scans = []
+    raw = db.engine.raw_connection()
+    try:
+        for statement, params in statements:
+            for row in raw.execute("EXPLAIN QUERY PLAN " + statement, params or ()).fetchall():
+                detail = row[-1]
+                if detail.startswith("SCAN ") and detail.split()[1] in big:
+                    scans.append((detail, statement[:200]))
+    finally:
+        raw.close()
+    assert scans == []
+
+
+def test_a_sweep_killed_part_way_leaves_no_half_erased_person(
+    db: Database, settings: Settings
+) -> None:
+    start = utcnow() - TWO_YEARS - timedelta(days=2)
+    with time_machine.travel(start, tick=False), db.transaction() as session:
+        panel = factories.panel(session)
+        for index in range(600):
+            person = people.find_or_create(
+                session, f"many{index}@example.com", name=f"Member Number{index}"
+            )
+            factories.member(session, panel, person, special={"needs": f"need {index}"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    env.update(
+        CONSENT_ENV="test",
+        CONSENT_INSTANCE_PATH=str(settings.instance_path),
+        CONSENT_DATABASE_URL=settings.database_url,
+        CONSENT_SECRET_KEYS=settings.secret_keys[0],
+        CONSENT_FIELD_KEYS=settings.field_keys[0],
+        CONSENT_HASH_KEY=settings.hash_key,
+    )
+    command = [sys.executable, "-m", "consent.cli", "retention", "run", "--batch-size", "15"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with db.reader() as session:
+            expired = session.execute(
+                select(func.count()).where(ConsentEvent.action == "expired")
+            ).scalar()
+        if expired >= 30:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    with db.reader() as session:
+        done = session.execute(
+            select(func.count()).where(ConsentEvent.action == "expired")
+        ).scalar()
+    assert 0 < done < 600, "the kill should land part way through"
+    _check_consistent(db)
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    _check_consistent(db)
+    with db.reader() as session:
+        assert session.execute(select(func.count()).select_from(PanelProfile)).scalar() == 0
+        assert (
+            session.execute(
+                select(func.count()).select_from(Person).where(Person.erased_at.is_(None))
+            ).scalar()
+            == 0
+        )
+        assert ledger.verify(session).ok
+    deliver_and_purge(db)
+    assert find_anywhere(db.engine, ["Member Number", "many1@example.com", "need 1"]) == []
+
+
+def _check_consistent(db: Database) -> None:
+    """Every person whole or wholly erased; every membership with exactly its data."""
+    with db.reader() as session:
+        for person in session.execute(select(Person)).scalars():
+            if person.erased_at is None:
+                assert person.email and person.name, person.id
+            else:
+                assert (person.email, person.name, person.phone, person.postcode) == (None,) * 4
+        for membership in session.execute(select(PanelMembership)).scalars():
+            profile = session.execute(
+                select(PanelProfile).where(PanelProfile.membership_id == membership.id)
+            ).scalar()
+            state = ledger.states_for(session, session.get(Person, membership.person_id))
+            if membership.left_at is None:
+                assert profile is not None and state["panel_contact"].status == "given"
+            else:
+                assert profile is None and state["panel_contact"].status != "given"
+        assert ledger.verify(session).ok
+
+
+def test_workshop_reminders_and_evaluation_requests_are_sent_once(app: Flask, db: Database) -> None:
+    workshop_id = _booked_workshop(db)
+    with db.transaction() as session:
+        assert reminders.workshop_reminders(session) == 1
+        assert reminders.workshop_reminders(session) == 0
+    with time_machine.travel(utcnow() + timedelta(days=1, hours=2)):
+        for _ in range(2):
+            with db.transaction() as session:
+                reminders.evaluation_requests(session)
+        [request] = mails(db, template="workshop_evaluation")
+        client = app.test_client()
+        form = client.get(link_in(request, "feedback"))
+        assert "How useful was the workshop?" in page_text(form)
+        done = client.post(
+            link_in(request, "feedback"),
+            data={
+                "csrf_token": csrf(page_text(form)),
+                "rating": "Useful",
+                "comments": "More on naps please",
+            },
+        )
+        assert "Thank you for your feedback" in page_text(done)
+    with db.reader() as session:
+        booking = session.execute(select(Booking)).scalar_one()
+        assert json.loads(booking.evaluation)["rating"] == "Useful"
+        rated = session.execute(
+            select(StatCounter.count).where(StatCounter.metric == "workshop.evaluated")
+        ).scalar()
+        assert rated == 1
+        assert (
+            session.execute(
+                select(func.count())
+                .select_from(Outbox)
+                .where(Outbox.template == "workshop_reminder")
+            ).scalar()
+            == 1
+        )
+    assert workshop_id
+
+
+def test_renewing_after_expiry_is_refused_clearly(app: Flask, db: Database) -> None:
+    from consent import links
+
+    start = utcnow()
+    with time_machine.travel(start, tick=False):
+        person_id = _member(db)
+    with db.reader() as session:
+        token = links.make_token(
+            db.settings, session.get(Person, person_id), "renew", purpose="panel_contact"
+        )
+    with (
+        time_machine.travel(start + TWO_YEARS + timedelta(days=1), tick=False),
+        db.transaction() as session,
+    ):
+        ledger.expire_many(session, now=utcnow(), limit=10)
+    client = app.test_client()
+    page = client.get(f"/renew/{token}")
+    response = client.post(f"/renew/{token}", data={"csrf_token": csrf(page_text(page))})
+    assert response.status_code == 409 and "already ended" in page_text(response)

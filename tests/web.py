@@ -1,0 +1,69 @@
+"""Helpers for driving the web app the way a browser would: GET, find the token, POST."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+from flask.testing import FlaskClient
+from sqlmodel import select
+from werkzeug.test import TestResponse
+
+from consent.db import Database
+from consent.models import Outbox
+
+
+class _Inputs(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "input" and values.get("type") == "hidden" and values.get("name"):
+            self.hidden.setdefault(values["name"] or "", values.get("value") or "")
+
+
+def hidden_fields(html: str) -> dict[str, str]:
+    parser = _Inputs()
+    parser.feed(html)
+    return parser.hidden
+
+
+def csrf(html: str) -> str:
+    token = hidden_fields(html).get("csrf_token")
+    assert token, "no CSRF token on the page"
+    return token
+
+
+def submit(
+    client: FlaskClient, path: str, data: dict[str, object], *, form_page: str | None = None
+) -> TestResponse:
+    """GET the page holding the form, then POST it with its CSRF token and hidden fields."""
+    page = client.get(form_page or path)
+    body: dict[str, object] = dict(hidden_fields(page.get_data(as_text=True)))
+    assert "csrf_token" in body, "no CSRF token on the page"
+    body.update(data)
+    return client.post(path, data=body)
+
+
+def mails(db: Database, to: str | None = None, template: str | None = None) -> list[Outbox]:
+    with db.reader() as session:
+        query = select(Outbox).order_by(Outbox.id)
+        if to:
+            query = query.where(Outbox.to_address == to)
+        if template:
+            query = query.where(Outbox.template == template)
+        return list(session.exec(query))
+
+
+def link_in(message: Outbox, kind: str) -> str:
+    """The path of the first link of a kind (confirm, manage, ...) in a queued email."""
+    assert message.body_text is not None
+    match = re.search(rf"https://consent\.test(/{kind}/[\w.\-]+)", message.body_text)
+    assert match, f"no {kind} link in {message.template}"
+    return match.group(1)
+
+
+def text(response: TestResponse) -> str:
+    return response.get_data(as_text=True)
