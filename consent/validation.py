@@ -18,6 +18,8 @@ EMAIL_MAX = 254
 NAME_MAX = 200
 TEXT_MAX = 2000
 NOTE_MAX = 5000
+#: The largest id any table holds (a PostgreSQL ``integer``).
+ID_MAX = 2**31 - 1
 
 _POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?)\s*([0-9][A-Z]{2})$")
 
@@ -30,6 +32,19 @@ def _has_control(value: str, allow_newlines: bool) -> bool:
         if category in {"Cc", "Cf", "Cs", "Co", "Cn"} and char not in "\u200d":
             return True
     return False
+
+
+def whole_number(value: str | None, *, most: int = ID_MAX) -> int | None:
+    """A number written with 0-9 only and no bigger than ``most``; anything else is None.
+
+    ``str.isdigit`` also passes "²", which ``int`` refuses, and a number bigger than the
+    database holds would fail there rather than here.
+    """
+    text = (value or "").strip()
+    if not text or len(text) > 12 or not (text.isascii() and text.isdigit()):
+        return None
+    number = int(text)
+    return number if number <= most else None
 
 
 def clean_text(

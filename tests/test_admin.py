@@ -61,6 +61,8 @@ def test_sign_in_needs_a_password_and_a_fresh_code(app: Flask) -> None:
     assert client.get("/admin/people").status_code == 302
     wrong = client.post("/admin/sign-in/code", data={"csrf_token": csrf(enrol), "code": "000000"})
     assert wrong.status_code == 400 and "not right" in text(wrong)
+    odd = client.post("/admin/sign-in/code", data={"csrf_token": csrf(enrol), "code": "²²²²²²"})
+    assert odd.status_code == 400 and "not right" in text(odd)
     good = client.post(
         "/admin/sign-in/code", data={"csrf_token": csrf(enrol), "code": code_for(secret)}
     )
@@ -222,6 +224,60 @@ def test_every_admin_route_is_guarded_by_role(app: Flask, world: dict[str, str])
     assert checked >= 30
 
 
+#: What a hand-edited form or address might carry: digits ``int`` refuses, numbers bigger
+#: than the database holds, and dates it cannot represent.
+ODD_VALUES = ("²", "99999999999999999999999", "0001-01-01T00:00+01:00", "-1", "")
+ODD_FIELDS = (
+    "page", "panel", "membership", "booking", "capacity", "code", "purpose", "note", "start",
+    "end", "dimension", "report", "kind", "starts_at", "ends_at", "title", "status", "due_at",
+)  # fmt: skip
+
+
+def test_odd_numbers_anywhere_never_reach_the_database(app: Flask, world: dict[str, str]) -> None:
+    """Every admin route, as a role allowed on it, with odd values in its path, query and form."""
+    clients = {role: staff_client(app, role) for role in ("dpo", "admin")}
+    tokens = {
+        role: csrf(text(client.get("/admin/users" if role == "admin" else "/admin/people")))
+        for role, client in clients.items()
+    }
+    open_routes = {"/admin/sign-in", "/admin/sign-in/code", "/admin/sign-out"}
+    for rule, method, allowed in _admin_routes(app):
+        if rule in open_routes:
+            continue
+        role = "dpo" if "dpo" in allowed else "admin"
+        client = clients[role]
+        for odd in ODD_VALUES:
+            path = rule
+            for name, value in world.items():
+                path = path.replace(f"<{name}>", value).replace(f"<int:{name}>", odd or "0")
+            fields = dict.fromkeys(ODD_FIELDS, odd)
+            if method == "GET":
+                response = client.get(path, query_string=fields)
+            else:
+                response = client.post(path, data={**fields, "csrf_token": tokens[role]})
+            assert response.status_code < 500, (method, path, odd)
+    dpo = clients["dpo"]
+    for path in ("/admin/exports/panel/².csv", "/admin/exports/workshop/99999999999999999999.csv"):
+        assert dpo.get(path).status_code == 404, path
+
+
+def test_a_nul_character_anywhere_is_refused_before_any_view(
+    app: Flask, world: dict[str, str]
+) -> None:
+    """No one types a NUL and PostgreSQL cannot store one, so it never reaches a view."""
+    client = staff_client(app, "dpo")
+    token = csrf(text(client.get("/admin/people")))
+    assert client.get("/admin/audit", query_string={"action": "person\x00"}).status_code == 400
+    assert client.get("/admin/people/\x00").status_code == 400
+    assert client.get("/admin/reports", query_string={"dimension": "\x00"}).status_code == 400
+    response = client.post(
+        f"/admin/people/{world['public_id']}/link",
+        data={"csrf_token": token, "\x00": "y"},
+    )
+    assert response.status_code == 400
+    assert client.get("/admin/audit", query_string={"action": "person"}).status_code == 200
+
+
 # ---- people -------------------------------------------------------------------------------
 
 
@@ -297,6 +353,10 @@ def test_the_dpo_erases_with_a_note(app: Flask, world: dict[str, str]) -> None:
     assert _post(dpo, page, page, {"note": "Erasure request 12, by post"}).status_code == 302
     deliver_and_purge(_db(app))
     assert find_anywhere(_db(app).engine, ["someone@example.com"]) == []
+    person = f"/admin/people/{world['public_id']}"
+    response = _post(dpo, person, f"{person}/link")
+    assert response.status_code == 302
+    assert "no one to email" in text(dpo.get(response.location))
 
 
 # ---- panels -------------------------------------------------------------------------------
@@ -564,6 +624,45 @@ def test_a_file_that_cannot_be_used_is_refused_clearly(
     response = _upload(client, content)
     page = text(client.get(response.location)) if response.status_code == 302 else text(response)
     assert message in page
+
+
+def test_an_old_agreement_never_undoes_a_later_withdrawal(app: Flask) -> None:
+    """Promise 10: a re-imported spreadsheet does not restart mail to someone who stopped."""
+    db = _db(app)
+    now = utcnow()
+    with time_machine.travel(now - timedelta(days=10), tick=False), db.transaction() as session:
+        for address in ("stopped@example.com", "again@example.com"):
+            person = factories.consenting(session, "newsletter", email=address)
+            ledger.withdraw(session, person, "newsletter", channel="email_link", actor="self")
+    day = (now - timedelta(days=20)).astimezone(LONDON).date().isoformat()
+    later = (now - timedelta(days=2)).astimezone(LONDON).date().isoformat()
+    content = (
+        f"email,consented_at,evidence\nstopped@example.com,{day},Old paper form\n"
+        f"again@example.com,{later},New paper form at Northfield hub\n"
+    )
+    client = staff_client(app, "coordinator")
+    preview = text(client.get(_upload(client, content.encode()).location))
+    assert "Stopped agreeing on" in preview
+    from tests.web import hidden_fields
+
+    done = client.post(
+        "/admin/import/confirm", data={**hidden_fields(preview), "csrf_token": csrf(preview)}
+    )
+    assert "1 row(s) imported" in text(done)
+    with db.reader() as session:
+        stopped = people.find_by_email(session, "stopped@example.com")
+        again = people.find_by_email(session, "again@example.com")
+        assert ledger.states_for(session, stopped)["newsletter"].status == "withdrawn"
+        assert ledger.states_for(session, again)["newsletter"].status == "given"
+
+
+def test_an_impossible_date_is_a_row_problem(app: Flask) -> None:
+    content = b"email,consented_at,evidence\nx@example.com,0001-01-01T00:00+01:00,form\n"
+    client = staff_client(app, "coordinator")
+    response = _upload(client, content)
+    assert response.status_code == 302
+    preview = text(client.get(response.location))
+    assert "Rows with problems" in preview and "like 2026-03-05" in preview
 
 
 def test_rows_with_problems_block_the_whole_import(app: Flask) -> None:

@@ -143,7 +143,7 @@ def _hidden(html: str, name: str) -> str:
             "200 characters",
         ),
         (
-            {"email": "a@example.com", "name": "Pat\x00", "newsletter": "y"},
+            {"email": "a@example.com", "name": "Pat\u200b", "newsletter": "y"},
             "name",
             "hidden characters",
         ),
@@ -312,6 +312,8 @@ def test_joining_a_panel_with_double_opt_in(app: Flask, client: FlaskClient) -> 
         ({"children_count": "lots"}, "as a number"),
         ({"children_count": "99"}, "between 0 and 20"),
         ({"children_ages": "3, seven"}, "numbers separated by commas"),
+        ({"children_count": "²"}, "as a number"),
+        ({"children_ages": "3, ²"}, "numbers separated by commas"),
         ({"postcode": "NOT A CODE"}, "real postcode"),
         ({"ethnicity": "Martian"}, "Select an answer from the list"),
         ({"services_used": ["Teleportation"]}, "Select the services you have used"),
@@ -398,6 +400,12 @@ def test_changing_a_preference_from_the_manage_page(
         client, path, "consent", {"purpose": "newsletter", "agree": "yes", "notice": "999999"}
     )
     assert stale.status_code == 302 and _state(db, member, "newsletter") == "withdrawn"
+    odd = _post_manage(
+        client, path, "consent", {"purpose": "newsletter", "agree": "yes", "notice": "²"}
+    )
+    assert odd.status_code == 302 and _state(db, member, "newsletter") == "withdrawn"
+    for booking in ("99999999999999999999999", "²"):
+        assert _post_manage(client, path, f"bookings/{booking}/cancel", {}).status_code == 404
 
 
 def test_stop_everything_in_one_step(app: Flask, client: FlaskClient, member: str) -> None:

@@ -136,7 +136,7 @@ def check_code(session: Session, user: AdminUser, code: str) -> AdminUser:
     totp = pyotp.TOTP(secret)
     cleaned = "".join((code or "").split())
     step = None
-    if cleaned.isdigit() and len(cleaned) == 6:
+    if cleaned.isascii() and cleaned.isdigit() and len(cleaned) == 6:
         for offset in (-1, 0, 1):
             at = now + timedelta(seconds=30 * offset)
             if hmac.compare_digest(totp.at(at), cleaned):

@@ -110,6 +110,10 @@ def record_on_behalf(
 
 
 def send_link(session: Session, person: Person, actor: Actor) -> None:
+    if person.is_erased:
+        raise InvalidInput(
+            "person", "Their details have been deleted, so there is no one to email."
+        )
     outbox.queue(session, "preferences_link", person=person, context={"name": person.name})
     _audit(session, actor, "person.link_sent", person)
 

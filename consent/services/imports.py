@@ -35,7 +35,7 @@ from consent.models import (
 )
 from consent.models.people import new_public_id
 from consent.services import audit, ledger, mailchimp, notices, people, reports
-from consent.timeutil import LONDON, utcnow
+from consent.timeutil import LONDON, london_date, utcnow
 from consent.validation import NOTE_MAX, clean_text, normalise_email
 
 REQUIRED = ("email", "consented_at", "evidence")
@@ -127,9 +127,9 @@ def _parse_time(text: str, max_age_days: int | None, now: datetime) -> datetime:
             moment = datetime.fromisoformat(text)
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=LONDON)
-    except ValueError:
+        moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidInput("consented_at", "Enter the date they agreed, like 2026-03-05.") from None
-    moment = moment.astimezone(UTC)
     if moment > now + timedelta(minutes=5):
         raise InvalidInput("consented_at", "The date they agreed is in the future.")
     if max_age_days and moment < now - timedelta(days=max_age_days):
@@ -189,27 +189,39 @@ def _chunks(
         yield rows
 
 
-def _classify(
-    session: Session, rows: list[_Row], purpose_id: int, panel: Panel | None
-) -> tuple[dict[str, Person], set[str], set[str], set[str]]:
-    """Existing people by address, addresses already consenting, and suppressed addresses."""
+@dataclass
+class _Known:
+    """What the database already says about the addresses in one chunk of the file."""
+
+    existing: dict[str, Person]
+    consenting: set[str]
+    stopped: dict[str, datetime]
+    suppressed: set[str]
+    former: set[str]
+
+
+def _classify(session: Session, rows: list[_Row], purpose_id: int, panel: Panel | None) -> _Known:
+    """Existing people, who already agrees, who withdrew or ran out (and when), who is
+    suppressed, and who was on this panel before."""
     emails = [row.email for row in rows]
     existing = {
         person.email: person
         for person in session.execute(select(Person).where(Person.email.in_(emails))).scalars()
         if person.email
     }
-    consenting = set()
+    consenting: set[str] = set()
+    stopped: dict[str, datetime] = {}
     if existing:
         ids = {person.id: email for email, person in existing.items()}
-        for person_id in session.execute(
-            select(ConsentState.person_id).where(
-                ConsentState.person_id.in_(list(ids)),
-                ConsentState.purpose_id == purpose_id,
-                ConsentState.status == "given",
+        for person_id, status, changed_at in session.execute(
+            select(ConsentState.person_id, ConsentState.status, ConsentState.changed_at).where(
+                ConsentState.person_id.in_(list(ids)), ConsentState.purpose_id == purpose_id
             )
-        ).scalars():
-            consenting.add(ids[person_id])
+        ):
+            if status == "given":
+                consenting.add(ids[person_id])
+            else:
+                stopped[ids[person_id]] = changed_at
     hash_key = settings_of(session).hash_key
     digests = {people.email_hmac(hash_key, email): email for email in emails}
     suppressed = {
@@ -228,7 +240,7 @@ def _classify(
             )
         ).scalars():
             former.add(ids[person_id])
-    return existing, consenting, suppressed, former
+    return _Known(existing, consenting, stopped, suppressed, former)
 
 
 def _panel(session: Session, purpose_key: str, panel_id: int | None) -> Panel | None:
@@ -303,10 +315,11 @@ def _run(
     for rows in _chunks(path, purpose.max_age_days, now, result):
         if not rows:
             continue
-        existing, consenting, suppressed, former = _classify(session, rows, purpose.id or 0, panel)
+        known = _classify(session, rows, purpose.id or 0, panel)
         fresh: list[_Row] = []
         for row in rows:
-            if row.email in former and row.email not in consenting:
+            stopped_at = known.stopped.get(row.email)
+            if row.email in known.former and row.email not in known.consenting:
                 result.add(
                     RowResult(
                         row.line,
@@ -315,7 +328,7 @@ def _run(
                         "them from their page in the admin pages instead.",
                     )
                 )
-            elif row.email in suppressed:
+            elif row.email in known.suppressed:
                 result.suppressed += 1
                 result.add(
                     RowResult(
@@ -324,7 +337,17 @@ def _run(
                         "Asked not to be contacted: will not be imported as agreeing.",
                     )
                 )
-            elif row.email in consenting:
+            elif stopped_at is not None and row.at <= stopped_at:
+                result.suppressed += 1
+                result.add(
+                    RowResult(
+                        row.line,
+                        "suppressed",
+                        f"Stopped agreeing on {london_date(stopped_at)}: an agreement from "
+                        "before then will not be imported.",
+                    )
+                )
+            elif row.email in known.consenting:
                 result.already += 1
                 result.add(RowResult(row.line, "already", "Already agreed: nothing to do."))
             else:
@@ -332,7 +355,9 @@ def _run(
                 result.add(RowResult(row.line, "import", "Will be imported."))
                 fresh.append(row)
         if not dry and fresh and result.errors == 0:
-            _write(session, fresh, existing, purpose.key, notice, panel, actor or "import", now)
+            _write(
+                session, fresh, known.existing, purpose.key, notice, panel, actor or "import", now
+            )
     return result
 
 

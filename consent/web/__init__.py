@@ -8,10 +8,25 @@ from typing import Any
 
 from flask import Flask, current_app
 from jinja2 import ChoiceLoader, FileSystemLoader, PackageLoader, PrefixLoader
+from werkzeug.routing import IntegerConverter, Map
 
 from consent.config import REPO_ROOT, Settings
 from consent.db import Database
 from consent.timeutil import london_date, london_datetime
+from consent.validation import ID_MAX
+
+
+class IdConverter(IntegerConverter):
+    """Ids in paths as the database holds them: 0-9 only and no bigger than its integers.
+
+    Anything else is a 404 here rather than an error from the database driver.
+    """
+
+    regex = r"[0-9]{1,10}"
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", ID_MAX)
+        super().__init__(map, *args, **kwargs)
 
 
 def database() -> Database:
@@ -59,6 +74,7 @@ def init_app(app: Flask) -> None:
     if app.config["SETTINGS"].mail_wake:
         db.wake_mailer = worker.wake
 
+    app.url_map.converters["int"] = IdConverter
     _templates(app)
     WTFormsHelpers(app)
     security.init_app(app)

@@ -31,6 +31,7 @@ from wtforms.validators import InputRequired, Length, Optional
 
 from consent.errors import InvalidInput
 from consent.options import PREFER_NOT_TO_SAY, options
+from consent.validation import whole_number
 
 
 class _LegendKept:
@@ -64,9 +65,7 @@ def attach_error(form: FlaskForm, error: InvalidInput, fallback: str) -> None:
 
 def notice_id(value: str | None) -> int | None:
     """A hidden notice id from a form; anything but a small positive integer is None."""
-    if value is None or not value.isdigit() or len(value) > 9:
-        return None
-    return int(value)
+    return whole_number(value)
 
 
 def choices(values: tuple[str, ...]) -> list[SelectChoice]:

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, abort, g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
@@ -54,6 +54,21 @@ def redact(path: str) -> str:
     return _EMAIL.sub("[email]", path)
 
 
+def carries_nul() -> bool:
+    """Whether any part of the request a view could store holds a NUL character.
+
+    No person types one and PostgreSQL cannot store one in text, so such a request is refused
+    whole before any view sees it, on every database alike.
+    """
+    if "\x00" in request.path:
+        return True
+    for fields in (request.args, request.form):
+        for key, value in fields.items(multi=True):
+            if "\x00" in key or "\x00" in value:
+                return True
+    return any("\x00" in (upload.filename or "") for upload in request.files.values())
+
+
 def token_page() -> None:
     """Mark this response as reached by a signed link."""
     g.token_page = True
@@ -78,6 +93,11 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def _start_timer() -> None:
         g.started = time.perf_counter()
+
+    @app.before_request
+    def _refuse_nul() -> None:
+        if carries_nul():
+            abort(400)
 
     @app.after_request
     def _headers(response: Response) -> Response:

@@ -17,6 +17,7 @@ from flask import Blueprint, Flask, abort, g, redirect, request, session, url_fo
 from flask_login import LoginManager, UserMixin, current_user, logout_user
 
 from consent.services import admin_users
+from consent.validation import whole_number
 from consent.web import database
 from consent.web.security import limiter
 
@@ -74,11 +75,12 @@ def staff() -> Staff:
 @login_manager.user_loader
 def _load(identifier: str) -> Staff | None:
     user_id, _, version = identifier.partition(":")
-    if not user_id.isdigit() or not version.isdigit():
+    number, session_version = whole_number(user_id), whole_number(version)
+    if number is None or session_version is None:
         return None
     with database().reader() as db_session:
-        user = admin_users.get(db_session, int(user_id))
-    if user is None or not user.active or user.session_version != int(version):
+        user = admin_users.get(db_session, number)
+    if user is None or not user.active or user.session_version != session_version:
         return None
     return Staff(user.id or 0, user.email, user.name, user.role, user.session_version)
 

@@ -11,6 +11,7 @@ from consent.models import AuditEvent, JobRun, RetentionRun
 from consent.services import audit
 from consent.services import retention as retention_service
 from consent.timeutil import utcnow
+from consent.validation import whole_number
 from consent.web import database
 from consent.web.admin import DPO, bp, roles, staff
 from consent.web.admin.forms import ButtonOnly
@@ -23,8 +24,7 @@ PAGE = 100
 def audit_log() -> str:
     action = (request.args.get("action") or "").strip()[:64]
     actor = (request.args.get("actor") or "").strip()[:100]
-    page = request.args.get("page", "1")
-    page_number = int(page) if page.isdigit() and len(page) < 6 else 1
+    page_number = whole_number(request.args.get("page"), most=100_000) or 1
     query = select(AuditEvent).order_by(AuditEvent.seq.desc())
     if action:
         query = query.where(AuditEvent.action.startswith(action, autoescape=True))

@@ -12,6 +12,7 @@ from wtforms import SelectChoice
 from consent.errors import DomainError
 from consent.services import imports as service
 from consent.services import notices, panels
+from consent.validation import whole_number
 from consent.web import database, settings
 from consent.web.admin import COORDINATOR, DPO, bp, roles, staff
 from consent.web.admin.forms import ConfirmImportForm, ImportForm
@@ -76,8 +77,7 @@ def import_start() -> str | Response | tuple[str, int]:
 
 
 def _panel_id() -> int | None:
-    value = request.values.get("panel", "")
-    return int(value) if value.isdigit() and len(value) < 10 else None
+    return whole_number(request.values.get("panel"))
 
 
 @bp.get("/import/<token>")

@@ -10,6 +10,7 @@ from consent.options import options
 from consent.services import audit
 from consent.services import panels as service
 from consent.timeutil import parse_london
+from consent.validation import whole_number
 from consent.web import database
 from consent.web.admin import COORDINATOR, DPO, bp, roles, staff
 from consent.web.admin.forms import ButtonOnly, InviteForm, NoteForm, PanelForm, SessionForm
@@ -110,7 +111,11 @@ def panel(panel_id: int) -> str:
     with database().reader() as session:
         found = service.get_panel(session, panel_id)
         rows, total = service.members(
-            session, found, page=int(page) if page.isdigit() else 1, age_band=age_band, service=used
+            session,
+            found,
+            page=whole_number(page, most=100_000) or 1,
+            age_band=age_band,
+            service=used,
         )
         sessions = service.sessions_of(session, found)
     return render_template(
@@ -119,7 +124,7 @@ def panel(panel_id: int) -> str:
         rows=rows,
         total=total,
         sessions=sessions,
-        page=int(page) if page.isdigit() else 1,
+        page=whole_number(page, most=100_000) or 1,
         page_size=service.PAGE_SIZE,
         age_band=age_band,
         used=used,
@@ -240,7 +245,7 @@ def attendance(session_id: int) -> Response:
             service.record_attendance(
                 session,
                 found,
-                int(membership) if membership.isdigit() else 0,
+                whole_number(membership) or 0,
                 attended=request.form.get("attended") == "yes",
                 recording_consent=request.form.get("recording") == "yes",
             )
@@ -265,7 +270,7 @@ def session_note(session_id: int) -> Response:
                     found,
                     form.note.data,
                     author_id=staff().user_id,
-                    membership_id=int(membership) if membership.isdigit() else None,
+                    membership_id=whole_number(membership),
                 )
                 _audit(session, "session_note.added", "panel_session", session_id)
             flash("Note saved.")

@@ -105,9 +105,12 @@ def on_behalf(public_id: str) -> str | BaseResponse | tuple[str, int]:
 @roles(COORDINATOR, DPO)
 def send_link(public_id: str) -> BaseResponse:
     if ButtonOnly().validate_on_submit():
-        with database().transaction() as session:
-            casework.send_link(session, casework.get_person(session, public_id), actor())
-        flash("We have emailed them a link to their preferences.")
+        try:
+            with database().transaction() as session:
+                casework.send_link(session, casework.get_person(session, public_id), actor())
+            flash("We have emailed them a link to their preferences.")
+        except InvalidInput as error:
+            flash(error.message)
     return redirect(url_for("admin.person", public_id=public_id))
 
 

@@ -7,6 +7,7 @@ from flask import Response, render_template, request
 from consent.errors import DomainError, InvalidInput
 from consent.services import reports as service
 from consent.timeutil import utcnow
+from consent.validation import whole_number
 from consent.web import database
 from consent.web.admin import COORDINATOR, DPO, bp, roles, staff
 
@@ -77,9 +78,10 @@ def export_list(kind: str, key: str) -> Response | tuple[str, int]:
         "panel": exports.panel_list,
         "workshop": exports.workshop_list,
     }
-    if kind not in makers or (kind != "purpose" and not key.isdigit()):
+    number = whole_number(key)
+    if kind not in makers or (kind != "purpose" and number is None):
         return "Not found", 404
-    argument: str | int = key if kind == "purpose" else int(key[:10])
+    argument: str | int = key if kind == "purpose" else number or 0
     user = staff()
     with database().transaction() as session:
         try:

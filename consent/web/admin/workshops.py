@@ -9,6 +9,7 @@ from consent.errors import Conflict, DomainError, InvalidInput
 from consent.services import audit, reminders
 from consent.services import workshops as service
 from consent.timeutil import london_input, parse_london
+from consent.validation import whole_number
 from consent.web import database
 from consent.web.admin import COORDINATOR, DPO, bp, roles, staff
 from consent.web.admin.forms import ButtonOnly, WorkshopForm
@@ -29,15 +30,15 @@ def _audit(session: object, action: str, workshop_id: object, **detail: object) 
 
 
 def _values(form: WorkshopForm) -> dict[str, object]:
-    capacity = (form.capacity.data or "").strip()
-    if not capacity.isdigit():
+    capacity = whole_number(form.capacity.data, most=100_000)
+    if capacity is None:
         raise InvalidInput("capacity", "Enter the number of places as a number.")
     return {
         "title": form.title.data,
         "description": form.description.data,
         "starts_at": parse_london(form.starts_at.data, field="starts_at", label="when it starts"),
         "ends_at": parse_london(form.ends_at.data, field="ends_at", label="when it ends"),
-        "capacity": int(capacity),
+        "capacity": capacity,
         "location": form.location.data,
     }
 
@@ -122,7 +123,7 @@ def workshop_attendance(workshop_id: int) -> Response:
                 service.set_attended(
                     session,
                     found,
-                    int(booking) if booking.isdigit() else 0,
+                    whole_number(booking) or 0,
                     request.form.get("attended") == "yes",
                 )
                 _audit(session, "workshop.attendance", workshop_id)

@@ -21,6 +21,7 @@ from consent.services import (
     workshops,
 )
 from consent.timeutil import utcnow
+from consent.validation import whole_number
 from consent.web import database
 from consent.web.forms import (
     BookingForm,
@@ -179,19 +180,20 @@ def panel_list() -> str:
 
 
 def _profile(form: JoinForm) -> panels.ProfileInput:  # type: ignore[valid-type]
-    count_text = (form.children_count.data or "").strip()
-    if not count_text.isdigit():
+    children_count = whole_number(form.children_count.data, most=99)
+    if children_count is None:
         raise InvalidInput("children_count", "Enter how many children you look after, as a number")
     ages: list[int] = []
     for part in (form.children_ages.data or "").replace(" and ", ",").split(","):
         part = part.strip()
         if not part:
             continue
-        if not part.isdigit() or len(part) > 2:
+        age = whole_number(part, most=99)
+        if age is None:
             raise InvalidInput(
                 "children_ages", "Enter ages as numbers separated by commas, like 2, 7"
             )
-        ages.append(int(part))
+        ages.append(age)
     special = {
         question.key: getattr(form, question.key).data or ""
         for question in options().special_category
@@ -199,7 +201,7 @@ def _profile(form: JoinForm) -> panels.ProfileInput:  # type: ignore[valid-type]
     return panels.ProfileInput(
         postcode=form.postcode.data,
         age_band=form.age_band.data,
-        children_count=int(count_text),
+        children_count=children_count,
         children_ages=ages,
         services_used=list(form.services_used.data or []),
         special_category={k: v for k, v in special.items() if v},
