@@ -226,6 +226,42 @@ def test_people_with_nothing_held_are_erased_and_opt_outs_suppressed(db: Databas
         assert session.execute(select(PendingSignup)).scalars().all() == []
 
 
+def test_someone_waiting_on_a_sign_up_is_erased_once_it_lapses(db: Database) -> None:
+    """The sweep waits for an unconfirmed sign-up, then comes back when it is purged."""
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="again@example.com")
+        ledger.withdraw(session, person, "newsletter", channel="email_link", actor="self")
+        signups.request_subscription(
+            session, email="again@example.com", name=None, shown={"newsletter": 1}
+        )
+    assert retention.sweep(db).removed["people_erased"] == 0
+    for days in (8, 9):
+        with time_machine.travel(utcnow() + timedelta(days=days)):
+            retention.sweep(db)
+    with db.reader() as session:
+        assert people.find_by_email(session, "again@example.com") is None
+        assert people.is_suppressed(session, "again@example.com")
+
+
+def test_an_invited_person_is_kept_while_their_join_link_works(
+    app: Flask, db: Database, settings: Settings
+) -> None:
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        panels.invite(session, panel, email="invited@example.com", name="Ivy")
+    join = link_in(mails(db, "invited@example.com")[0], "join")
+    start = utcnow()
+    with time_machine.travel(start + timedelta(days=20)):
+        assert retention.sweep(db).removed["people_erased"] == 0
+        client = app.test_client()
+        assert client.get(join).status_code == 200
+    life = timedelta(seconds=settings.link_max_age["join"], hours=2)
+    with time_machine.travel(start + life):
+        assert retention.sweep(db).removed["people_erased"] == 1
+    with db.reader() as session:
+        assert people.find_by_email(session, "invited@example.com") is None
+
+
 def test_a_dry_run_lists_and_changes_nothing(db: Database) -> None:
     start = utcnow()
     with time_machine.travel(start, tick=False):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, update
 from sqlmodel import Session, select
 
 from consent.crypto import cipher_for
-from consent.db import among
+from consent.db import among, settings_of
 from consent.errors import Conflict, InvalidInput, NotFound
 from consent.models import (
     Attendance,
@@ -431,13 +431,16 @@ def diversity(session: Session, panel: Panel) -> dict[str, list[tuple[str, str]]
 
 def invite(session: Session, panel: Panel, *, email: str, name: str | None) -> Person:
     """Email someone a signed link to join; joining from it needs no second confirmation,
-    because the link itself proves the address is theirs."""
+    because the link itself proves the address is theirs. They are kept while it works."""
     if panel.status != "open":
         raise Conflict("This panel is not taking new members.")
     from consent import links
     from consent.services import outbox, people
 
     person = people.find_or_create(session, email, name=name)
+    link_life = timedelta(seconds=settings_of(session).link_max_age["join"], hours=1)
+    if person.review_at is not None and person.review_at < utcnow() + link_life:
+        person.review_at = utcnow() + link_life
     join_url = links.url_for_session(session, person, "join", ref=panel.id)
     queued = outbox.queue(
         session,

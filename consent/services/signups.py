@@ -13,7 +13,7 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlmodel import Session, select
 
 from consent import links
@@ -197,12 +197,18 @@ def confirm(session: Session, person: Person, pending: PendingSignup) -> list[st
 
 
 def purge_expired(session: Session, now: datetime | None = None, limit: int = 1000) -> int:
-    """Unconfirmed sign-ups past their link's life: their answers are not kept."""
+    """Unconfirmed sign-ups past their link's life: their answers are not kept, and whoever
+    they held is looked at again by the sweep, which may have waited for them."""
     now = now or utcnow()
-    table = PendingSignup.__table__
-    ids = list(
-        session.execute(select(table.c.id).where(table.c.expires_at < now).limit(limit)).scalars()
-    )
-    if ids:
-        session.execute(delete(table).where(table.c.id.in_(ids)))
-    return len(ids)
+    table, person = PendingSignup.__table__, Person.__table__
+    rows = session.execute(
+        select(table.c.id, table.c.person_id).where(table.c.expires_at < now).limit(limit)
+    ).all()
+    if rows:
+        session.execute(delete(table).where(table.c.id.in_([row.id for row in rows])))
+        session.execute(
+            update(person)
+            .where(person.c.id.in_({row.person_id for row in rows}), person.c.erased_at.is_(None))
+            .values(review_at=now)
+        )
+    return len(rows)
