@@ -55,11 +55,12 @@ def make_engine(url: str, *, pool: bool = True) -> Engine:
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
+            hide_parameters=True,
             poolclass=None if pool else NullPool,
         )
         _configure_sqlite(engine)
         return engine
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     if pool:
         kwargs.update(pool_size=5, max_overflow=10)
     else:

@@ -16,6 +16,7 @@ from consent.models import JobRun
 from consent.services import mailchimp as mailchimp_queue
 from consent.services import reminders, retention
 from consent.timeutil import utcnow
+from consent.validation import without_addresses
 
 log = logging.getLogger(__name__)
 RUNNER = f"{socket.gethostname()}:{os.getpid()}"
@@ -52,7 +53,10 @@ def record(
         detail = job(database)
         return detail
     except Exception as exc:
-        status, detail = "error", {"error": f"{type(exc).__name__}: {exc}"[:1000]}
+        status, detail = (
+            "error",
+            {"error": without_addresses(f"{type(exc).__name__}: {exc}")[:1000]},
+        )
         log.exception("job %s failed", name)
         raise
     finally:

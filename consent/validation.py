@@ -34,6 +34,17 @@ def _has_control(value: str, allow_newlines: bool) -> bool:
     return False
 
 
+_ADDRESS = re.compile(r"[^\s/?&=<>\"'(),;:\[\]]+@[^\s/?&=<>\"'(),;:\[\]]+")
+
+
+def without_addresses(text: str) -> str:
+    """Text for logs and error columns with every email address replaced by ``[email]``.
+
+    Relays and APIs quote the address they refused; those messages outlive the person.
+    """
+    return _ADDRESS.sub("[email]", text)
+
+
 def whole_number(value: str | None, *, most: int = ID_MAX) -> int | None:
     """A number written with 0-9 only and no bigger than ``most``; anything else is None.
 

@@ -20,6 +20,7 @@ from consent.timeutil import utcnow
 from mailers.mailchimp import MailchimpUnavailable, Pusher, reconcile
 from tests import factories
 from tests.fake_mailchimp import FakeMailchimp, md5
+from tests.helpers import find_anywhere
 
 Open = Callable[..., Database]
 
@@ -122,6 +123,15 @@ def test_one_refused_operation_in_a_batch_fails_alone(
     assert (report.pushed, report.failed, report.retrying) == (20, 1, 0)
     failed = [c for c in _changes(db) if c.status == "failed"]
     assert len(failed) == 1 and "400" in failed[0].last_error
+    assert "fake-looking@example.com" not in failed[0].last_error
+    with db.transaction() as session:
+        people.erase(
+            session,
+            people.find_by_email(session, "fake-looking@example.com"),
+            channel="email_link",
+            actor="self",
+        )
+    assert find_anywhere(db.engine, ["fake-looking@example.com", "Fake-Looking"]) == []
 
 
 @pytest.mark.parametrize("code", [429, 500, 503])

@@ -181,7 +181,7 @@ def test_temporary_refusals_retry_with_backoff_and_permanent_ones_stop(
         outbox.queue(session, "welcome", person=never, context={})
     smtp.sink.refuse = {
         "later@example.com": "451 4.3.0 Try again later",
-        "never@example.com": "550 5.1.1 No such mailbox",
+        "never@example.com": "550 5.1.1 <never@example.com> No such mailbox",
     }
     start = utcnow()
     report = OutboxWorker(db).run_once()
@@ -189,6 +189,7 @@ def test_temporary_refusals_retry_with_backoff_and_permanent_ones_stop(
     retry, failed = _rows(db)
     assert retry.status == "queued" and retry.next_attempt_at > start + timedelta(seconds=14)
     assert failed.status == "failed" and "550" in failed.last_error
+    assert "never@example.com" not in failed.last_error, "errors outlive the person"
 
     smtp.sink.refuse = {}
     assert OutboxWorker(db).run_once().sent == 0

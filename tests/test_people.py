@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from consent.db import Database
@@ -248,3 +249,14 @@ def test_erasing_twice_is_harmless(session: Session) -> None:
     person = factories.consenting(session, "newsletter")
     people.erase(session, person, channel="email_link", actor="self")
     assert people.erase(session, person, channel="email_link", actor="self").already_erased
+
+
+def test_database_errors_never_quote_personal_data(db: Database) -> None:
+    """Errors reach logs and error pages' reports; the values bound to a query must not."""
+    with db.transaction() as session:
+        factories.person(session, "quoted@example.com")
+    with pytest.raises(IntegrityError) as caught, db.transaction() as session:
+        session.add(Person(email="quoted@example.com", name="Quentin Quoted"))
+        session.flush()
+    assert "quoted@example.com" not in str(caught.value)
+    assert "Quentin" not in str(caught.value)

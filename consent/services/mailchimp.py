@@ -19,6 +19,7 @@ from consent.errors import NotConsented
 from consent.models import MailchimpChange, Person
 from consent.services import ledger, people
 from consent.timeutil import utcnow
+from consent.validation import without_addresses
 
 LEASE = timedelta(minutes=15)
 MAX_ATTEMPTS = 10
@@ -41,6 +42,14 @@ def _supersede(session: Session, digest: str) -> None:
         update(table)
         .where(table.c.subscriber_hash == digest, table.c.status == "pending")
         .values(status="superseded", email=None, name=None, done_at=utcnow())
+    )
+
+
+def _forget(session: Session, digest: str) -> None:
+    """Erasure: older changes to this member, failed or mid-push, keep no name or address."""
+    table = MailchimpChange.__table__
+    session.execute(
+        update(table).where(table.c.subscriber_hash == digest).values(email=None, name=None)
     )
 
 
@@ -74,6 +83,7 @@ def queue_unsubscribe(session: Session, person: Person) -> None:
 def queue_delete(session: Session, email: str) -> None:
     """Erasure: Mailchimp must forget the address too; only its hash is kept, until pushed."""
     _queue(session, "delete", email)
+    _forget(session, subscriber_hash(email))
 
 
 def queue_email_change(session: Session, old_email: str, new_email: str) -> None:
@@ -137,7 +147,7 @@ def mark_retry(
     for change in session.execute(
         select(MailchimpChange).where(MailchimpChange.id.in_(ids))
     ).scalars():
-        change.last_error = error[:1000]
+        change.last_error = without_addresses(error)[:1000]
         change.status = "failed" if change.attempts >= MAX_ATTEMPTS else "pending"
         change.next_attempt_at = now + delay
     session.flush()
@@ -146,7 +156,9 @@ def mark_retry(
 def mark_failed(session: Session, ids: list[int], error: str) -> None:
     table = MailchimpChange.__table__
     session.execute(
-        update(table).where(table.c.id.in_(ids)).values(status="failed", last_error=error[:1000])
+        update(table)
+        .where(table.c.id.in_(ids))
+        .values(status="failed", last_error=without_addresses(error)[:1000])
     )
 
 

@@ -26,6 +26,7 @@ from consent.errors import InvalidInput
 from consent.models import Outbox, Person
 from consent.services import people
 from consent.timeutil import utcnow
+from consent.validation import without_addresses
 
 MAX_ATTEMPTS = 8
 BACKOFF_BASE = timedelta(seconds=30)
@@ -187,7 +188,7 @@ def mark_failed_attempt(
     if row is None or row.status != "sending":
         return "gone"
     row.claimed_by = None
-    row.last_error = error[:ERROR_MAX]
+    row.last_error = without_addresses(error)[:ERROR_MAX]
     if permanent or row.attempts >= MAX_ATTEMPTS:
         row.status = "failed"
         return "failed"
@@ -210,7 +211,7 @@ def release(session: Session, ids: list[int], error: str, now: datetime | None =
             status="queued",
             claimed_by=None,
             attempts=table.c.attempts - 1,
-            last_error=error[:ERROR_MAX],
+            last_error=without_addresses(error)[:ERROR_MAX],
             next_attempt_at=now + CONNECTION_RETRY,
         )
     )

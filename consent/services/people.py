@@ -293,7 +293,14 @@ def scrub(
         session.execute(
             update(Outbox)
             .where(among(Outbox.person_id, ids))
-            .values(to_address=None, body_text=None, body_html=None, headers=None, purged_at=now)
+            .values(
+                to_address=None,
+                body_text=None,
+                body_html=None,
+                headers=None,
+                last_error=None,
+                purged_at=now,
+            )
         ).rowcount
         or 0
     )

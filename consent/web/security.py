@@ -17,6 +17,8 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 
+from consent.validation import without_addresses
+
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
 
@@ -43,7 +45,6 @@ CSP = "; ".join(
 _SECRET_PATH = re.compile(
     r"^/(manage|unsubscribe|confirm|join|renew|confirm-email|feedback|webhooks/mailchimp)/[^/?]+"
 )
-_EMAIL = re.compile(r"[^\s/?&=]+@[^\s/?&=]+")
 
 access_log = logging.getLogger("consent.access")
 
@@ -51,7 +52,7 @@ access_log = logging.getLogger("consent.access")
 def redact(path: str) -> str:
     """A request path safe to log: no token, no secret, no email address."""
     path = _SECRET_PATH.sub(lambda m: f"/{m.group(1)}/[redacted]", path)
-    return _EMAIL.sub("[email]", path)
+    return without_addresses(path)
 
 
 def carries_nul() -> bool:
