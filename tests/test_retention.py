@@ -30,7 +30,16 @@ from consent.models import (
     StatCounter,
     Suppression,
 )
-from consent.services import ledger, panels, people, reminders, retention, signups, workshops
+from consent.services import (
+    imports,
+    ledger,
+    panels,
+    people,
+    reminders,
+    retention,
+    signups,
+    workshops,
+)
 from consent.timeutil import utcnow
 from tests import factories
 from tests.helpers import deliver_and_purge, find_anywhere
@@ -260,6 +269,21 @@ def test_an_invited_person_is_kept_while_their_join_link_works(
         assert retention.sweep(db).removed["people_erased"] == 1
     with db.reader() as session:
         assert people.find_by_email(session, "invited@example.com") is None
+
+
+def test_an_import_file_nobody_confirmed_is_removed_after_a_day(
+    db: Database, settings: Settings
+) -> None:
+    folder = imports.upload_folder(settings.instance_path)
+    abandoned, fresh = folder / "abandoned.csv", folder / "fresh.csv"
+    for path in (abandoned, fresh):
+        path.write_text("email,consented_at,evidence\nsomeone@example.com,2026-01-01,form\n")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(abandoned, (two_days_ago, two_days_ago))
+    dry = retention.sweep(db, dry_run=True)
+    assert dry.removed["import_files_removed"] == 1 and abandoned.exists()
+    assert retention.sweep(db).removed["import_files_removed"] == 1
+    assert not abandoned.exists() and fresh.exists()
 
 
 def test_a_dry_run_lists_and_changes_nothing(db: Database) -> None:

@@ -117,6 +117,32 @@ def _read(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             raise ImportRefused(f"The file is not a valid CSV file: {exc}.") from exc
 
 
+#: How long an uploaded list may wait for its preview to be confirmed.
+UPLOAD_KEEP = timedelta(hours=24)
+
+
+def upload_folder(instance_path: Path) -> Path:
+    folder = instance_path / "imports"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def remove_abandoned_uploads(instance_path: Path, now: datetime, *, dry_run: bool = False) -> int:
+    """Uploaded lists are personal data: one whose preview nobody confirmed goes after a day."""
+    cutoff = (now - UPLOAD_KEEP).timestamp()
+    removed = 0
+    for path in upload_folder(instance_path).glob("*.csv"):
+        try:
+            if path.stat().st_mtime >= cutoff:
+                continue
+            if not dry_run:
+                path.unlink()
+        except FileNotFoundError:
+            continue
+        removed += 1
+    return removed
+
+
 def _parse_time(text: str, max_age_days: int | None, now: datetime) -> datetime:
     text = text.strip()
     try:

@@ -10,7 +10,8 @@ remembering.
   closed (and, as a backstop, a longer time after it even if evaluation never closed);
 - people left with no consent, membership, booking or pending sign-up: erased, and those
   who opted out join the suppression list;
-- mail bodies past their keep time, and unconfirmed sign-ups past their link, removed.
+- mail bodies past their keep time, unconfirmed sign-ups past their link, and uploaded
+  import files nobody confirmed within a day, removed.
 
 Work goes in batches of bounded size, each in its own transaction, so killing the process
 at any moment leaves nothing half done and the next run finishes the job. Counts for
@@ -41,7 +42,7 @@ from consent.models import (
     RetentionRun,
     Workshop,
 )
-from consent.services import ledger, outbox, panels, people, signups
+from consent.services import imports, ledger, outbox, panels, people, signups
 from consent.timeutil import utcnow
 
 #: Even if evaluation is never closed, attendee details go this long after the workshop.
@@ -95,6 +96,7 @@ def sweep(
         _purge_pending_signups,
         _erase_people,
         _purge_mail_bodies,
+        _remove_abandoned_uploads,
     ]
     try:
         for step in steps:
@@ -393,6 +395,16 @@ def _purge_mail_bodies(database: Database, report: SweepReport, now: datetime, b
     report.removed["mail_bodies_purged"] += _batches(
         database, lambda session: outbox.purge_bodies(session, keep=keep, now=now, limit=batch)
     )
+
+
+def _remove_abandoned_uploads(
+    database: Database, report: SweepReport, now: datetime, batch: int
+) -> None:
+    instance = database.settings.instance_path
+    number = imports.remove_abandoned_uploads(instance, now, dry_run=report.dry_run)
+    report.removed["import_files_removed"] += number
+    if report.dry_run and number:
+        report.would.append(f"{number} abandoned import file(s) would be removed")
 
 
 # ---- people -------------------------------------------------------------------------------

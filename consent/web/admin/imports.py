@@ -21,13 +21,11 @@ MAX_BYTES = 50 * 1024 * 1024
 
 
 def _folder() -> Path:
-    folder = settings().instance_path / "imports"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return service.upload_folder(settings().instance_path)
 
 
 def _upload(token: str) -> Path | None:
-    if not token.isalnum() or len(token) > 64:
+    if not (token.isascii() and token.isalnum()) or len(token) > 64:
         return None
     path = _folder() / f"{token}.csv"
     return path if path.exists() else None
