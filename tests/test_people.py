@@ -15,8 +15,9 @@ from sqlmodel import Session, select
 from consent.db import Database
 from consent.errors import Conflict, InvalidInput, Suppressed
 from consent.links import RevokedLink, make_token, resolve
-from consent.models import ConsentEvent, Person, PersonChange, Suppression
+from consent.models import ConsentEvent, Person, PersonChange, RightsRequest, Suppression
 from consent.services import ledger, people
+from consent.timeutil import utcnow
 from consent.validation import normalise_email
 from tests import factories
 from tests.helpers import find_anywhere
@@ -182,6 +183,18 @@ def _fully_described_person(session: Session) -> tuple[Person, dict[str, str]]:
     panel = factories.panel(session)
     factories.member(
         session, panel, person, special={"needs": "Rosalind Quartermaine uses a wheelchair"}
+    )
+    session.add(
+        RightsRequest(
+            person_id=person.id,
+            kind="access",
+            channel="post",
+            requester="Rosalind Quartermaine",
+            received_at=utcnow(),
+            due_at=utcnow(),
+            status="completed",
+            outcome="Sent Rosalind Quartermaine her data by post",
+        )
     )
     return person, details
 

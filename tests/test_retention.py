@@ -17,6 +17,7 @@ from sqlalchemy import event, func, select, text
 
 from consent.config import Settings
 from consent.db import Database
+from consent.errors import NotFound
 from consent.models import (
     Booking,
     ConsentEvent,
@@ -24,13 +25,16 @@ from consent.models import (
     Panel,
     PanelMembership,
     PanelProfile,
+    PanelSession,
     PendingSignup,
     Person,
     RetentionRun,
+    SessionNote,
     StatCounter,
     Suppression,
 )
 from consent.services import (
+    admin_users,
     imports,
     ledger,
     panels,
@@ -148,8 +152,31 @@ def test_a_concluded_panel_s_data_is_destroyed(db: Database) -> None:
         panel = session.execute(
             select(Panel).where(Panel.name == "Northfield Parent Carer Panel")
         ).scalar_one()
+        members = session.execute(
+            select(PanelMembership).where(PanelMembership.panel_id == panel.id)
+        ).scalars()
+        ann = next(m for m in members if m.person_id == first)
+        meeting = panels.create_session(
+            session, panel, title="Spring", format="online", starts_at=utcnow(), recorded=False
+        )
+        author, _ = admin_users.create_admin(
+            session, "coordinator@example.gov.uk", "coordinator", "a long enough password"
+        )
+        panels.add_note(session, meeting, "Ann Alone led the discussion", author_id=author.id)
+        panels.add_note(
+            session, meeting, "Ann asked for a ramp", author_id=author.id, membership_id=ann.id
+        )
+        meeting_id, ann_id, author_id = meeting.id, ann.id, author.id
         panels.conclude(session, panel)
     report = retention.sweep(db)
+    assert report.removed["session_notes_destroyed"] == 1
+    with db.reader() as session:
+        assert session.execute(select(SessionNote)).scalars().all() == []
+        meeting = session.get(PanelSession, meeting_id)
+        with pytest.raises(NotFound):
+            panels.add_note(
+                session, meeting, "After she left", author_id=author_id, membership_id=ann_id
+            )
     assert report.removed["memberships_panel_concluded"] == 2
     assert report.removed["panels_concluded"] == 1
     with db.reader() as session:

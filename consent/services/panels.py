@@ -83,6 +83,14 @@ def end_memberships_of(
     return len(ids)
 
 
+def destroy_session_notes(session: Session, panel: Panel) -> int:
+    """A concluded panel's notes go too, not only those about one member: a note about a
+    whole session may still name the people in it."""
+    sessions = select(PanelSession.id).where(PanelSession.panel_id == panel.id)
+    result = session.execute(delete(SessionNote).where(SessionNote.session_id.in_(sessions)))
+    return int(result.rowcount or 0)
+
+
 def extend_memberships(session: Session, person: Person, expires_at: datetime) -> None:
     """A renewed panel-contact consent restarts every active membership's two-year clock."""
     session.execute(
@@ -554,6 +562,8 @@ def add_note(
         membership = session.get(PanelMembership, membership_id)
         if membership is None or membership.panel_id != panel_session.panel_id:
             raise NotFound("That person is not a member of this panel.")
+        if membership.left_at is not None:
+            raise NotFound("That person has left this panel, so notes about them are not kept.")
     note = SessionNote(
         session_id=panel_session.id,
         membership_id=membership_id,

@@ -318,7 +318,9 @@ def scrub(
         update(PersonChange).where(among(PersonChange.person_id, ids)).values(note=None)
     )
     session.execute(
-        update(RightsRequest).where(among(RightsRequest.person_id, ids)).values(requester=None)
+        update(RightsRequest)
+        .where(among(RightsRequest.person_id, ids))
+        .values(requester=None, outcome=None)
     )
     session.execute(
         update(table)

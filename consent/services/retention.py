@@ -291,6 +291,9 @@ def _destroy_concluded_panels(
         with database.transaction() as session:
             panel = session.get(Panel, panel_id)
             assert panel is not None
+            report.removed["session_notes_destroyed"] += panels.destroy_session_notes(
+                session, panel
+            )
             panel.data_destroyed_at = now
         report.removed["panels_concluded"] += 1
 
