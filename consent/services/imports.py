@@ -224,6 +224,8 @@ class _Known:
     stopped: dict[str, datetime]
     suppressed: set[str]
     former: set[str]
+    active_here: set[str] = field(default_factory=set)
+    expires: dict[str, datetime | None] = field(default_factory=dict)
 
 
 def _classify(session: Session, rows: list[_Row], purpose_id: int, panel: Panel | None) -> _Known:
@@ -237,15 +239,20 @@ def _classify(session: Session, rows: list[_Row], purpose_id: int, panel: Panel 
     }
     consenting: set[str] = set()
     stopped: dict[str, datetime] = {}
+    expires: dict[str, datetime | None] = {}
     if existing:
         ids = {person.id: email for email, person in existing.items()}
-        for person_id, status, changed_at in session.execute(
-            select(ConsentState.person_id, ConsentState.status, ConsentState.changed_at).where(
-                ConsentState.person_id.in_(list(ids)), ConsentState.purpose_id == purpose_id
-            )
+        for person_id, status, changed_at, expires_at in session.execute(
+            select(
+                ConsentState.person_id,
+                ConsentState.status,
+                ConsentState.changed_at,
+                ConsentState.expires_at,
+            ).where(ConsentState.person_id.in_(list(ids)), ConsentState.purpose_id == purpose_id)
         ):
             if status == "given":
                 consenting.add(ids[person_id])
+                expires[ids[person_id]] = expires_at
             else:
                 stopped[ids[person_id]] = changed_at
     hash_key = settings_of(session).hash_key
@@ -256,17 +263,19 @@ def _classify(session: Session, rows: list[_Row], purpose_id: int, panel: Panel 
             select(Suppression.email_hmac).where(Suppression.email_hmac.in_(list(digests)))
         ).scalars()
     }
-    former = set()
+    former, active_here = set(), set()
     if panel is not None and existing:
         ids = {person.id: email for email, person in existing.items()}
-        for person_id in session.execute(
-            select(PanelMembership.person_id).where(
+        for person_id, left_at in session.execute(
+            select(PanelMembership.person_id, PanelMembership.left_at).where(
                 PanelMembership.panel_id == panel.id,
                 PanelMembership.person_id.in_(list(ids)),
             )
-        ).scalars():
-            former.add(ids[person_id])
-    return _Known(existing, consenting, stopped, suppressed, former)
+        ):
+            (former if left_at is not None else active_here).add(ids[person_id])
+    return _Known(
+        existing, consenting, stopped, suppressed, former - active_here, active_here, expires
+    )
 
 
 def _panel(session: Session, purpose_key: str, panel_id: int | None) -> Panel | None:
@@ -343,15 +352,19 @@ def _run(
             continue
         known = _classify(session, rows, purpose.id or 0, panel)
         fresh: list[_Row] = []
+        joining: list[_Row] = []
         for row in rows:
             stopped_at = known.stopped.get(row.email)
-            if row.email in known.former and row.email not in known.consenting:
+            if row.email in known.active_here:
+                result.already += 1
+                result.add(RowResult(row.line, "already", "Already on this panel: nothing to do."))
+            elif row.email in known.former:
                 result.add(
                     RowResult(
                         row.line,
                         "error",
-                        "Has been on this panel before: add "
-                        "them from their page in the admin pages instead.",
+                        "Has been on this panel before: invite them from the panel's page "
+                        "instead, so they agree again.",
                     )
                 )
             elif row.email in known.suppressed:
@@ -373,6 +386,16 @@ def _run(
                         "before then will not be imported.",
                     )
                 )
+            elif row.email in known.consenting and panel is not None:
+                result.to_import += 1
+                result.add(
+                    RowResult(
+                        row.line,
+                        "import",
+                        "Already agreed to hear about panels: will be added to this panel.",
+                    )
+                )
+                joining.append(row)
             elif row.email in known.consenting:
                 result.already += 1
                 result.add(RowResult(row.line, "already", "Already agreed: nothing to do."))
@@ -383,6 +406,20 @@ def _run(
         if not dry and fresh and result.errors == 0:
             _write(
                 session, fresh, known.existing, purpose.key, notice, panel, actor or "import", now
+            )
+        if not dry and joining and panel is not None and result.errors == 0:
+            _add_members(
+                session,
+                panel,
+                [
+                    (
+                        known.existing[row.email].id or 0,
+                        now,
+                        known.expires.get(row.email) or now + timedelta(days=730),
+                    )
+                    for row in joining
+                ],
+                now,
             )
     return result
 
@@ -442,19 +479,31 @@ def _write(
             if person is not None:
                 mailchimp.queue_subscribe(session, person, row.at)
     if panel is not None:
-        for row in rows:
-            expires = row.at + timedelta(days=730)
-            membership_id = session.execute(
-                insert(PanelMembership.__table__).returning(PanelMembership.__table__.c.id),
-                {
-                    "panel_id": panel.id,
-                    "person_id": person_ids[row.email],
-                    "joined_at": row.at,
-                    "expires_at": expires,
-                },
-            ).scalar_one()
-            session.execute(
-                insert(PanelProfile.__table__),
-                {"membership_id": membership_id, "created_at": now, "updated_at": now},
-            )
-        reports.count(session, "panel.joined", scope=f"panel:{panel.id}", by=len(rows), at=now)
+        _add_members(
+            session,
+            panel,
+            [(person_ids[row.email], row.at, row.at + timedelta(days=730)) for row in rows],
+            now,
+        )
+
+
+def _add_members(
+    session: Session, panel: Panel, entries: list[tuple[int, datetime, datetime]], now: datetime
+) -> None:
+    """Memberships with empty profiles for (person, joined, expires); the member fills in the
+    profile from their preferences page, as the spreadsheet holds none of it."""
+    for person_id, joined_at, expires_at in entries:
+        membership_id = session.execute(
+            insert(PanelMembership.__table__).returning(PanelMembership.__table__.c.id),
+            {
+                "panel_id": panel.id,
+                "person_id": person_id,
+                "joined_at": joined_at,
+                "expires_at": expires_at,
+            },
+        ).scalar_one()
+        session.execute(
+            insert(PanelProfile.__table__),
+            {"membership_id": membership_id, "created_at": now, "updated_at": now},
+        )
+    reports.count(session, "panel.joined", scope=f"panel:{panel.id}", by=len(entries), at=now)

@@ -1,0 +1,80 @@
+"""Panel imports, at the service: who is added, who is already there, who must be invited."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from consent.db import Database
+from consent.models import ConsentEvent, PanelMembership, Person
+from consent.services import imports, ledger, panels, people
+from consent.timeutil import LONDON, utcnow
+from tests import factories
+
+
+def _csv(tmp_path: Path, *emails: str) -> Path:
+    day = (utcnow() - timedelta(days=1)).astimezone(LONDON).date().isoformat()
+    path = tmp_path / "members.csv"
+    lines = [f"{email},{day},Sign-up sheet at the hub" for email in emails]
+    path.write_text("email,consented_at,evidence\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def test_a_panel_import_adds_people_who_agreed_for_another_panel(
+    db: Database, tmp_path: Path
+) -> None:
+    with db.transaction() as session:
+        north = factories.panel(session)
+        river = factories.panel(session, "Riverside SEND Parent Carer Panel")
+        elsewhere = factories.member(
+            session, north, factories.person(session, "ann@example.com")
+        ).person_id
+        factories.member(session, river, factories.person(session, "here@example.com"))
+        left = factories.member(session, river, factories.person(session, "left@example.com"))
+        factories.member(session, north, session.get(Person, left.person_id))
+        panels.end_memberships_of(
+            session, [left.person_id], reason="removed", at=utcnow(), panel_id=river.id
+        )
+        river_id = river.id
+        events_before = session.execute(
+            select(func.count()).where(ConsentEvent.person_id == elsewhere)
+        ).scalar_one()
+    path = _csv(
+        tmp_path, "ann@example.com", "here@example.com", "left@example.com", "new@example.com"
+    )
+    with db.reader() as session:
+        preview = imports.preview(session, path, "panel_contact", panel_id=river_id)
+    messages = {row.line: (row.outcome, row.message) for row in preview.rows + preview.problems}
+    assert messages[2] == (
+        "import",
+        "Already agreed to hear about panels: will be added to this panel.",
+    )
+    assert messages[3][0] == "already" and "Already on this panel" in messages[3][1]
+    assert messages[4][0] == "error" and "invite them" in messages[4][1]
+    assert messages[5][0] == "import"
+
+    path = _csv(tmp_path, "ann@example.com", "here@example.com", "new@example.com")
+    with db.transaction() as session:
+        result = imports.commit(
+            session, path, "panel_contact", actor="c", actor_id=None, source="t", panel_id=river_id
+        )
+    assert (result.to_import, result.already) == (2, 1)
+    with db.reader() as session:
+        active = {
+            session.get(Person, membership.person_id).email: membership
+            for membership in session.execute(
+                select(PanelMembership).where(
+                    PanelMembership.panel_id == river_id, PanelMembership.left_at.is_(None)
+                )
+            ).scalars()
+        }
+        assert set(active) == {"ann@example.com", "here@example.com", "new@example.com"}
+        ann = people.find_by_email(session, "ann@example.com")
+        state = ledger.states_for(session, ann)["panel_contact"]
+        assert active["ann@example.com"].expires_at == state.expires_at
+        events_after = session.execute(
+            select(func.count()).where(ConsentEvent.person_id == elsewhere)
+        ).scalar_one()
+        assert events_after == events_before, "no new consent is invented for her"
