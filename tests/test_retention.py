@@ -41,10 +41,11 @@ from consent.services import (
     people,
     reminders,
     retention,
+    rights,
     signups,
     workshops,
 )
-from consent.timeutil import utcnow
+from consent.timeutil import LONDON, utcnow
 from tests import factories
 from tests.helpers import deliver_and_purge, find_anywhere
 from tests.web import csrf, link_in, mails
@@ -296,6 +297,37 @@ def test_an_invited_person_is_kept_while_their_join_link_works(
         assert retention.sweep(db).removed["people_erased"] == 1
     with db.reader() as session:
         assert people.find_by_email(session, "invited@example.com") is None
+
+
+def test_an_open_rights_request_holds_the_person_until_it_is_closed(db: Database) -> None:
+    """An access request must not be answered by the sweep erasing what was asked for."""
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="asks@example.com")
+        request = rights.log_request(
+            session,
+            kind="access",
+            channel="post",
+            received=utcnow().astimezone(LONDON).date().isoformat(),
+            requester="Asha Asks",
+            email="asks@example.com",
+            actor_id=None,
+            actor="dpo",
+        )
+        ledger.withdraw(session, person, "newsletter", channel="email_link", actor="self")
+        request_id = request.id
+    assert retention.sweep(db).removed["people_erased"] == 0
+    with db.transaction() as session:
+        rights.update_request(
+            session,
+            rights.get_request(session, request_id),
+            status="completed",
+            outcome="Sent a copy by post",
+            actor_id=None,
+            actor="dpo",
+        )
+    assert retention.sweep(db).removed["people_erased"] == 1
+    with db.reader() as session:
+        assert people.find_by_email(session, "asks@example.com") is None
 
 
 def test_an_import_file_nobody_confirmed_is_removed_after_a_day(

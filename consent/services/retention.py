@@ -8,8 +8,8 @@ remembering.
 - a panel concluded: every member's panel data destroyed;
 - workshop attendee details removed a set time after the workshop once evaluation is
   closed (and, as a backstop, a longer time after it even if evaluation never closed);
-- people left with no consent, membership, booking or pending sign-up: erased, and those
-  who opted out join the suppression list;
+- people left with no consent, membership, booking, pending sign-up or open rights
+  request: erased, and those who opted out join the suppression list;
 - mail bodies past their keep time, unconfirmed sign-ups past their link, and uploaded
   import files nobody confirmed within a day, removed.
 
@@ -40,6 +40,7 @@ from consent.models import (
     Person,
     Purpose,
     RetentionRun,
+    RightsRequest,
     Workshop,
 )
 from consent.services import imports, ledger, outbox, panels, people, signups
@@ -414,9 +415,11 @@ def _remove_abandoned_uploads(
 
 
 def holders(session: Session, person_ids: list[int], now: datetime) -> set[int]:
-    """Which of these people we still have a reason to hold: consent, panel, booking, sign-up."""
+    """Which of these people we still have a reason to hold: consent, panel, booking, sign-up,
+    or an open rights request (an access request must not be answered with 'nothing held')."""
     state, member = ConsentState.__table__, PanelMembership.__table__
     booking, pending = Booking.__table__, PendingSignup.__table__
+    request = RightsRequest.__table__
     held: set[int] = set()
     for query in (
         select(state.c.person_id).where(
@@ -432,6 +435,9 @@ def holders(session: Session, person_ids: list[int], now: datetime) -> set[int]:
             among(pending.c.person_id, person_ids),
             pending.c.expires_at > now,
             pending.c.confirmed_at.is_(None),
+        ),
+        select(request.c.person_id).where(
+            among(request.c.person_id, person_ids), request.c.status == "open"
         ),
     ):
         held.update(session.execute(query).scalars())

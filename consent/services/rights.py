@@ -299,6 +299,10 @@ def update_request(
     request.status = status
     request.outcome = cleaned
     request.closed_at = None if status == "open" else utcnow()
+    if status != "open" and request.person_id is not None:
+        person = session.get(Person, request.person_id)
+        if person is not None and not person.is_erased:
+            person.review_at = utcnow()
     audit.record(
         session,
         "rights_request.updated",
