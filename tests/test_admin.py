@@ -143,6 +143,7 @@ def world(app: Flask) -> dict[str, str]:
         panel_session = panels_session(session, panel)
         workshop = factories.workshop(session, days=3)
         request = RightsRequest(
+            person_id=person.id,
             kind="access",
             channel="post",
             requester="A Person",
@@ -329,7 +330,9 @@ def test_special_category_is_for_the_dpo_and_each_view_is_audited(
     assert _post(coordinator, page, page + "/special").status_code == 403
     exported = json.loads(_post(coordinator, page, page + "/export").data)
     assert exported["panel_memberships"][0]["profile"]["special_category"].startswith("withheld")
+    assert exported["rights_requests"].startswith("withheld")
     dpo = staff_client(app, "dpo")
+    assert json.loads(_post(dpo, page, page + "/export").data)["rights_requests"][0]["kind"]
     assert "Mixed or multiple" not in text(dpo.get(page))
     shown = text(_post(dpo, page, page + "/special"))
     assert "Mixed or multiple ethnic groups" in shown
@@ -688,6 +691,8 @@ def test_reports_suppress_small_numbers(app: Flask) -> None:
     with db.transaction() as session:
         for _ in range(7):
             factories.consenting(session, "newsletter")
+        for _ in range(6):
+            factories.consenting(session, "family_hub_events")
         factories.consenting(session, "workshops")
     client = staff_client(app, "coordinator")
     month = utcnow().astimezone(LONDON).strftime("%Y-%m")
@@ -700,9 +705,40 @@ def test_reports_suppress_small_numbers(app: Flask) -> None:
     )
     body = csv_text.get_data(as_text=True)
     assert "newsletter,7" in body and "workshops,fewer than 5" in body
+    assert "family_hub_events,withheld" in body, "the one small count cannot be worked out"
     bad = client.get("/admin/reports?start=March")
     assert bad.status_code == 400 and "like 2027-03" in text(bad)
     assert reports.suppressed(0) == "0"
+
+
+def test_special_category_breakdowns_are_for_the_dpo_and_small_groups_stay_hidden(
+    app: Flask,
+) -> None:
+    db = _db(app)
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        for _ in range(6):
+            factories.member(session, panel, special={"ethnicity": "White"})
+        for _ in range(7):
+            factories.member(session, panel, special={"ethnicity": "Asian or Asian British"})
+        factories.member(
+            session, panel, special={"ethnicity": "Black, Black British, Caribbean or African"}
+        )
+        panel_id = panel.id
+    month = utcnow().astimezone(LONDON).strftime("%Y-%m")
+    query = f"report=panel_joins&dimension=ethnicity&start={month}&end={month}"
+    coordinator = staff_client(app, "coordinator")
+    refused = coordinator.get(f"/admin/reports?{query}")
+    assert refused.status_code == 400 and "Only the data protection officer" in text(refused)
+    assert coordinator.get(f"/admin/reports.csv?{query}").status_code == 400
+    assert "ethnicity" not in text(coordinator.get("/admin/reports?report=panel_joins"))
+    dpo = staff_client(app, "dpo")
+    body = dpo.get(f"/admin/reports.csv?{query}").get_data(as_text=True)
+    assert "Asian or Asian British,7" in body and "White,withheld" in body
+    assert "fewer than 5" in body
+    page = f"/admin/panels/{panel_id}"
+    summary = text(_post(coordinator, page, f"{page}/diversity"))
+    assert ">7<" in summary and "withheld" in summary and ">6<" not in summary
 
 
 def test_the_audit_log_records_admin_actions_and_verifies(

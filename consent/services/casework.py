@@ -119,13 +119,12 @@ def send_link(session: Session, person: Person, actor: Actor) -> None:
 
 
 def export(session: Session, person: Person, actor: Actor) -> dict[str, Any]:
+    data = rights.export_person(session, person)
     if actor.role != "dpo":
-        data = rights.export_person(session, person)
         for membership in data["panel_memberships"]:
             if membership["profile"]:
                 membership["profile"]["special_category"] = "withheld: only the DPO can see this"
-    else:
-        data = rights.export_person(session, person)
+        data["rights_requests"] = "withheld: only the DPO can see this"
     _audit(session, actor, "person.exported", person)
     return data
 

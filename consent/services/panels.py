@@ -431,10 +431,17 @@ def diversity(session: Session, panel: Panel) -> dict[str, list[tuple[str, str]]
         for key in tallies:
             if key != "age_band":
                 tallies[key][answers.get(key, "Not answered")] += 1
-    return {
-        key: [(value, reports.suppressed(count)) for value, count in sorted(counter.items())]
-        for key, counter in tallies.items()
-    }
+    shown = {}
+    for key, counter in tallies.items():
+        values = sorted(counter.items())
+        shown[key] = list(
+            zip(
+                [value for value, _ in values],
+                reports.shown_group([count for _, count in values]),
+                strict=True,
+            )
+        )
+    return shown
 
 
 def invite(session: Session, panel: Panel, *, email: str, name: str | None) -> Person:

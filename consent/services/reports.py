@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -66,9 +66,39 @@ def _upsert(dialect: str) -> Any:
     )
 
 
+WITHHELD = "withheld"
+
+
 def suppressed(value: int) -> str:
     """Show a count, or a mark when it is too small to publish safely."""
     return "fewer than 5" if 0 < value < SUPPRESS_BELOW else str(value)
+
+
+def withheld_too(counts: list[int]) -> set[int]:
+    """Positions of counts to withhold besides the small ones, for counts shown side by side.
+
+    When only one count in a breakdown is suppressed, it can be worked out from the total;
+    the next smallest is withheld as well, so it cannot.
+    """
+    small = [i for i, count in enumerate(counts) if 0 < count < SUPPRESS_BELOW]
+    others = [i for i, count in enumerate(counts) if count >= SUPPRESS_BELOW]
+    if len(small) != 1 or not others:
+        return set()
+    return {min(others, key=lambda i: counts[i])}
+
+
+def shown_group(counts: list[int]) -> list[str]:
+    """Counts of one breakdown as shown: small ones suppressed, and one more if needed."""
+    extra = withheld_too(counts)
+    return [WITHHELD if i in extra else suppressed(count) for i, count in enumerate(counts)]
+
+
+def is_special_category(dimension: str) -> bool:
+    """Breakdowns by special category answers are for the DPO only: a coordinator knows who
+    joined when, and could match a small change in a count to a person."""
+    from consent.options import options
+
+    return any(question.key == dimension for question in options().special_category)
 
 
 # ---- anonymised tables for staff and for government returns ------------------------------
@@ -90,10 +120,11 @@ class Cell:
     dimension: str
     value: str
     count: int
+    withheld: bool = False
 
     @property
     def shown(self) -> str:
-        return suppressed(self.count)
+        return WITHHELD if self.withheld else suppressed(self.count)
 
 
 def _metric_filter(report: str) -> ColumnElement[bool]:
@@ -103,12 +134,21 @@ def _metric_filter(report: str) -> ColumnElement[bool]:
 
 
 def table(
-    session: Session, report: str, *, start: str, end: str, dimension: str = "all"
+    session: Session,
+    report: str,
+    *,
+    start: str,
+    end: str,
+    dimension: str = "all",
+    special_category: bool = False,
 ) -> list[Cell]:
     """Counts summed over the months from ``start`` to ``end`` (YYYY-MM), one row per scope,
-    metric and value. Small numbers are suppressed when shown, never when stored."""
+    metric and value. Small numbers are suppressed when shown, never when stored; special
+    category breakdowns only when ``special_category`` is allowed."""
     if report not in REPORTS:
         raise InvalidInput("report", "Select a report.")
+    if is_special_category(dimension) and not special_category:
+        raise InvalidInput("dimension", "Only the data protection officer can see this breakdown.")
     for label, month in (("start", start), ("end", end)):
         if not _MONTH.fullmatch(month or ""):
             raise InvalidInput(label, "Enter a month like 2027-03.")
@@ -126,13 +166,24 @@ def table(
         .group_by(counter.c.scope, counter.c.metric, counter.c.dimension, counter.c.value)
         .order_by(counter.c.scope, counter.c.metric, counter.c.value)
     ).all()
-    return [Cell(*row[:4], int(row[4])) for row in rows]
+    cells = [Cell(*row[:4], int(row[4])) for row in rows]
+    if dimension == "all":
+        return cells
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, cell in enumerate(cells):
+        groups.setdefault((cell.scope, cell.metric), []).append(index)
+    for members in groups.values():
+        for position in withheld_too([cells[i].count for i in members]):
+            index = members[position]
+            cells[index] = replace(cells[index], withheld=True)
+    return cells
 
 
-def dimensions(session: Session, report: str) -> list[str]:
+def dimensions(session: Session, report: str, *, special_category: bool = False) -> list[str]:
     counter = StatCounter.__table__
     metric = _metric_filter(report)
-    return sorted(session.execute(select(counter.c.dimension).where(metric).distinct()).scalars())
+    found = session.execute(select(counter.c.dimension).where(metric).distinct()).scalars()
+    return sorted(d for d in found if special_category or not is_special_category(d))
 
 
 def scope_names(session: Session) -> dict[str, str]:

@@ -29,13 +29,16 @@ def reports() -> str | tuple[str, int]:
     report, start, end, dimension = _choices()
     error = None
     cells: list[service.Cell] = []
+    special = staff().role == DPO
     with database().reader() as session:
         try:
-            cells = service.table(session, report, start=start, end=end, dimension=dimension)
+            cells = service.table(
+                session, report, start=start, end=end, dimension=dimension, special_category=special
+            )
         except InvalidInput as problem:
             error = problem
         names = service.scope_names(session)
-        dimensions = service.dimensions(session, report)
+        dimensions = service.dimensions(session, report, special_category=special)
     return render_template(
         "admin/reports.html",
         reports=service.REPORTS,
@@ -56,7 +59,14 @@ def reports_csv() -> Response | tuple[str, int]:
     report, start, end, dimension = _choices()
     with database().reader() as session:
         try:
-            cells = service.table(session, report, start=start, end=end, dimension=dimension)
+            cells = service.table(
+                session,
+                report,
+                start=start,
+                end=end,
+                dimension=dimension,
+                special_category=staff().role == DPO,
+            )
         except InvalidInput as problem:
             return problem.message, 400
         body = service.as_csv(cells, service.scope_names(session))
