@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask
 
+from consent import log_privacy
 from consent.config import REPO_ROOT, Settings, load_settings
 from consent.db import Database
 
@@ -28,6 +29,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         TESTING=settings.env == "test",
     )
     app.extensions["consent.db"] = Database(settings)
+    log_privacy.install()
     logging.getLogger("consent").setLevel(settings.log_level)
 
     from consent.web import init_app

@@ -25,7 +25,7 @@ from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
 
-from consent import jobs
+from consent import jobs, log_privacy
 from consent.config import Settings
 from consent.db import Database, make_engine
 
@@ -202,6 +202,7 @@ def main() -> None:
     from consent.config import ConfigError
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log_privacy.install()
     try:
         app = create_app()
     except ConfigError as exc:

@@ -45,6 +45,7 @@ from consent.models import (
 )
 from consent.services import imports, ledger, outbox, panels, people, signups
 from consent.timeutil import utcnow
+from consent.validation import without_addresses
 
 #: Even if evaluation is never closed, attendee details go this long after the workshop.
 WORKSHOP_BACKSTOP_DAYS = 90
@@ -103,7 +104,7 @@ def sweep(
         for step in steps:
             step(database, report, now, batch)
     except Exception as exc:
-        report.error = f"{type(exc).__name__}: {exc}"[:2000]
+        report.error = without_addresses(f"{type(exc).__name__}: {exc}")[:2000]
         raise
     finally:
         report.seconds = time.perf_counter() - started
