@@ -27,13 +27,11 @@ PAGES: dict[int, tuple[str, str]] = {
 
 def page(status: int, heading: str | None = None, body: str | None = None) -> tuple[str, int]:
     default_heading, default_body = PAGES.get(status, PAGES[500])
-    return (
-        render_template(
-            "errors/page.html", heading=heading or default_heading,
-            body=default_body if body is None else body, status=status,
-        ),
-        status,
-    )  # fmt: skip
+    shown = default_body if body is None else body
+    html = render_template(
+        "errors/page.html", heading=heading or default_heading, body=shown, status=status
+    )
+    return html, status
 
 
 def link_page(error: LinkError) -> tuple[str, int]:
