@@ -25,7 +25,11 @@ def install() -> None:
 
     def clean(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = make(*args, **kwargs)
-        record.msg, record.args = without_addresses(record.getMessage()), ()
+        try:
+            message = record.getMessage()
+        except Exception:
+            return record
+        record.msg, record.args = without_addresses(message), ()
         if record.exc_info and record.exc_info[1] is not None:
             text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
             record.exc_text = without_addresses(text)

@@ -284,3 +284,13 @@ def test_database_errors_reach_the_logs_without_personal_data(
     assert "IntegrityError" in caplog.text and "could not add [email]" in caplog.text
     assert "quoted@example.com" not in caplog.text
     assert "Quentin" not in caplog.text
+
+
+def test_a_badly_formed_log_call_is_left_to_logging_to_report() -> None:
+    """Cleaning records must not turn a logging mistake into an error in the caller."""
+    log_privacy.install()
+    make = logging.getLogRecordFactory()
+    record = make("consent.test", logging.WARNING, __file__, 1, "two %s %s", ("one",), None)
+    assert record.msg == "two %s %s"
+    clean = make("consent.test", logging.WARNING, __file__, 1, "to %s", ("a@example.com",), None)
+    assert clean.getMessage() == "to [email]"
