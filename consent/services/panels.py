@@ -433,14 +433,9 @@ def diversity(session: Session, panel: Panel) -> dict[str, list[tuple[str, str]]
                 tallies[key][answers.get(key, "Not answered")] += 1
     shown = {}
     for key, counter in tallies.items():
-        values = sorted(counter.items())
-        shown[key] = list(
-            zip(
-                [value for value, _ in values],
-                reports.shown_group([count for _, count in values]),
-                strict=True,
-            )
-        )
+        answers = sorted(counter)
+        counts = reports.shown_group([counter[answer] for answer in answers])
+        shown[key] = list(zip(answers, counts, strict=True))
     return shown
 
 

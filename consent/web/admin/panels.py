@@ -108,14 +108,11 @@ def panel(panel_id: int) -> str:
         age_band = None
     if used not in (None, *options().family_hub_services):
         used = None
+    page_number = whole_number(page, most=100_000) or 1
     with database().reader() as session:
         found = service.get_panel(session, panel_id)
         rows, total = service.members(
-            session,
-            found,
-            page=whole_number(page, most=100_000) or 1,
-            age_band=age_band,
-            service=used,
+            session, found, page=page_number, age_band=age_band, service=used
         )
         sessions = service.sessions_of(session, found)
     return render_template(
@@ -124,7 +121,7 @@ def panel(panel_id: int) -> str:
         rows=rows,
         total=total,
         sessions=sessions,
-        page=whole_number(page, most=100_000) or 1,
+        page=page_number,
         page_size=service.PAGE_SIZE,
         age_band=age_band,
         used=used,
