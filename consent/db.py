@@ -6,14 +6,20 @@ rolls everything back on any exception, so a failure half-way leaves the databas
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, event, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import Boolean, Integer, String, Text, bindparam, event, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
 from consent.config import Settings
@@ -145,10 +151,75 @@ def is_postgres(session: Session) -> bool:
     return bind.dialect.name == "postgresql"
 
 
-def among(column: Any, values: Any) -> Any:
-    """``column IN (values)`` for a long Python list, as one expanding parameter.
+class _Among(ColumnElement[bool]):
+    """``column IN`` a list given as one parameter; compiled per dialect below."""
 
-    Plain ``in_(list)`` turns every element into a bound literal when the statement is
-    built, which for a sweep's batch of thousands costs more than running the query.
+    type = Boolean()
+    inherit_cache = True
+    #: A predicate in its own right: without this SQLite would get ``... = 1``, unindexed.
+    _is_implicitly_boolean = True
+    _traverse_internals = [
+        ("column", InternalTraversal.dp_clauseelement),
+        ("values", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, column: Any, values: Any) -> None:
+        self.column = column
+        self.values = values
+
+
+class _ListParameter(TypeDecorator[list[Any]]):
+    """A whole Python list as one parameter: JSON text for SQLite, an array for PostgreSQL."""
+
+    impl = Text
+    cache_ok = True
+    item: Any = Integer
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.ARRAY(self.item))
+        return dialect.type_descriptor(Text())
+
+    def process_bind_param(self, value: list[Any] | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name == "postgresql":
+            return value
+        return json.dumps(value)
+
+
+class _IntList(_ListParameter):
+    cache_ok = True
+    item = Integer
+
+
+class _TextList(_ListParameter):
+    cache_ok = True
+    item = Text
+
+
+@compiles(_Among)
+def _among_sqlite(element: _Among, compiler: Any, **kw: Any) -> str:
+    column = compiler.process(element.column, **kw)
+    values = compiler.process(element.values, **kw)
+    return f"({column} IN (SELECT value FROM json_each({values})))"  # noqa: S608 (placeholders)
+
+
+@compiles(_Among, "postgresql")
+def _among_postgresql(element: _Among, compiler: Any, **kw: Any) -> str:
+    values = compiler.process(element.values, **kw)
+    return f"({compiler.process(element.column, **kw)} = ANY({values}))"
+
+
+def among(column: Any, values: Any) -> Any:
+    """``column IN (values)`` for a long Python list, bound as a single parameter.
+
+    An expanding ``IN`` renders one placeholder per element on every execution, which
+    for a sweep's batch of thousands costs more than the query; one JSON or array
+    parameter keeps the statement cached and the binding cheap.
     """
-    return column.in_(bindparam(None, list(values), expanding=True))
+    kind = _TextList if _holds_text(column) else _IntList
+    return _Among(column, bindparam(None, list(values), type_=kind()))
+
+
+def _holds_text(column: Any) -> bool:
+    kind = getattr(column.type, "impl_instance", column.type)
+    return isinstance(kind, String)
