@@ -375,6 +375,48 @@ def test_each_run_leaves_proof(db: Database) -> None:
     assert run.trigger == "cli"
 
 
+def test_a_backlog_larger_than_a_batch_is_worked_through_without_skipping_anyone(
+    db: Database,
+) -> None:
+    start = utcnow() - TWO_YEARS - timedelta(days=2)
+    due: list[int] = []
+    with time_machine.travel(start, tick=False), db.transaction() as session:
+        panel = factories.panel(session)
+        for index in range(7):
+            person = people.find_or_create(session, f"due{index}@example.com", name=f"Due {index}")
+            factories.member(session, panel, person)
+            if index % 2:
+                ledger.give(session, person, "panel_recordings", channel="web_form", actor="self")
+            due.append(person.id)
+    with db.transaction() as session:
+        kept = people.find_or_create(session, "kept@example.com", name="Kept Member")
+        factories.member(session, panel, kept)
+    statements: list[str] = []
+
+    def capture(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", capture)
+    try:
+        report = retention.sweep(db, batch_size=3)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", capture)
+    assert report.removed["consents_expired.panel_contact"] == 7
+    assert report.removed["consents_expired.panel_recordings"] == 3
+    assert report.removed["people_erased"] == 7
+    walks = [s for s in statements if "ORDER BY consent_state.person_id" in s]
+    assert walks, "ten due consents in batches of three should be walked in id order"
+    with db.reader() as session:
+        for person_id in due:
+            person = session.get(Person, person_id)
+            assert person.erased_at is not None and person.review_at is None, person_id
+        assert session.get(Person, kept.id).erased_at is None
+        assert ledger.states_for(session, session.get(Person, kept.id))["panel_contact"].status == (
+            "given"
+        )
+        assert ledger.verify(session).ok
+
+
 def test_a_sweep_that_finds_nothing_uses_indexes(db: Database, backend: str) -> None:
     if backend != "sqlite":
         pytest.skip("query plans are checked on SQLite")

@@ -244,8 +244,12 @@ def _lock_query() -> Any:
 
 
 @cache
-def _write_statements(dialect: str) -> tuple[Any, Any, Any]:
-    """Event inserts (one row, and many in order) and the state upsert, built once."""
+def _write_statements(dialect: str) -> tuple[Any, Any, Any, Any]:
+    """Event inserts (one row, and many), the state upsert and the state update, built once.
+
+    The update is for a batch whose states all exist (expiry): it skips the failed insert
+    an upsert tries first for every row.
+    """
     event, state = ConsentEvent.__table__, ConsentState.__table__
     insert_one = insert(event).returning(event.c.id)
     insert_many = insert(event)
@@ -258,7 +262,15 @@ def _write_statements(dialect: str) -> tuple[Any, Any, Any]:
             "given_at": func.coalesce(upsert.excluded.given_at, state.c.given_at),
         },
     )
-    return insert_one, insert_many, upsert
+    rewrite = (
+        update(state)
+        .where(
+            state.c.person_id == bindparam("b_person_id"),
+            state.c.purpose_id == bindparam("b_purpose_id"),
+        )
+        .values({name: bindparam(name) for name in changing})
+    )
+    return insert_one, insert_many, upsert, rewrite
 
 
 def get_state(session: Session, person: Person, purpose: Purpose) -> ConsentState | None:
@@ -292,6 +304,7 @@ def _write_changes(
     *,
     count_as: str | None = None,
     counted_at: datetime | None = None,
+    states_exist: bool = False,
 ) -> list[dict[str, Any]]:
     """Append events (chained per person, in order), rewrite their states, count them.
 
@@ -333,13 +346,16 @@ def _write_changes(
         }
         heads[change.person_id] = (seq, values["hash"])
         events.append(values)
-    insert_one, insert_many, upsert_state = _write_statements(session.get_bind().dialect.name)
+    insert_one, insert_many, upsert_state, rewrite_state = _write_statements(
+        session.get_bind().dialect.name
+    )
     if len(events) == 1:
         ids = [session.execute(insert_one, events[0]).scalar_one()]
     else:
         ids = _insert_many(session, insert_many, events)
     states: list[dict[str, Any]] = []
     counts: dict[tuple[str, str, str], tuple[int, datetime]] = {}
+    periods: dict[datetime, str] = {}
     for change, values, event_id in zip(changes, events, ids, strict=True):
         values["id"] = event_id
         status = ACTION_STATUS[change.action]
@@ -359,15 +375,26 @@ def _write_changes(
                 "given_at": change.at if given else None,
             }
         )
-        bucket = (change.action, change.purpose_key, reports.period_of(change.at))
+        if change.at not in periods:
+            periods[change.at] = reports.period_of(change.at)
+        bucket = (change.action, change.purpose_key, periods[change.at])
         number, _ = counts.get(bucket, (0, change.at))
         counts[bucket] = (number + 1, change.at)
-        cached = session.identity_map.get(
+        cached = session.identity_map and session.identity_map.get(
             identity_key(ConsentState, (change.person_id, change.purpose_id))
         )
-        if cached is not None:
+        if cached:
             session.expire(cached, list(STATE_FIELDS))
-    session.execute(upsert_state, states if len(states) > 1 else states[0])
+    if states_exist:
+        session.connection().execute(
+            rewrite_state,
+            [
+                {"b_person_id": row["person_id"], "b_purpose_id": row["purpose_id"], **row}
+                for row in states
+            ],
+        )
+    else:
+        session.execute(upsert_state, states if len(states) > 1 else states[0])
     for (action, key, _), (number, at) in counts.items():
         reports.count(
             session,
@@ -548,12 +575,17 @@ def expire_many(
     person_ids: list[int] | None = None,
     purpose_keys: tuple[str, ...] | None = None,
     actor: str = "system:retention",
+    after: int = 0,
+    review: bool = True,
 ) -> list[tuple[int, str]]:
     """Expire, in one batch, consents whose time limit has passed (or, given people and
     purposes, those consents whatever their limit). Returns (person id, purpose) pairs.
 
     The work is a handful of statements for the whole batch, not a round of them per
-    person: the two-year sweep must keep up with a million members.
+    person: the two-year sweep must keep up with a million members. Without ``person_ids``
+    the batch is the next people by id after ``after``: neighbouring people share pages,
+    so a batch in id order rewrites far fewer of them than one picked by expiry time.
+    ``review=False`` is for a caller that decides about erasure in the same transaction.
     """
     from consent.services import panels
 
@@ -563,16 +595,7 @@ def expire_many(
         due.append(among(purpose.c.key, purpose_keys))
     if person_ids is None:
         due.append(state.c.expires_at <= now)
-        person_ids = list(
-            dict.fromkeys(
-                session.execute(
-                    select(state.c.person_id)
-                    .where(state.c.status == "given", state.c.expires_at <= now)
-                    .order_by(state.c.expires_at)
-                    .limit(limit)
-                ).scalars()
-            )
-        )
+        person_ids = _next_due(session, now, limit, after)
     if not person_ids:
         return []
     if is_postgres(session):
@@ -618,11 +641,39 @@ def expire_many(
         )
         for person_id, purpose_id, key, max_age, notice_id, statement, text_hash in rows
     ]
-    _write_changes(session, heads, changes)
+    _write_changes(session, heads, changes, states_exist=True)
     panel_people = [c.person_id for c in changes if c.purpose_key == "panel_contact"]
     panels.end_memberships_of(session, panel_people, reason="expired", at=now)
-    _review(session, touched, now)
+    if review:
+        _review(session, touched, now)
     return [(c.person_id, c.purpose_key) for c in changes]
+
+
+def _next_due(session: Session, now: datetime, limit: int, after: int) -> list[int]:
+    """The next people, by id after ``after``, with a consent past its time limit.
+
+    A few are found through the expiry index. A backlog is walked in id order instead:
+    neighbouring people share pages, so a batch in id order rewrites far fewer of them
+    than one picked by expiry time.
+    """
+    state = ConsentState.__table__
+    past = and_(state.c.status == "given", state.c.expires_at <= now)
+    few = (
+        session.execute(
+            select(state.c.person_id).where(past).order_by(state.c.expires_at).limit(limit + 1)
+        )
+        .scalars()
+        .all()
+    )
+    if len(few) <= limit:
+        return sorted(set(few))
+    backlog = (
+        select(state.c.person_id)
+        .where(past, state.c.person_id > after)
+        .order_by(state.c.person_id)
+        .limit(limit)
+    )
+    return list(dict.fromkeys(session.execute(backlog).scalars()))
 
 
 def _wording(wording: str | None, default: str) -> str:

@@ -149,10 +149,16 @@ def _expire_consents(database: Database, report: SweepReport, now: datetime, bat
             report.would.append(f"{number} {key} consent(s) past their time limit would expire")
         return
 
+    after = 0
+
     def work(session: Session) -> int:
-        expired = ledger.expire_many(session, now=now, limit=batch)
+        nonlocal after
+        expired = ledger.expire_many(session, now=now, limit=batch, after=after, review=False)
         for _, key in expired:
             report.removed[f"consents_expired.{key}"] += 1
+        touched = sorted({person_id for person_id, _ in expired})
+        _erase_unheld(session, report, touched, now)
+        after = touched[-1] if touched else after
         return len(expired)
 
     _batches(database, work)
@@ -446,7 +452,7 @@ def holders(session: Session, person_ids: list[int], now: datetime) -> set[int]:
 
 
 def _erase_people(database: Database, report: SweepReport, now: datetime, batch: int) -> None:
-    person, state = Person.__table__, ConsentState.__table__
+    person = Person.__table__
     due = and_(person.c.review_at <= now, person.c.erased_at.is_(None))
 
     def candidates(session: Session) -> list[int]:
@@ -480,25 +486,35 @@ def _erase_people(database: Database, report: SweepReport, now: datetime, batch:
 
     def work(session: Session) -> int:
         ids = candidates(session)
-        if not ids:
-            return 0
-        held = holders(session, ids, now)
-        if held:
-            session.execute(update(person).where(among(person.c.id, held)).values(review_at=None))
-        gone = [i for i in ids if i not in held]
-        if gone:
-            opted_out = set(
-                session.execute(
-                    select(state.c.person_id).where(
-                        among(state.c.person_id, gone), state.c.status == "withdrawn"
-                    )
-                ).scalars()
-            )
-            counts = people.scrub(session, gone, reason="nothing_held", suppress_ids=opted_out)
-            report.removed["people_erased"] += counts["people"]
+        _erase_unheld(session, report, ids, now)
         return len(ids)
 
     _batches(database, work)
+
+
+def _erase_unheld(session: Session, report: SweepReport, ids: list[int], now: datetime) -> None:
+    """Erase those of these people we no longer hold for anything; stop reviewing the rest.
+
+    The expiry step calls this in its own transaction, so a member whose consent ran out is
+    erased in the same write as the expiry: one commit, and each row rewritten once.
+    """
+    if not ids:
+        return
+    person, state = Person.__table__, ConsentState.__table__
+    held = holders(session, ids, now)
+    if held:
+        session.execute(update(person).where(among(person.c.id, held)).values(review_at=None))
+    gone = [i for i in ids if i not in held]
+    if gone:
+        opted_out = set(
+            session.execute(
+                select(state.c.person_id).where(
+                    among(state.c.person_id, gone), state.c.status == "withdrawn"
+                )
+            ).scalars()
+        )
+        counts = people.scrub(session, gone, reason="nothing_held", suppress_ids=opted_out)
+        report.removed["people_erased"] += counts["people"]
 
 
 def upcoming(session: Session, now: datetime, within: timedelta) -> list[tuple[object, int]]:
