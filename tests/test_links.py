@@ -49,10 +49,17 @@ def test_no_email_or_name_in_the_payload(session: Session, settings: Settings) -
     assert "amy" not in decoded and "private" not in decoded and "example.com" not in decoded
 
 
+def _flip_signature(token: str) -> str:
+    """Change the signature's first character: every bit of it counts, unlike the last
+    character, whose low bits are base64 padding and may decode to the same bytes."""
+    body, signature = token.rsplit(".", 1)
+    return f"{body}.{'Q' if signature[0] == 'A' else 'A'}{signature[1:]}"
+
+
 @pytest.mark.parametrize(
     "mangle",
     [
-        lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"),
+        _flip_signature,
         lambda t: "x" + t,
         lambda t: t.replace(".", "", 1),
         lambda t: "",
