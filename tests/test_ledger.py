@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 from consent.db import Database
 from consent.errors import InvalidInput, NotConsented, UnknownPurpose
 from consent.models import ConsentEvent, ConsentState, PanelProfile, StatCounter
-from consent.services import ledger, notices, reports
+from consent.services import ledger, mailchimp, notices, reports
 from consent.timeutil import utcnow
 from tests import factories
 from tests.helpers import tamper
@@ -186,12 +186,19 @@ def test_a_failure_half_way_leaves_the_database_as_it_was(
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(reports, "count", explode)
+    def counters() -> list[tuple[str, str, int]]:
+        with db.reader() as session:
+            rows = session.exec(select(StatCounter.metric, StatCounter.value, StatCounter.count))
+            return sorted(rows.all())
+
+    before = counters()
+    monkeypatch.setattr(mailchimp, "queue_subscribe", explode)
     with pytest.raises(RuntimeError), db.transaction() as session:
         ledger.give(session, person, "newsletter", channel="web_form", actor="self")
     with db.reader() as session:
         assert session.exec(select(func.count()).select_from(ConsentEvent)).one() == 0
         assert session.exec(select(func.count()).select_from(ConsentState)).one() == 0
+    assert counters() == before
 
 
 def test_the_database_refuses_to_edit_or_delete_events(db: Database) -> None:

@@ -346,18 +346,10 @@ def _write_changes(
         }
         heads[change.person_id] = (seq, values["hash"])
         events.append(values)
-    insert_one, insert_many, upsert_state, rewrite_state = _write_statements(
-        session.get_bind().dialect.name
-    )
-    if len(events) == 1:
-        ids = [session.execute(insert_one, events[0]).scalar_one()]
-    else:
-        ids = _insert_many(session, insert_many, events)
     states: list[dict[str, Any]] = []
     counts: dict[tuple[str, str, str], tuple[int, datetime]] = {}
     periods: dict[datetime, str] = {}
-    for change, values, event_id in zip(changes, events, ids, strict=True):
-        values["id"] = event_id
+    for change in changes:
         status = ACTION_STATUS[change.action]
         given = status == "given"
         states.append(
@@ -371,7 +363,6 @@ def _write_changes(
                 "expires_at": change.at + timedelta(days=change.max_age_days)
                 if given and change.max_age_days
                 else None,
-                "last_event_id": event_id,
                 "given_at": change.at if given else None,
             }
         )
@@ -385,6 +376,43 @@ def _write_changes(
         )
         if cached:
             session.expire(cached, list(STATE_FIELDS))
+    counters = [
+        reports.counter_params(
+            count_as or f"consent.{action}",
+            dimension="purpose",
+            value=key,
+            at=counted_at or at,
+            by=number,
+        )
+        for (action, key, _), (number, at) in counts.items()
+    ]
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql" and len(events) == 1 and not states_exist:
+        _write_one_postgresql(session, events[0], states[0], counters[0])
+    else:
+        _write_each(session, dialect, events, states, counters, states_exist=states_exist)
+    for values, state in zip(events, states, strict=True):
+        values["expires_at"] = state["expires_at"]
+    return events
+
+
+def _write_each(
+    session: Session,
+    dialect: str,
+    events: list[dict[str, Any]],
+    states: list[dict[str, Any]],
+    counters: list[dict[str, Any]],
+    *,
+    states_exist: bool,
+) -> None:
+    """Events, then states pointing at them, then counters: a statement each."""
+    insert_one, insert_many, upsert_state, rewrite_state = _write_statements(dialect)
+    if len(events) == 1:
+        ids = [session.execute(insert_one, events[0]).scalar_one()]
+    else:
+        ids = _insert_many(session, insert_many, events)
+    for values, state, event_id in zip(events, states, ids, strict=True):
+        values["id"] = state["last_event_id"] = event_id
     if states_exist:
         session.connection().execute(
             rewrite_state,
@@ -395,18 +423,51 @@ def _write_changes(
         )
     else:
         session.execute(upsert_state, states if len(states) > 1 else states[0])
-    for (action, key, _), (number, at) in counts.items():
-        reports.count(
-            session,
-            count_as or f"consent.{action}",
-            dimension="purpose",
-            value=key,
-            at=counted_at or at,
-            by=number,
-        )
-    for values, state in zip(events, states, strict=True):
-        values["expires_at"] = state["expires_at"]
-    return events
+    counting = reports.upsert_statement(dialect)
+    for params in counters:
+        session.execute(counting, params)
+
+
+def _write_one_postgresql(
+    session: Session, event: dict[str, Any], state: dict[str, Any], counter: dict[str, Any]
+) -> None:
+    """The everyday single change as one statement: on PostgreSQL each is a round trip."""
+    params = {**event, **{f"s_{name}": value for name, value in state.items()}, **counter}
+    event["id"] = state["last_event_id"] = session.execute(
+        _one_change_postgresql(), params
+    ).scalar_one()
+
+
+@cache
+def _one_change_postgresql() -> Any:
+    """Insert the event, upsert the state with its id and count it, in one statement."""
+    event, state = ConsentEvent.__table__, ConsentState.__table__
+    names = [column.name for column in event.columns if column.name != "id"]
+    new_event = (
+        postgresql.insert(event)
+        .values({name: bindparam(name, type_=event.c[name].type) for name in names})
+        .returning(event.c.id)
+        .cte("new_event")
+    )
+    written = ("person_id", "purpose_id", "status", "notice_id", "channel", "changed_at")
+    fields = (*written, "expires_at", "given_at")
+    upsert = postgresql.insert(state).from_select(
+        [*fields, "last_event_id"],
+        select(
+            *(bindparam(f"s_{name}", type_=state.c[name].type) for name in fields),
+            new_event.c.id,
+        ),
+    )
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["person_id", "purpose_id"],
+        set_={
+            **{name: upsert.excluded[name] for name in (*written[2:], "expires_at")},
+            "last_event_id": upsert.excluded.last_event_id,
+            "given_at": func.coalesce(upsert.excluded.given_at, state.c.given_at),
+        },
+    )
+    counted = reports.upsert_statement("postgresql").cte("counted")
+    return select(new_event.c.id).add_cte(upsert.cte("new_state"), counted)
 
 
 def _insert_many(session: Session, statement: Any, events: list[dict[str, Any]]) -> list[int]:

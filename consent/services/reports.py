@@ -14,7 +14,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -43,23 +43,41 @@ def count(
 ) -> None:
     """Add ``by`` to one counter, creating it on first use, in the caller's transaction."""
     session.execute(
-        _upsert(session.get_bind().dialect.name),
-        {
-            "period": period_of(at or utcnow()),
-            "metric": metric,
-            "scope": scope,
-            "dimension": dimension,
-            "value": value[:100],
-            "count": by,
-        },
+        upsert_statement(session.get_bind().dialect.name),
+        counter_params(metric, scope=scope, dimension=dimension, value=value, at=at, by=by),
     )
 
 
+def counter_params(
+    metric: str,
+    *,
+    scope: str = "all",
+    dimension: str = "all",
+    value: str = "all",
+    at: datetime | None = None,
+    by: int = 1,
+) -> dict[str, Any]:
+    """The parameters of :func:`upsert_statement` for one count."""
+    return {
+        "c_period": period_of(at or utcnow()),
+        "c_metric": metric,
+        "c_scope": scope,
+        "c_dimension": dimension,
+        "c_value": value[:100],
+        "c_count": by,
+    }
+
+
 @cache
-def _upsert(dialect: str) -> Any:
-    """Built once per dialect: counting happens on every consent change."""
+def upsert_statement(dialect: str) -> Any:
+    """Built once per dialect: counting happens on every consent change.
+
+    Its parameters are named ``c_*`` so the ledger can run it inside a larger statement.
+    """
     table = StatCounter.__table__
+    names = ("period", "metric", "scope", "dimension", "value", "count")
     statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    statement = statement.values({name: bindparam(f"c_{name}") for name in names})
     return statement.on_conflict_do_update(
         index_elements=["period", "metric", "scope", "dimension", "value"],
         set_={"count": table.c.count + statement.excluded["count"]},
