@@ -618,6 +618,15 @@ def test_new_link_is_rate_limited(settings: Settings) -> None:
     assert codes[:5] == [200] * 5 and codes[-1] == 429
 
 
+def test_reading_pages_is_never_rate_limited_but_posting_is(settings: Settings) -> None:
+    app = create_app(replace(settings, rate_limits=True))
+    client = app.test_client()
+    assert {client.get("/link").status_code for _ in range(40)} == {200}
+    codes = [submit(client, "/link", {"email": f"q{i}@example.com"}).status_code for i in range(7)]
+    assert codes[-1] == 429
+    assert client.get("/link").status_code == 200
+
+
 # ---- security -----------------------------------------------------------------------------
 
 

@@ -64,7 +64,7 @@ def _templates(app: Flask) -> None:
 def init_app(app: Flask) -> None:
     from govuk_frontend_wtf.main import WTFormsHelpers
 
-    from consent.web import admin, errors, health, security, webhooks
+    from consent.web import admin, components, errors, health, security, webhooks
     from consent.web.public import bp as public_bp
     from mailers.outbox import OutboxWorker
 
@@ -76,6 +76,7 @@ def init_app(app: Flask) -> None:
 
     app.url_map.converters["int"] = IdConverter
     _templates(app)
+    components.init_app(app)
     WTFormsHelpers(app)
     security.init_app(app)
     errors.init_app(app)

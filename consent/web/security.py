@@ -22,6 +22,13 @@ from consent.validation import without_addresses
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
 
+
+@limiter.request_filter
+def _reading() -> bool:
+    """Every limit is on POST: a page that only reads skips the limiter altogether."""
+    return request.method in ("GET", "HEAD", "OPTIONS")
+
+
 #: What a parent may POST, per address: plenty for a person, too few for a script.
 POST_LIMIT = "20 per minute;200 per hour"
 LINK_LIMIT = "5 per minute;30 per hour"

@@ -38,9 +38,7 @@ def manage(token: str) -> str:
     with database().reader() as session:
         person, _ = resolve(session, token, "manage")
         view = preferences.overview(session, person)
-    return render_template(
-        "public/manage.html", token=token, view=view, channels=CHANNEL_WORDS, form=ButtonForm()
-    )
+    return render_template("public/manage.html", token=token, view=view, channels=CHANNEL_WORDS)
 
 
 @bp.post("/manage/<token>/consent")

@@ -1,0 +1,38 @@
+"""Fixed GOV.UK components: rendered once, yet exactly what the GOV.UK macro makes."""
+
+from __future__ import annotations
+
+from flask import Flask, render_template_string
+
+from consent.web.components import fixed_component
+
+
+def _macro(name: str, macro: str, params: dict[str, str]) -> str:
+    return render_template_string(
+        f'{{% from "govuk_frontend_jinja/components/{name}/macro.html" import {macro} %}}'
+        f"{{{{ {macro}(params) }}}}",
+        params=params,
+    )
+
+
+def test_a_fixed_component_is_the_macro_s_own_markup(app: Flask) -> None:
+    with app.test_request_context("/"):
+        for name, macro, params in (
+            ("button", "govukButton", {"text": "Stop everything", "classes": "govuk-button--x"}),
+            ("skip-link", "govukSkipLink", {"href": "#main", "text": "Skip"}),
+            (
+                "service-navigation",
+                "govukServiceNavigation",
+                {"serviceName": "S", "serviceUrl": "/"},
+            ),
+        ):
+            assert str(fixed_component(name, params)) == _macro(name, macro, params)
+
+
+def test_each_set_of_arguments_is_kept_apart_and_escaped(app: Flask) -> None:
+    with app.test_request_context("/"):
+        first = fixed_component("button", {"text": "First"})
+        second = fixed_component("button", {"text": "<script>x</script>"})
+        assert "First" in first and "First" not in second
+        assert "<script>" not in second and "&lt;script&gt;" in second
+        assert fixed_component("button", {"text": "First"}) is first
