@@ -28,6 +28,7 @@ JOB_NAMES = {
     "retention",
     "reminders",
     "verify_ledger",
+    "refresh_statistics",
 }
 
 
@@ -137,3 +138,22 @@ def test_two_processes_one_leader_and_the_other_takes_over(
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_the_statistics_job_analyses_sqlite_and_leaves_postgresql_alone(
+    db: Database, backend: str
+) -> None:
+    from consent import jobs
+    from tests import factories
+
+    with db.transaction() as session:
+        for number in range(30):
+            factories.consenting(session, "newsletter", email=f"s{number}@example.com")
+    detail = jobs.refresh_statistics(db)
+    if backend != "sqlite":
+        assert "skipped" in detail
+        return
+    with db.engine.connect() as conn:
+        analysed = {row[0] for row in conn.exec_driver_sql("SELECT DISTINCT tbl FROM sqlite_stat1")}
+    assert {"person", "consent_state", "consent_event"} <= analysed
+    assert detail == {"tables": len(analysed)}
