@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, render_template_string
 
-from consent.web.components import fixed_component
+from consent.web.components import KEPT_AT_MOST, fixed_component
 
 
 def _macro(name: str, macro: str, params: dict[str, str]) -> str:
@@ -36,3 +36,10 @@ def test_each_set_of_arguments_is_kept_apart_and_escaped(app: Flask) -> None:
         assert "First" in first and "First" not in second
         assert "<script>" not in second and "&lt;script&gt;" in second
         assert fixed_component("button", {"text": "First"}) is first
+
+
+def test_arguments_that_vary_per_request_do_not_fill_memory(app: Flask) -> None:
+    with app.test_request_context("/"):
+        for number in range(KEPT_AT_MOST + 50):
+            assert f"Item {number}\n" in fixed_component("button", {"text": f"Item {number}"})
+        assert len(app.extensions["consent.components"]) == KEPT_AT_MOST

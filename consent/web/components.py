@@ -14,6 +14,9 @@ from typing import Any
 from flask import Flask, current_app
 from markupsafe import Markup
 
+#: Arguments that vary per request would fill memory; past this many, render each time.
+KEPT_AT_MOST = 256
+
 _SOURCE = (
     '{{% from "govuk_frontend_jinja/components/{name}/macro.html" import {macro} %}}'
     "{{{{ {macro}(params) }}}}"
@@ -24,11 +27,14 @@ def fixed_component(name: str, params: dict[str, Any]) -> Markup:
     """The GOV.UK component ``name`` (as in its folder, e.g. ``service-navigation``)."""
     cache: dict[tuple[str, str], Markup] = current_app.extensions["consent.components"]
     key = (name, json.dumps(params, sort_keys=True))
-    if key not in cache:
-        macro = "govuk" + "".join(part.capitalize() for part in name.split("-"))
-        template = current_app.jinja_env.from_string(_SOURCE.format(name=name, macro=macro))
-        cache[key] = Markup(template.render(params=params))  # noqa: S704 (autoescaped)
-    return cache[key]
+    if key in cache:
+        return cache[key]
+    macro = "govuk" + "".join(part.capitalize() for part in name.split("-"))
+    template = current_app.jinja_env.from_string(_SOURCE.format(name=name, macro=macro))
+    markup = Markup(template.render(params=params))  # noqa: S704 (autoescaped)
+    if len(cache) < KEPT_AT_MOST:
+        cache[key] = markup
+    return markup
 
 
 def init_app(app: Flask) -> None:
