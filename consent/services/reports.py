@@ -31,20 +31,13 @@ def period_of(moment: datetime) -> str:
     return to_london(moment).strftime("%Y-%m")
 
 
-def count(
-    session: Session,
-    metric: str,
-    *,
-    scope: str = "all",
-    dimension: str = "all",
-    value: str = "all",
-    at: datetime | None = None,
-    by: int = 1,
-) -> None:
-    """Add ``by`` to one counter, creating it on first use, in the caller's transaction."""
+def count(session: Session, metric: str, **where: Any) -> None:
+    """Add ``by`` to one counter, creating it on first use, in the caller's transaction.
+
+    ``where`` takes the keywords of :func:`counter_params` (scope, dimension, value, at, by).
+    """
     session.execute(
-        upsert_statement(session.get_bind().dialect.name),
-        counter_params(metric, scope=scope, dimension=dimension, value=value, at=at, by=by),
+        upsert_statement(session.get_bind().dialect.name), counter_params(metric, **where)
     )
 
 
