@@ -253,14 +253,8 @@ def _write_statements(dialect: str) -> tuple[Any, Any, Any, Any]:
     event, state = ConsentEvent.__table__, ConsentState.__table__
     insert_one = insert(event).returning(event.c.id)
     insert_many = insert(event)
-    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(state)
-    changing = ("status", "notice_id", "channel", "changed_at", "expires_at", "last_event_id")
-    upsert = upsert.on_conflict_do_update(
-        index_elements=["person_id", "purpose_id"],
-        set_={
-            **{name: upsert.excluded[name] for name in changing},
-            "given_at": func.coalesce(upsert.excluded.given_at, state.c.given_at),
-        },
+    upsert = _on_state_conflict(
+        (postgresql.insert if dialect == "postgresql" else sqlite.insert)(state)
     )
     rewrite = (
         update(state)
@@ -268,9 +262,25 @@ def _write_statements(dialect: str) -> tuple[Any, Any, Any, Any]:
             state.c.person_id == bindparam("b_person_id"),
             state.c.purpose_id == bindparam("b_purpose_id"),
         )
-        .values({name: bindparam(name) for name in changing})
+        .values({name: bindparam(name) for name in _STATE_CHANGING})
     )
     return insert_one, insert_many, upsert, rewrite
+
+
+#: What a new event rewrites in an existing state; ``given_at`` is kept unless given again.
+_STATE_CHANGING = ("status", "notice_id", "channel", "changed_at", "expires_at", "last_event_id")
+
+
+def _on_state_conflict(upsert: Any) -> Any:
+    """An insert of a state row that, when the row exists, rewrites it for the new event."""
+    state = ConsentState.__table__
+    return upsert.on_conflict_do_update(
+        index_elements=["person_id", "purpose_id"],
+        set_={
+            **{name: upsert.excluded[name] for name in _STATE_CHANGING},
+            "given_at": func.coalesce(upsert.excluded.given_at, state.c.given_at),
+        },
+    )
 
 
 def get_state(session: Session, person: Person, purpose: Purpose) -> ConsentState | None:
@@ -423,9 +433,7 @@ def _write_each(
         )
     else:
         session.execute(upsert_state, states if len(states) > 1 else states[0])
-    counting = reports.upsert_statement(dialect)
-    for params in counters:
-        session.execute(counting, params)
+    session.execute(reports.upsert_statement(dialect), counters)
 
 
 def _write_one_postgresql(
@@ -449,8 +457,7 @@ def _one_change_postgresql() -> Any:
         .returning(event.c.id)
         .cte("new_event")
     )
-    written = ("person_id", "purpose_id", "status", "notice_id", "channel", "changed_at")
-    fields = (*written, "expires_at", "given_at")
+    fields = [column.name for column in state.columns if column.name != "last_event_id"]
     upsert = postgresql.insert(state).from_select(
         [*fields, "last_event_id"],
         select(
@@ -458,14 +465,7 @@ def _one_change_postgresql() -> Any:
             new_event.c.id,
         ),
     )
-    upsert = upsert.on_conflict_do_update(
-        index_elements=["person_id", "purpose_id"],
-        set_={
-            **{name: upsert.excluded[name] for name in (*written[2:], "expires_at")},
-            "last_event_id": upsert.excluded.last_event_id,
-            "given_at": func.coalesce(upsert.excluded.given_at, state.c.given_at),
-        },
-    )
+    upsert = _on_state_conflict(upsert)
     counted = reports.upsert_statement("postgresql").cte("counted")
     return select(new_event.c.id).add_cte(upsert.cte("new_state"), counted)
 
