@@ -83,6 +83,8 @@ class Database:
         self.write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         #: Called after a commit that queued mail, so delivery starts at once.
         self.wake_mailer: Callable[[], None] | None = None
+        #: What services keep in memory for this database, shared by all its sessions.
+        self.shared: dict[str, Any] = {}
 
     @property
     def dialect(self) -> str:
@@ -92,7 +94,12 @@ class Database:
         return Session(
             engine,
             expire_on_commit=False,
-            info={"settings": self.settings, "wake_mailer": self.wake_mailer, AFTER_COMMIT: []},
+            info={
+                "settings": self.settings,
+                "wake_mailer": self.wake_mailer,
+                "shared": self.shared,
+                AFTER_COMMIT: [],
+            },
         )
 
     @contextmanager

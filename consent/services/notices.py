@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 
 from consent.errors import InvalidInput, UnknownPurpose
 from consent.models import Notice, Purpose
+from consent.services import notice_catalogue
 from consent.timeutil import utcnow
 from consent.validation import clean_text
 
@@ -90,6 +91,7 @@ def sync_from_file(session: Session, path: Path = SEED_FILE) -> list[Notice]:
             purpose.retention = spec.retention
             purpose.max_age_days = spec.max_age_days
             purpose.sort_order = spec.sort_order
+        notice_catalogue.changed(session)
         current = current_notice_or_none(session, purpose)
         if current is None or current.text_hash != notice_hash(spec.statement, spec.notice):
             published.append(_publish(session, purpose, spec.statement, spec.notice))
@@ -126,6 +128,7 @@ def _publish(session: Session, purpose: Purpose, statement: str, text: str) -> N
     )
     session.add(notice)
     session.flush()
+    notice_catalogue.changed(session)
     return notice
 
 

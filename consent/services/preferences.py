@@ -12,7 +12,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam
+from sqlalchemy import bindparam
 from sqlmodel import Session, select
 
 from consent import links
@@ -27,7 +27,7 @@ from consent.models import (
     Purpose,
     Workshop,
 )
-from consent.services import ledger, notices, outbox, people, reports
+from consent.services import ledger, notice_catalogue, notices, outbox, people, reports
 from consent.timeutil import utcnow
 from consent.validation import normalise_email
 
@@ -57,13 +57,7 @@ def _queries() -> dict[str, Any]:
     """The page's queries, built once: composing them cost more than running them."""
     person_id = bindparam("person_id")
     return {
-        "catalogue": select(Purpose, Notice, ConsentState)
-        .join(Notice, Notice.purpose_id == Purpose.id)
-        .outerjoin(
-            ConsentState,
-            and_(ConsentState.purpose_id == Purpose.id, ConsentState.person_id == person_id),
-        )
-        .order_by(Purpose.sort_order, Purpose.id, Notice.version),
+        "states": select(ConsentState).where(ConsentState.person_id == person_id),
         "memberships": select(PanelMembership, Panel)
         .join(Panel, Panel.id == PanelMembership.panel_id)
         .where(PanelMembership.person_id == person_id, PanelMembership.left_at.is_(None)),
@@ -79,22 +73,20 @@ def _queries() -> dict[str, Any]:
 
 
 def overview(session: Session, person: Person) -> Overview:
-    """Everything the preferences page shows, in three queries whatever the history."""
+    """Everything the preferences page shows: three queries, the purposes kept in memory."""
     queries = _queries()
     params = {"person_id": person.id, "now": utcnow()}
-    purposes: dict[int, Purpose] = {}
-    states: dict[int, ConsentState | None] = {}
-    by_id: dict[int, Notice] = {}
-    newest: dict[int, Notice] = {}
-    for purpose, notice, state in session.exec(queries["catalogue"], params=params).all():
-        purposes[purpose.id] = purpose
-        states[purpose.id] = state
-        by_id[notice.id] = newest[purpose.id] = notice
+    states = {
+        state.purpose_id: state for state in session.exec(queries["states"], params=params).all()
+    }
+    catalogue = notice_catalogue.current(
+        session, needs={state.notice_id for state in states.values()}
+    )
     views = []
-    for purpose in purposes.values():
-        state = states[purpose.id]
-        agreed = by_id.get(state.notice_id) if state else None
-        views.append(PurposeView(purpose, newest[purpose.id], state, agreed))
+    for purpose in catalogue.purposes:
+        state = states.get(purpose.id)
+        agreed = catalogue.notices.get(state.notice_id) if state else None
+        views.append(PurposeView(purpose, catalogue.newest[purpose.id], state, agreed))
     memberships = list(session.exec(queries["memberships"], params=params).all())
     bookings = list(session.exec(queries["bookings"], params=params).all())
     return Overview(person, views, memberships, bookings)
