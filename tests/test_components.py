@@ -1,10 +1,12 @@
-"""Fixed GOV.UK components: rendered once, yet exactly what the GOV.UK macro makes."""
+"""Fixed markup: rendered once, yet exactly what the macro or url_for makes."""
 
 from __future__ import annotations
 
-from flask import Flask, render_template_string
+from flask import Flask, render_template_string, url_for
 
-from consent.web.components import KEPT_AT_MOST, fixed_component
+from consent.models import Purpose
+from consent.services import notices
+from consent.web.components import KEPT_AT_MOST, fixed_component, fixed_url, notice_html
 
 
 def _macro(name: str, macro: str, params: dict[str, str]) -> str:
@@ -43,3 +45,32 @@ def test_arguments_that_vary_per_request_do_not_fill_memory(app: Flask) -> None:
         for number in range(KEPT_AT_MOST + 50):
             assert f"Item {number}\n" in fixed_component("button", {"text": f"Item {number}"})
         assert len(app.extensions["consent.components"]) == KEPT_AT_MOST
+
+
+def test_a_notice_s_wording_is_rendered_once_and_escaped(app: Flask) -> None:
+    with app.app_context():
+        db = app.extensions["consent.db"]
+        with db.transaction() as session:
+            published = notices.publish(
+                session, "newsletter", "Yes, <b>bold</b>.", "First <script>x</script>\n\nSecond"
+            )
+            purpose = notices.get_purpose(session, "newsletter")
+    with app.test_request_context("/"):
+        html = notice_html(published, purpose)
+        assert "<script>" not in html and "&lt;script&gt;x&lt;/script&gt;" in html
+        assert '<p class="govuk-body">First' in html and '<p class="govuk-body">Second</p>' in html
+        assert purpose.lawful_basis in html and purpose.retention in html
+        assert f"Version {published.version}, published" in html
+        assert notice_html(published, purpose) is html
+        changed = Purpose(**{**purpose.model_dump(), "retention": "Until the end of time."})
+        other = notice_html(published, changed)
+        assert "Until the end of time." in other and purpose.retention not in other
+
+
+def test_fixed_urls_are_url_for_s_own_and_follow_the_mount_point(app: Flask) -> None:
+    with app.test_request_context("/"):
+        assert fixed_url("static", filename="app.css") == url_for("static", filename="app.css")
+        assert fixed_url("public.privacy") == url_for("public.privacy")
+    with app.test_request_context("/", base_url="http://localhost/council"):
+        assert fixed_url("public.privacy") == url_for("public.privacy")
+        assert fixed_url("public.privacy").startswith("/council/")

@@ -54,11 +54,8 @@ def _templates(app: Flask) -> None:
     app.jinja_env.filters["iso_london"] = lambda text: london_datetime(datetime.fromisoformat(text))
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
-
-    @app.context_processor
-    def _globals() -> dict[str, Any]:
-        current = settings()
-        return {"council_name": current.council_name, "service_name": current.service_name}
+    fixed = app.config["SETTINGS"]
+    app.jinja_env.globals.update(council_name=fixed.council_name, service_name=fixed.service_name)
 
 
 def init_app(app: Flask) -> None:
