@@ -21,13 +21,14 @@ from consent.models import (
     Booking,
     ConsentEvent,
     Notice,
+    PanelMembership,
     PanelProfile,
     PendingSignup,
     Person,
     PersonChange,
 )
-from consent.services import ledger, notices, people
-from consent.timeutil import utcnow
+from consent.services import ledger, notices, panels, people
+from consent.timeutil import london_date, utcnow
 from tests import factories
 from tests.helpers import find_anywhere
 from tests.web import csrf, link_in, mails, submit, text
@@ -364,6 +365,42 @@ def test_manage_shows_every_purpose_and_when_and_how(
     assert "using a form on our website" in page
     assert "The wording you agreed to (version 1)" in page
     assert "Leave the panel" in page
+
+
+def test_manage_lists_current_panels_and_upcoming_bookings_only(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    db = _db(app)
+    with time_machine.travel(utcnow() - timedelta(days=30), tick=False), db.transaction() as s:
+        factories.booking(s, factories.workshop(s, days=7, title="Weaning, last month"), member)
+    with db.transaction() as session:
+        pat = people.find_by_email(session, member)
+        left = factories.panel(session, "Southfield Parent Carer Panel")
+        factories.member(session, left, pat)
+        panels.end_memberships_of(session, [pat.id], reason="left", at=utcnow(), panel_id=left.id)
+        soon = factories.booking(
+            session, factories.workshop(session, days=3, title="Toddler talk"), member
+        )
+        later = factories.workshop(session, days=9, title="Fussy <eaters>")
+        factories.booking(session, later, member)
+        membership = session.exec(
+            select(PanelMembership).where(
+                PanelMembership.person_id == pat.id, PanelMembership.left_at.is_(None)
+            )
+        ).one()
+        joined, expires = membership.joined_at, membership.expires_at
+    path = _manage_path(db, member)
+    page = text(client.get(path))
+    assert (
+        f"Northfield Parent Carer Panel, Northfield Family Hub: member since "
+        f"{london_date(joined)}, until {london_date(expires)} unless you renew"
+    ) in page
+    assert "Southfield" not in page and "Weaning, last month" not in page
+    assert page.index("Toddler talk") < page.index("Fussy &lt;eaters&gt;")
+    assert f'action="{path}/bookings/{soon.id}/cancel"' in page
+    cancelled = client.post(f"{path}/bookings/{soon.id}/cancel", data={"csrf_token": csrf(page)})
+    assert "Your booking is cancelled" in text(client.get(cancelled.location))
+    assert "Toddler talk" not in text(client.get(path))
 
 
 def _post_manage(client: FlaskClient, path: str, action: str, data: dict) -> object:

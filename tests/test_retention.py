@@ -45,7 +45,7 @@ from consent.services import (
     signups,
     workshops,
 )
-from consent.timeutil import LONDON, utcnow
+from consent.timeutil import LONDON, london_date, utcnow
 from tests import factories
 from tests.helpers import deliver_and_purge, find_anywhere
 from tests.web import csrf, link_in, mails
@@ -117,6 +117,7 @@ def test_two_years_reminders_renewal_and_expiry(app: Flask, db: Database) -> Non
             select(PanelMembership).where(PanelMembership.person_id == stays)
         ).scalar_one()
         assert membership.expires_at >= start + TWO_YEARS - timedelta(days=20) + TWO_YEARS
+    assert f"until {london_date(membership.expires_at)}" in page_text(done)
 
     with (
         time_machine.travel(start + TWO_YEARS - timedelta(days=7), tick=False),

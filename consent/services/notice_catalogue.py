@@ -67,6 +67,7 @@ def load(session: Session) -> Catalogue:
     The copy is shared by every request in the process, so it must not be the session's own
     objects, which a write in that session could change or detach.
     """
+    session.flush()
     connection = session.connection()
     purpose_rows = connection.execute(
         select(Purpose.__table__).order_by(Purpose.sort_order, Purpose.id)

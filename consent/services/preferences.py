@@ -12,8 +12,8 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam
-from sqlmodel import Session, select
+from sqlalchemy import bindparam, select
+from sqlmodel import Session
 
 from consent import links
 from consent.errors import Conflict, InvalidInput, NotConsented, NotFound
@@ -32,11 +32,43 @@ from consent.timeutil import utcnow
 from consent.validation import normalise_email
 
 
+@dataclass(frozen=True, slots=True)
+class ConsentNow:
+    """What the page shows of one consent state."""
+
+    purpose_id: int
+    notice_id: int
+    status: str
+    channel: str
+    given_at: datetime | None
+    changed_at: datetime
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PanelPlace:
+    """A panel the person is on, and until when."""
+
+    panel_name: str
+    family_hub: str
+    joined_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UpcomingBooking:
+    """A workshop place the person has not cancelled, for a workshop not yet over."""
+
+    booking_id: int
+    title: str
+    starts_at: datetime
+
+
 @dataclass(frozen=True)
 class PurposeView:
     purpose: Purpose
     notice: Notice
-    state: ConsentState | None
+    state: ConsentNow | None
     agreed_notice: Notice | None
 
     @property
@@ -48,27 +80,47 @@ class PurposeView:
 class Overview:
     person: Person
     purposes: list[PurposeView]
-    memberships: list[tuple[PanelMembership, Panel]]
-    bookings: list[tuple[Booking, Workshop]]
+    memberships: list[PanelPlace]
+    bookings: list[UpcomingBooking]
 
 
 @cache
 def _queries() -> dict[str, Any]:
-    """The page's queries, built once: composing them cost more than running them."""
+    """The page's queries, built once: composing them cost more than running them.
+
+    They select plain columns into small read-only records: building ORM objects cost more
+    than running the queries, and nothing on the page is written back.
+    """
     person_id = bindparam("person_id")
+    state = ConsentState.__table__.c
+    membership = PanelMembership.__table__.c
+    panel = Panel.__table__.c
+    booking = Booking.__table__.c
+    workshop = Workshop.__table__.c
     return {
-        "states": select(ConsentState).where(ConsentState.person_id == person_id),
-        "memberships": select(PanelMembership, Panel)
-        .join(Panel, Panel.id == PanelMembership.panel_id)
-        .where(PanelMembership.person_id == person_id, PanelMembership.left_at.is_(None)),
-        "bookings": select(Booking, Workshop)
-        .join(Workshop, Workshop.id == Booking.workshop_id)
-        .where(
-            Booking.person_id == person_id,
-            Booking.cancelled_at.is_(None),
-            Workshop.ends_at > bindparam("now"),
+        "states": select(
+            state.purpose_id,
+            state.notice_id,
+            state.status,
+            state.channel,
+            state.given_at,
+            state.changed_at,
+            state.expires_at,
+        ).where(state.person_id == person_id),
+        "memberships": select(
+            panel.name, panel.family_hub, membership.joined_at, membership.expires_at
         )
-        .order_by(Workshop.starts_at),
+        .join_from(PanelMembership.__table__, Panel.__table__, panel.id == membership.panel_id)
+        .where(membership.person_id == person_id, membership.left_at.is_(None))
+        .order_by(membership.joined_at, membership.id),
+        "bookings": select(booking.id, workshop.title, workshop.starts_at)
+        .join_from(Booking.__table__, Workshop.__table__, workshop.id == booking.workshop_id)
+        .where(
+            booking.person_id == person_id,
+            booking.cancelled_at.is_(None),
+            workshop.ends_at > bindparam("now"),
+        )
+        .order_by(workshop.starts_at, booking.id),
     }
 
 
@@ -76,8 +128,10 @@ def overview(session: Session, person: Person) -> Overview:
     """Everything the preferences page shows: three queries, the purposes kept in memory."""
     queries = _queries()
     params = {"person_id": person.id, "now": utcnow()}
+    session.flush()
+    connection = session.connection()
     states = {
-        state.purpose_id: state for state in session.exec(queries["states"], params=params).all()
+        row.purpose_id: ConsentNow(*row) for row in connection.execute(queries["states"], params)
     }
     catalogue = notice_catalogue.current(
         session, needs={state.notice_id for state in states.values()}
@@ -87,8 +141,8 @@ def overview(session: Session, person: Person) -> Overview:
         state = states.get(purpose.id)
         agreed = catalogue.notices.get(state.notice_id) if state else None
         views.append(PurposeView(purpose, catalogue.newest[purpose.id], state, agreed))
-    memberships = list(session.exec(queries["memberships"], params=params).all())
-    bookings = list(session.exec(queries["bookings"], params=params).all())
+    memberships = [PanelPlace(*row) for row in connection.execute(queries["memberships"], params)]
+    bookings = [UpcomingBooking(*row) for row in connection.execute(queries["bookings"], params)]
     return Overview(person, views, memberships, bookings)
 
 
