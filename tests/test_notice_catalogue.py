@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import pytest
 from sqlalchemy.orm import object_session
-from sqlmodel import select
+from sqlmodel import Session, select
 
-from consent.db import Database
+from consent.db import AFTER_COMMIT, Database
 from consent.models import Notice, Person
 from consent.services import ledger, notice_catalogue, notices, preferences
 from consent.services.notice_catalogue import Catalogue, CatalogueCache
@@ -125,3 +125,28 @@ def test_a_consent_to_a_version_this_copy_lacks_reloads_it(
     assert view.given
     assert view.agreed_notice is not None and view.agreed_notice.version == 2
     assert view.notice.version == 2
+
+
+def test_a_copy_loaded_while_a_publish_commits_is_not_kept(
+    db: Database, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = db.shared["catalogue"]
+    real_load = notice_catalogue.load
+
+    def load_then_publish_elsewhere(session: Session) -> Catalogue:
+        copy = real_load(session)
+        cache.forget()
+        return copy
+
+    monkeypatch.setattr(notice_catalogue, "load", load_then_publish_elsewhere)
+    first = _read(db)
+    monkeypatch.setattr(notice_catalogue, "load", real_load)
+    assert _read(db) is not first
+
+
+def test_a_sync_asks_for_one_reload_however_many_purposes_it_touches(
+    db: Database, clock: Clock
+) -> None:
+    with db.transaction() as session:
+        notices.sync_from_file(session)
+        assert len(session.info[AFTER_COMMIT]) == 1

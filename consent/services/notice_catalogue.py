@@ -48,16 +48,20 @@ class CatalogueCache:
         self.clock = clock
         self._copy: Catalogue | None = None
         self._loaded_at = 0.0
+        self._generation = 0
 
     def get(self, session: Session, *, fresh: bool = False) -> Catalogue:
+        """The kept copy, or a new one; a copy loaded while a publish committed is not kept."""
         copy = self._copy
         if fresh or copy is None or self.clock() - self._loaded_at >= self.max_age:
-            loaded_at = self.clock()
-            copy = self._copy = load(session)
-            self._loaded_at = loaded_at
+            generation, loaded_at = self._generation, self.clock()
+            copy = load(session)
+            if generation == self._generation:
+                self._copy, self._loaded_at = copy, loaded_at
         return copy
 
     def forget(self) -> None:
+        self._generation += 1
         self._copy = None
 
 
@@ -110,6 +114,8 @@ def changed(session: Session) -> None:
     Until then this session reads the catalogue afresh, so a copy holding changes that may
     yet roll back is never kept.
     """
+    if session.info.get(_CHANGING):
+        return
     session.info[_CHANGING] = True
     cache = _cache(session)
     if cache is not None:
