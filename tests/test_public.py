@@ -27,7 +27,7 @@ from consent.models import (
     Person,
     PersonChange,
 )
-from consent.services import ledger, notices, panels, people
+from consent.services import ledger, notices, panels, people, preferences
 from consent.timeutil import london_date, utcnow
 from tests import factories
 from tests.helpers import find_anywhere
@@ -401,6 +401,17 @@ def test_manage_lists_current_panels_and_upcoming_bookings_only(
     cancelled = client.post(f"{path}/bookings/{soon.id}/cancel", data={"csrf_token": csrf(page)})
     assert "Your booking is cancelled" in text(client.get(cancelled.location))
     assert "Toddler talk" not in text(client.get(path))
+
+
+def test_the_overview_sees_changes_not_yet_flushed(app: Flask, member: str) -> None:
+    with _db(app).transaction() as session:
+        pat = people.find_by_email(session, member)
+        membership = session.exec(
+            select(PanelMembership).where(PanelMembership.person_id == pat.id)
+        ).one()
+        assert len(preferences.overview(session, pat).memberships) == 1
+        membership.left_at = utcnow()
+        assert preferences.overview(session, pat).memberships == []
 
 
 def _post_manage(client: FlaskClient, path: str, action: str, data: dict) -> object:

@@ -7,7 +7,7 @@ is one step and asks for no reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -88,8 +88,8 @@ class Overview:
 def _queries() -> dict[str, Any]:
     """The page's queries, built once: composing them cost more than running them.
 
-    They select plain columns into small read-only records: building ORM objects cost more
-    than running the queries, and nothing on the page is written back.
+    They select plain columns into small read-only records, matched by name: building ORM
+    objects cost more than running the queries, and nothing on the page is written back.
     """
     person_id = bindparam("person_id")
     state = ConsentState.__table__.c
@@ -98,22 +98,19 @@ def _queries() -> dict[str, Any]:
     booking = Booking.__table__.c
     workshop = Workshop.__table__.c
     return {
-        "states": select(
-            state.purpose_id,
-            state.notice_id,
-            state.status,
-            state.channel,
-            state.given_at,
-            state.changed_at,
-            state.expires_at,
-        ).where(state.person_id == person_id),
+        "states": select(*(state[field.name] for field in fields(ConsentNow))).where(
+            state.person_id == person_id
+        ),
         "memberships": select(
-            panel.name, panel.family_hub, membership.joined_at, membership.expires_at
+            panel.name.label("panel_name"),
+            panel.family_hub,
+            membership.joined_at,
+            membership.expires_at,
         )
         .join_from(PanelMembership.__table__, Panel.__table__, panel.id == membership.panel_id)
         .where(membership.person_id == person_id, membership.left_at.is_(None))
         .order_by(membership.joined_at, membership.id),
-        "bookings": select(booking.id, workshop.title, workshop.starts_at)
+        "bookings": select(booking.id.label("booking_id"), workshop.title, workshop.starts_at)
         .join_from(Booking.__table__, Workshop.__table__, workshop.id == booking.workshop_id)
         .where(
             booking.person_id == person_id,
@@ -131,7 +128,8 @@ def overview(session: Session, person: Person) -> Overview:
     session.flush()
     connection = session.connection()
     states = {
-        row.purpose_id: ConsentNow(*row) for row in connection.execute(queries["states"], params)
+        row.purpose_id: ConsentNow(**row._mapping)
+        for row in connection.execute(queries["states"], params)
     }
     catalogue = notice_catalogue.current(
         session, needs={state.notice_id for state in states.values()}
@@ -141,8 +139,12 @@ def overview(session: Session, person: Person) -> Overview:
         state = states.get(purpose.id)
         agreed = catalogue.notices.get(state.notice_id) if state else None
         views.append(PurposeView(purpose, catalogue.newest[purpose.id], state, agreed))
-    memberships = [PanelPlace(*row) for row in connection.execute(queries["memberships"], params)]
-    bookings = [UpcomingBooking(*row) for row in connection.execute(queries["bookings"], params)]
+    memberships = [
+        PanelPlace(**row._mapping) for row in connection.execute(queries["memberships"], params)
+    ]
+    bookings = [
+        UpcomingBooking(**row._mapping) for row in connection.execute(queries["bookings"], params)
+    ]
     return Overview(person, views, memberships, bookings)
 
 
