@@ -10,14 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from flask import Flask
 from sqlalchemy.orm import object_session
 from sqlmodel import Session, select
 
+from consent import links
 from consent.db import AFTER_COMMIT, Database
 from consent.models import Notice, Person
 from consent.services import ledger, notice_catalogue, notices, preferences
 from consent.services.notice_catalogue import Catalogue, CatalogueCache
 from tests import factories
+from tests.web import csrf
 
 
 class Clock:
@@ -150,3 +153,33 @@ def test_a_sync_asks_for_one_reload_however_many_purposes_it_touches(
     with db.transaction() as session:
         notices.sync_from_file(session)
         assert len(session.info[AFTER_COMMIT]) == 1
+
+
+def test_agreeing_from_a_page_shown_from_an_older_copy_records_the_version_shown(
+    app: Flask, configured: Callable[..., Database]
+) -> None:
+    db: Database = app.extensions["consent.db"]
+    db.shared["catalogue"] = CatalogueCache(clock=Clock())
+    client = app.test_client()
+    with db.transaction() as session:
+        person = factories.person(session, "ada@example.org")
+        path = "/manage/" + links.make_token(db.settings, person, "manage")
+        shown = notices.current_notice(session, notices.get_purpose(session, "newsletter"))
+    client.get(path)
+    with configured().transaction() as session:
+        newer = notices.publish(session, "newsletter", "Yes, monthly.", "We send it monthly.")
+    page = client.get(path).get_data(as_text=True)
+    assert f'name="notice" value="{shown.id}"' in page and "Yes, monthly." not in page
+    client.post(
+        f"{path}/consent",
+        data={
+            "csrf_token": csrf(page),
+            "purpose": "newsletter",
+            "agree": "yes",
+            "notice": shown.id,
+        },
+    )
+    with db.reader() as session:
+        events = ledger.events_for(session, session.get(Person, person.id))
+    assert [(e.action, e.notice_id) for e in events] == [("given", shown.id)]
+    assert newer.id != shown.id
