@@ -9,12 +9,15 @@ macros as the single source of the markup without paying for them on every reque
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 from flask import Flask, current_app, request, url_for
 from markupsafe import Markup
 
 from consent.models import Notice, Purpose
+
+T = TypeVar("T")
 
 #: Arguments that vary per request would fill memory; past this many, render each time.
 KEPT_AT_MOST = 256
@@ -25,47 +28,54 @@ _SOURCE = (
 )
 
 
-def fixed_component(name: str, params: dict[str, Any]) -> Markup:
-    """The GOV.UK component ``name`` (as in its folder, e.g. ``service-navigation``)."""
-    cache: dict[tuple[str, str], Markup] = current_app.extensions["consent.components"]
-    key = (name, json.dumps(params, sort_keys=True))
+def _kept(store: str, key: Hashable, make: Callable[[], T]) -> T:
+    """``make()``'s answer for ``key``, kept in the app's ``store`` while there is room."""
+    cache: dict[Hashable, T] = current_app.extensions[store]
     if key in cache:
         return cache[key]
-    macro = "govuk" + "".join(part.capitalize() for part in name.split("-"))
-    template = current_app.jinja_env.from_string(_SOURCE.format(name=name, macro=macro))
-    markup = Markup(template.render(params=params))  # noqa: S704 (autoescaped)
+    value = make()
     if len(cache) < KEPT_AT_MOST:
-        cache[key] = markup
-    return markup
+        cache[key] = value
+    return value
+
+
+def fixed_component(name: str, params: dict[str, Any]) -> Markup:
+    """The GOV.UK component ``name`` (as in its folder, e.g. ``service-navigation``)."""
+
+    def render() -> Markup:
+        macro = "govuk" + "".join(part.capitalize() for part in name.split("-"))
+        template = current_app.jinja_env.from_string(_SOURCE.format(name=name, macro=macro))
+        return Markup(template.render(params=params))  # noqa: S704 (autoescaped)
+
+    return _kept("consent.components", (name, json.dumps(params, sort_keys=True)), render)
 
 
 def notice_html(notice: Notice, purpose: Purpose) -> Markup:
     """A notice's wording, lawful basis and retention, as paragraphs.
 
-    A published notice is never edited, so its rendering is kept by id and wording hash;
-    the purpose's lawful basis and retention are part of the key as a sync may change them.
+    A published notice is never edited, so its rendering is kept by what it shows of the
+    notice; the purpose's lawful basis and retention are in the key as a sync may change them.
     """
-    cache: dict[tuple[object, ...], Markup] = current_app.extensions["consent.notices"]
-    key = (notice.id, notice.text_hash, purpose.lawful_basis, purpose.retention)
-    markup = cache.get(key)
-    if markup is None:
+
+    def render() -> Markup:
         module = current_app.jinja_env.get_template("public/_notice.html").module
-        markup = Markup(module.notice_text(notice, purpose))  # noqa: S704 (autoescaped)
-        if notice.id is not None and len(cache) < KEPT_AT_MOST:
-            cache[key] = markup
-    return markup
+        return Markup(module.notice_text(notice, purpose))  # noqa: S704 (autoescaped)
+
+    key = (
+        notice.id,
+        notice.version,
+        notice.published_at,
+        notice.text_hash,
+        purpose.lawful_basis,
+        purpose.retention,
+    )
+    return _kept("consent.notices", key, render)
 
 
 def fixed_url(endpoint: str, **values: str) -> str:
     """``url_for`` for a link that is the same on every page, such as the stylesheet."""
-    cache: dict[tuple[object, ...], str] = current_app.extensions["consent.urls"]
     key = (request.script_root, endpoint, tuple(sorted(values.items())))
-    url = cache.get(key)
-    if url is None:
-        url = url_for(endpoint, **values)
-        if len(cache) < KEPT_AT_MOST:
-            cache[key] = url
-    return url
+    return _kept("consent.urls", key, lambda: url_for(endpoint, **values))
 
 
 def init_app(app: Flask) -> None:
