@@ -101,14 +101,15 @@ def pick_writes(db: Database, count: int, rng: random.Random) -> list[tuple[int,
     return chosen
 
 
-def service_writes(db: Database, work: list[tuple[int, str]]) -> float:
+def service_write(db: Database, person_id: int, key: str) -> float:
+    """Seconds for the ledger to record one change in its own transaction, as a caller does:
+    open a transaction, load the person, give, commit."""
     start = time.perf_counter()
-    for person_id, key in work:
-        with db.transaction() as session:
-            person = session.get(Person, person_id)
-            assert person is not None
-            ledger.give(session, person, key, channel="web_form", actor="self")
-    return len(work) / (time.perf_counter() - start)
+    with db.transaction() as session:
+        person = session.get(Person, person_id)
+        assert person is not None
+        ledger.give(session, person, key, channel="web_form", actor="self")
+    return time.perf_counter() - start
 
 
 def raw_rows(db: Database, work: list[tuple[int, str]]) -> list[dict]:
@@ -160,74 +161,114 @@ def raw_rows(db: Database, work: list[tuple[int, str]]) -> list[dict]:
     return rows
 
 
-def raw_writes(db: Database, rows: list[dict]) -> float:
-    """Plain SQL through the driver, one commit per event: the floor the ledger is measured on."""
-    sqlite = db.dialect == "sqlite"
-    mark = (lambda n: "?") if sqlite else (lambda n: "%s")
-    marks = ", ".join(mark(i) for i in range(11))
-    event_sql = (
-        "INSERT INTO consent_event (person_id, seq, purpose_id, notice_id, action, channel, "
-        f"actor, occurred_at, wording, prev_hash, hash) VALUES ({marks}) RETURNING id"
-    )
-    state_sql = (
-        "INSERT INTO consent_state (person_id, purpose_id, status, notice_id, channel, given_at, "
-        f"changed_at, last_event_id) VALUES ({', '.join(mark(i) for i in range(8))}) "
-        "ON CONFLICT (person_id, purpose_id) DO UPDATE SET status = excluded.status, "
-        "notice_id = excluded.notice_id, channel = excluded.channel, given_at = "
-        "excluded.given_at, changed_at = excluded.changed_at, last_event_id = "
-        "excluded.last_event_id"
-    )
-    counter_sql = (
-        "INSERT INTO stat_counter (period, metric, scope, dimension, value, count) VALUES "
-        f"({', '.join(mark(i) for i in range(6))}) ON CONFLICT (period, metric, scope, "
-        "dimension, value) DO UPDATE SET count = stat_counter.count + 1"
-    )
-    raw = db.engine.raw_connection()
-    try:
-        cursor = raw.cursor()
+class RawWriter:
+    """Plain SQL through the driver, one commit per event: the floor the ledger is measured
+    against."""
+
+    def __init__(self, db: Database) -> None:
+        self.sqlite = db.dialect == "sqlite"
+        mark = "?" if self.sqlite else "%s"
+
+        def marks(count: int) -> str:
+            return ", ".join([mark] * count)
+
+        self.event_sql = (
+            "INSERT INTO consent_event (person_id, seq, purpose_id, notice_id, action, "
+            f"channel, actor, occurred_at, wording, prev_hash, hash) VALUES ({marks(11)}) "
+            "RETURNING id"
+        )
+        self.state_sql = (
+            "INSERT INTO consent_state (person_id, purpose_id, status, notice_id, channel, "
+            f"given_at, changed_at, last_event_id) VALUES ({marks(8)}) "
+            "ON CONFLICT (person_id, purpose_id) DO UPDATE SET status = excluded.status, "
+            "notice_id = excluded.notice_id, channel = excluded.channel, given_at = "
+            "excluded.given_at, changed_at = excluded.changed_at, last_event_id = "
+            "excluded.last_event_id"
+        )
+        self.counter_sql = (
+            "INSERT INTO stat_counter (period, metric, scope, dimension, value, count) VALUES "
+            f"({marks(6)}) ON CONFLICT (period, metric, scope, dimension, value) "
+            "DO UPDATE SET count = stat_counter.count + 1"
+        )
+        self.connection = db.engine.raw_connection()
+        self.cursor = self.connection.cursor()
+
+    def write(self, row: dict) -> float:
+        """Seconds to write one event's rows and commit."""
+        cursor = self.cursor
+        at = row["at"].replace(tzinfo=None) if self.sqlite else row["at"]
         start = time.perf_counter()
-        for row in rows:
-            at = row["at"].replace(tzinfo=None) if sqlite else row["at"]
-            if sqlite:
-                cursor.execute("BEGIN IMMEDIATE")
-            cursor.execute(
-                event_sql,
-                (
-                    row["person_id"],
-                    row["seq"],
-                    row["purpose_id"],
-                    row["notice_id"],
-                    "given",
-                    "web_form",
-                    "self",
-                    at,
-                    row["wording"],
-                    row["prev"],
-                    row["hash"],
-                ),
-            )
-            event_id = cursor.fetchone()[0]
-            cursor.execute(
-                state_sql,
-                (
-                    row["person_id"],
-                    row["purpose_id"],
-                    "given",
-                    row["notice_id"],
-                    "web_form",
-                    at,
-                    at,
-                    event_id,
-                ),
-            )
-            cursor.execute(
-                counter_sql,
-                (period_of(row["at"]), "consent.given", "all", "purpose", row["key"], 1),
-            )
-            raw.commit() if not sqlite else cursor.execute("COMMIT")
-        return len(rows) / (time.perf_counter() - start)
+        if self.sqlite:
+            cursor.execute("BEGIN IMMEDIATE")
+        cursor.execute(
+            self.event_sql,
+            (
+                row["person_id"],
+                row["seq"],
+                row["purpose_id"],
+                row["notice_id"],
+                "given",
+                "web_form",
+                "self",
+                at,
+                row["wording"],
+                row["prev"],
+                row["hash"],
+            ),
+        )
+        event_id = cursor.fetchone()[0]
+        cursor.execute(
+            self.state_sql,
+            [
+                *(row["person_id"], row["purpose_id"], "given", row["notice_id"], "web_form"),
+                *(at, at, event_id),
+            ],
+        )
+        cursor.execute(
+            self.counter_sql,
+            (period_of(row["at"]), "consent.given", "all", "purpose", row["key"], 1),
+        )
+        if self.sqlite:
+            cursor.execute("COMMIT")
+        else:
+            self.connection.commit()
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def compare_writes(
+    db: Database, writes: int, rng: random.Random
+) -> tuple[float, float, list[float], tuple[float, float]]:
+    """Ledger and raw rates over the same number of events, one of each in turn (in
+    alternating order), so that a slow spell of the shared disk falls on both alike.
+
+    Also the share in each tenth of the run, to show how much it moves, and the median time
+    of one event each way, which a few slow commits cannot sway.
+    """
+    work = pick_writes(db, writes * 2, rng)
+    rows = raw_rows(db, work[writes:])
+    raw = RawWriter(db)
+    service_times: list[float] = []
+    raw_times: list[float] = []
+    try:
+        for index, ((person_id, key), row) in enumerate(zip(work[:writes], rows, strict=True)):
+            if index % 2:
+                service_times.append(service_write(db, person_id, key))
+                raw_times.append(raw.write(row))
+            else:
+                raw_times.append(raw.write(row))
+                service_times.append(service_write(db, person_id, key))
     finally:
         raw.close()
+    tenth = max(1, writes // 10)
+    shares = [
+        sum(raw_times[i : i + tenth]) / sum(service_times[i : i + tenth])
+        for i in range(0, writes, tenth)
+    ]
+    medians = (statistics.median(service_times), statistics.median(raw_times))
+    return writes / sum(service_times), writes / sum(raw_times), shares, medians
 
 
 def state_lookups(db: Database, count: int, rng: random.Random) -> tuple[list[float], list[float]]:
@@ -267,14 +308,21 @@ def main() -> None:
     db = Database(settings_for(url))
     rng = random.Random(42)
 
-    work = pick_writes(db, args.writes * 2, rng)
-    service_work, raw_work = work[: args.writes], work[args.writes :]
-    raw_rate = raw_writes(db, raw_rows(db, raw_work))
-    service_rate = service_writes(db, service_work)
-    print("\nledger writes, one transaction per event")
+    service_rate, raw_rate, shares, (service_median, raw_median) = compare_writes(
+        db, args.writes, rng
+    )
+    print("\nledger writes, one transaction per event, taken in turn")
     print(f"  ledger.give (service)                       {service_rate:8.0f} events/s")
     print(f"  raw SQL, same rows (event, state, counter)  {raw_rate:8.0f} events/s")
     print(f"  ledger / raw                                {service_rate / raw_rate:8.0%}")
+    print(
+        f"  ledger / raw in each tenth of the run        min {min(shares):.0%}, "
+        f"median {statistics.median(shares):.0%}, max {max(shares):.0%}"
+    )
+    print(
+        f"  median time for one event                   ledger {service_median * 1000:.2f} ms, "
+        f"raw {raw_median * 1000:.2f} ms: {raw_median / service_median:.0%}"
+    )
 
     by_object, by_link = state_lookups(db, args.lookups, rng)
     print("\ncurrent-state lookup for one person")
