@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -13,8 +15,15 @@ from sqlmodel import Session, select
 
 from consent.db import Database
 from consent.errors import InvalidInput, NotConsented, UnknownPurpose
-from consent.models import ConsentEvent, ConsentState, PanelProfile, StatCounter
-from consent.services import ledger, mailchimp, notices, reports
+from consent.models import (
+    ConsentEvent,
+    ConsentState,
+    PanelMembership,
+    PanelProfile,
+    Person,
+    StatCounter,
+)
+from consent.services import ledger, mailchimp, notices, panels, reports
 from consent.timeutil import utcnow
 from tests import factories
 from tests.helpers import tamper
@@ -44,6 +53,9 @@ def test_give_records_who_when_how_and_the_wording_shown(session: Session) -> No
     assert event.occurred_at >= before
     state = ledger.states_for(session, person)["newsletter"]
     assert (state.status, state.last_event_id, state.notice_id) == ("given", event.id, notice.id)
+    stored = session.get(ConsentEvent, event.id)
+    assert stored is not None and stored is not event
+    assert stored.model_dump() == event.model_dump(), "the event returned is the event stored"
 
 
 def test_each_purpose_is_separate(session: Session) -> None:
@@ -156,11 +168,31 @@ def test_renewing_panel_contact_extends_membership(session: Session) -> None:
     panel = factories.panel(session)
     start = utcnow() - timedelta(days=600)
     membership = factories.member(session, panel, at=start)
+    other = factories.member(session, panel, at=start)
     assert membership.expires_at == start + timedelta(days=730)
     person = session.get(type(factories.person(session)), membership.person_id)
     ledger.renew(session, person, "panel_contact", channel="email_link", actor="self")
+    assert membership.expires_at > utcnow() + timedelta(days=729), "the loaded copy is stale"
+    assert membership not in session.dirty
     session.refresh(membership)
     assert membership.expires_at > utcnow() + timedelta(days=729)
+    session.refresh(other)
+    assert other.expires_at == start + timedelta(days=730)
+
+
+def test_renewing_panel_contact_leaves_ended_memberships_alone(session: Session) -> None:
+    first, second = factories.panel(session), factories.panel(session, name="Southfield Panel")
+    start = utcnow() - timedelta(days=600)
+    ended = factories.member(session, first, at=start)
+    person = session.get(type(factories.person(session)), ended.person_id)
+    panels.end_memberships_of(session, [person.id], reason="left", at=utcnow(), panel_id=first.id)
+    left_expiry = ended.expires_at
+    current = factories.member(session, second, person, at=start)
+    ledger.renew(session, person, "panel_contact", channel="email_link", actor="self")
+    assert ended.expires_at == left_expiry and current.expires_at > utcnow()
+    session.expire_all()
+    assert ended.expires_at == left_expiry
+    assert current.expires_at > utcnow() + timedelta(days=729)
 
 
 def test_counts_are_recorded_when_consent_is_given(session: Session) -> None:
@@ -331,3 +363,70 @@ def test_swapping_any_two_events_makes_verify_fail(db: Database, data: st.DataOb
     )
     with db.reader() as session:
         assert not ledger.verify(session).ok
+
+
+def test_two_writers_for_one_person_chain_one_after_the_other(db: Database) -> None:
+    """The second writer waits for the first to commit, then chains onto its event: it must
+    not read the chain head from before the first writer committed."""
+    with db.transaction() as session:
+        person_id = factories.person(session).id
+    first_written, second_started = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with db.transaction() as session:
+                person = session.get(Person, person_id)
+                ledger.give(session, person, "newsletter", channel="web_form", actor="self")
+                first_written.set()
+                second_started.wait(10)
+                time.sleep(0.4)
+        except BaseException as error:
+            errors.append(error)
+            first_written.set()
+
+    def second() -> None:
+        try:
+            first_written.wait(10)
+            second_started.set()
+            with db.transaction() as session:
+                person = session.get(Person, person_id)
+                ledger.give(session, person, "workshops", channel="web_form", actor="self")
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    with db.reader() as session:
+        events = ledger.events_for(session, session.get(Person, person_id))
+        assert [(e.seq, e.action) for e in events] == [(1, "given"), (2, "given")]
+        assert events[1].prev_hash == events[0].hash
+        states = ledger.states_for(session, session.get(Person, person_id))
+        assert {key for key, state in states.items() if state.status == "given"} == {
+            "newsletter",
+            "workshops",
+        }
+        assert ledger.verify(session).ok
+
+
+def test_renewing_extends_a_membership_reopened_earlier_in_the_same_transaction(
+    db: Database,
+) -> None:
+    start = utcnow() - timedelta(days=600)
+    with db.transaction() as session:
+        membership = factories.member(session, factories.panel(session), at=start)
+        membership_id, person_id = membership.id, membership.person_id
+        panels.end_memberships_of(session, [person_id], reason="left", at=utcnow())
+    with db.transaction() as session:
+        person = session.get(Person, person_id)
+        reopened = session.get(PanelMembership, membership_id)
+        reopened.left_at, reopened.left_reason = None, None
+        ledger.renew(session, person, "panel_contact", channel="email_link", actor="self")
+    with db.reader() as session:
+        stored = session.get(PanelMembership, membership_id)
+        assert stored.left_at is None
+        assert stored.expires_at > utcnow() + timedelta(days=729)

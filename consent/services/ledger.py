@@ -36,6 +36,7 @@ from consent.db import among, is_postgres, settings_of
 from consent.errors import Erased, InvalidInput, NotConsented, Suppressed, UnknownPurpose
 from consent.models import ConsentEvent, ConsentState, Notice, Person, Purpose, Suppression
 from consent.models.ledger import CHANNELS
+from consent.prepared import Prepared
 from consent.services import notices, reports
 from consent.timeutil import utcnow
 from consent.validation import NOTE_MAX, clean_text
@@ -168,9 +169,8 @@ class _Context:
     suppressed: bool
 
 
-@cache
-def _context_query() -> Any:
-    """Built once: composing this statement costs far more than running it."""
+def _context_query(dialect: str) -> Any:
+    """Purpose, newest notice, state, chain head and suppression for one write, one query."""
     purpose, notice, state = Purpose.__table__, Notice.__table__, ConsentState.__table__
     newest, state_notice = Notice.__table__.alias("newest"), Notice.__table__.alias("shown")
     event, suppression = ConsentEvent.__table__, Suppression.__table__
@@ -223,24 +223,28 @@ def _load_context(session: Session, person: Person, purpose_key: str) -> _Contex
         session.flush()
     if person.erased_at is not None:
         raise Erased("This person's details have been deleted.")
-    if is_postgres(session):
-        session.execute(_lock_query(), {"person_id": person.id}).first()
     from consent.services.people import email_hmac
 
     digest = email_hmac(settings_of(session).hash_key, person.email) if person.email else ""
-    row = session.execute(
-        _context_query(),
-        {"person_id": person.id, "purpose_key": purpose_key, "email_hmac": digest},
-    ).first()
+    values = {"person_id": person.id, "purpose_key": purpose_key, "email_hmac": digest}
+    if is_postgres(session):
+        locked, found = _CONTEXT.run_after(_LOCK, session, values)
+        locked.fetchall()
+    else:
+        found = _CONTEXT.run(session, values)
+    row = found.fetchone()
     if row is None:
         raise UnknownPurpose(purpose_key)
     return _Context(*row[:13], suppressed=bool(row[13]))
 
 
-@cache
-def _lock_query() -> Any:
+def _lock_query(dialect: str) -> Any:
     person = Person.__table__
     return select(person.c.id).where(person.c.id == bindparam("person_id")).with_for_update()
+
+
+_CONTEXT = Prepared(_context_query)
+_LOCK = Prepared(_lock_query, only="postgresql")
 
 
 @cache
@@ -396,10 +400,10 @@ def _write_changes(
         )
         for (action, key, _), (number, at) in counts.items()
     ]
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql" and len(events) == 1 and not states_exist:
-        _write_one_postgresql(session, events[0], states[0], counters[0])
+    if len(events) == 1 and not states_exist:
+        _write_one(session, events[0], states[0], counters[0])
     else:
+        dialect = session.get_bind().dialect.name
         _write_each(session, dialect, events, states, counters, states_exist=states_exist)
     for values, state in zip(events, states, strict=True):
         values["expires_at"] = state["expires_at"]
@@ -436,18 +440,35 @@ def _write_each(
     session.execute(reports.upsert_statement(dialect), counters)
 
 
-def _write_one_postgresql(
+def _write_one(
     session: Session, event: dict[str, Any], state: dict[str, Any], counter: dict[str, Any]
 ) -> None:
-    """The everyday single change as one statement: on PostgreSQL each is a round trip."""
-    params = {**event, **{f"s_{name}": value for name, value in state.items()}, **counter}
-    event["id"] = state["last_event_id"] = session.execute(
-        _one_change_postgresql(), params
-    ).scalar_one()
+    """The everyday single change. On PostgreSQL it is one statement, since each statement
+    there is a round trip; on SQLite, three."""
+    if session.get_bind().dialect.name == "postgresql":
+        params = {**event, **{f"s_{name}": value for name, value in state.items()}, **counter}
+        event_id = _ONE_CHANGE.run(session, params).fetchone()[0]
+    else:
+        event_id = _INSERT_EVENT.run(session, event).fetchone()[0]
+        _UPSERT_STATE.run(session, {**state, "last_event_id": event_id})
+        _COUNT.run(session, counter)
+    event["id"] = state["last_event_id"] = event_id
 
 
-@cache
-def _one_change_postgresql() -> Any:
+def _event_insert(dialect: str) -> Any:
+    event = ConsentEvent.__table__
+    names = [column.name for column in event.columns if column.name != "id"]
+    values = {name: bindparam(name, type_=event.c[name].type) for name in names}
+    return insert(event).values(values).returning(event.c.id)
+
+
+def _state_upsert(dialect: str) -> Any:
+    state = ConsentState.__table__
+    values = {column.name: bindparam(column.name, type_=column.type) for column in state.columns}
+    return _on_state_conflict(sqlite.insert(state).values(values))
+
+
+def _one_change_postgresql(dialect: str) -> Any:
     """Insert the event, upsert the state with its id and count it, in one statement."""
     event, state = ConsentEvent.__table__, ConsentState.__table__
     names = [column.name for column in event.columns if column.name != "id"]
@@ -468,6 +489,12 @@ def _one_change_postgresql() -> Any:
     upsert = _on_state_conflict(upsert)
     counted = reports.upsert_statement("postgresql").cte("counted")
     return select(new_event.c.id).add_cte(upsert.cte("new_state"), counted)
+
+
+_INSERT_EVENT = Prepared(_event_insert)
+_UPSERT_STATE = Prepared(_state_upsert, only="sqlite")
+_COUNT = Prepared(reports.upsert_statement)
+_ONE_CHANGE = Prepared(_one_change_postgresql, only="postgresql")
 
 
 def _insert_many(session: Session, statement: Any, events: list[dict[str, Any]]) -> list[int]:
@@ -526,7 +553,15 @@ def _append(
     [values] = _write_changes(session, heads, [change])
     expires_at = values.pop("expires_at")
     _after_change(session, person, ctx.purpose_key, action, channel, expires_at, at)
-    return ConsentEvent(**values)
+    return _as_event(values)
+
+
+def _as_event(values: dict[str, Any]) -> ConsentEvent:
+    """The written event as a (transient) model object, made as SQLAlchemy makes a loaded
+    row: SQLModel's constructor would take a tenth of the whole write."""
+    event = ConsentEvent.__mapper__.class_manager.new_instance()
+    event.__dict__.update(values)
+    return event
 
 
 def _after_change(

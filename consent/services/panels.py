@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import bindparam, delete, func, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 
 from consent.crypto import cipher_for
@@ -25,6 +26,7 @@ from consent.models import (
     SessionNote,
 )
 from consent.options import PREFER_NOT_TO_SAY, options
+from consent.prepared import Prepared
 from consent.services import ledger, notices, reports
 from consent.timeutil import utcnow
 from consent.validation import TEXT_MAX, clean_text, normalise_postcode
@@ -92,12 +94,31 @@ def destroy_session_notes(session: Session, panel: Panel) -> int:
 
 
 def extend_memberships(session: Session, person: Person, expires_at: datetime) -> None:
-    """A renewed panel-contact consent restarts every active membership's two-year clock."""
-    session.execute(
-        update(PanelMembership)
-        .where(PanelMembership.person_id == person.id, PanelMembership.left_at.is_(None))
-        .values(expires_at=expires_at)
+    """A renewed panel-contact consent restarts every active membership's two-year clock.
+
+    It runs on every panel-contact consent, so it is a prepared statement; memberships
+    already loaded in this session are given the new date as well.
+    """
+    _EXTEND.run(session, {"person_id": person.id, "expires_at": expires_at})
+    for membership in list(session.identity_map.values()):
+        if (
+            isinstance(membership, PanelMembership)
+            and membership.person_id == person.id
+            and membership.left_at is None
+        ):
+            set_committed_value(membership, "expires_at", expires_at)
+
+
+def _extend_statement(dialect: str) -> Any:
+    table = PanelMembership.__table__
+    return (
+        update(table)
+        .where(table.c.person_id == bindparam("person_id"), table.c.left_at.is_(None))
+        .values(expires_at=bindparam("expires_at", type_=table.c.expires_at.type))
     )
+
+
+_EXTEND = Prepared(_extend_statement)
 
 
 def delete_all_for_people(session: Session, person_ids: list[int]) -> int:
