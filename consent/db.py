@@ -7,6 +7,8 @@ rolls everything back on any exception, so a failure half-way leaves the databas
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 from sqlalchemy import Boolean, Integer, String, Text, bindparam, event, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.elements import ColumnElement
@@ -54,7 +57,34 @@ def _configure_sqlite(engine: Engine) -> None:
 _BEGIN = {mode: f"BEGIN {mode}" for mode in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")}
 
 
-def make_engine(url: str, *, pool: bool = True) -> Engine:
+#: Seconds a pooled PostgreSQL connection may sit unused before it is checked on next use.
+PING_AFTER_IDLE = 1.0
+
+
+def _ping_when_idle(engine: Engine, idle: float) -> None:
+    """Check a pooled connection before use, as ``pool_pre_ping`` does, but only when it
+    has been idle: a server restart or a dropped link shows up on idle connections, and
+    a connection returned a moment ago saves the round trip on every busy transaction."""
+
+    @event.listens_for(engine, "connect")
+    def _connected(_dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _taken(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("returned_at", -math.inf) <= idle:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            raise DisconnectionError("The database connection was lost.") from error
+
+
+def make_engine(url: str, *, pool: bool = True, ping_after_idle: float = PING_AFTER_IDLE) -> Engine:
     """Create an engine with the pragmas and pool settings each backend needs."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -69,12 +99,11 @@ def make_engine(url: str, *, pool: bool = True) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
-    if pool:
-        kwargs.update(pool_size=5, max_overflow=10)
-    else:
-        kwargs["poolclass"] = NullPool
-    return create_engine(url, **kwargs)
+    if not pool:
+        return create_engine(url, hide_parameters=True, poolclass=NullPool)
+    engine = create_engine(url, hide_parameters=True, pool_size=5, max_overflow=10)
+    _ping_when_idle(engine, ping_after_idle)
+    return engine
 
 
 class Database:
