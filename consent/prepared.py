@@ -37,7 +37,7 @@ class _Compiled:
         if self.fixed:
             values = {**self.fixed, **values}
         converted = [
-            value if process is None or value is None else process(value)
+            value if process is None else process(value)
             for value, process in zip(
                 (values[name] for name in self.names), self.processors, strict=True
             )
