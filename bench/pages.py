@@ -2,6 +2,9 @@
 20 concurrent clients from wrk, beside a bare Flask route rendering a static template of
 the same size under the same server settings. Prints requests per second and p95 latency.
 
+Both servers run throughout and take turns under load, so a slow spell on a shared
+machine falls on both rather than on whichever ran second.
+
     .venv/bin/python bench/pages.py                 # needs wrk: apt-get install wrk
     .venv/bin/python bench/pages.py --duration 30 --database-url postgresql+psycopg://...
 """
@@ -12,6 +15,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -119,47 +123,65 @@ def load(url: str, duration: int, script: Path) -> tuple[float, float, float, in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=20)
+    parser.add_argument("--duration", type=int, default=20, help="seconds of load on each")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="turns each takes, after 2 s to warm up"
+    )
     parser.add_argument("--database-url", default="")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("This benchmark needs wrk: apt-get install wrk")
+    slice_seconds = max(2, args.duration // args.rounds)
     with tempfile.TemporaryDirectory() as scratch:
         instance = Path(scratch)
         env = environment(args.database_url or f"sqlite:///{instance / 'pages.db'}", instance)
         path = prepare(env)
         script = instance / "p95.lua"
         script.write_text(LUA)
-        port = free_port()
+        port, bare_port = free_port(), free_port()
         server = serve("consent.wsgi:app", port, env)
         try:
             page = urllib.request.urlopen(f"http://127.0.0.1:{port}{path}").read()
             same = Path(ROOT / "bench" / "pages" / "same_size.html")
             same.write_text("{% raw %}" + page.decode() + "{% endraw %}", encoding="utf-8")
-            real = load(f"http://127.0.0.1:{port}{path}", args.duration, script)
+            bare = serve("bench.pages.bare_app:app", bare_port, env)
+            try:
+                load(f"http://127.0.0.1:{port}{path}", 2, script)
+                load(f"http://127.0.0.1:{bare_port}/bare", 2, script)
+                real, baseline = [], []
+                for _ in range(args.rounds):
+                    real.append(load(f"http://127.0.0.1:{port}{path}", slice_seconds, script))
+                    baseline.append(
+                        load(f"http://127.0.0.1:{bare_port}/bare", slice_seconds, script)
+                    )
+            finally:
+                bare.terminate()
+                bare.wait()
         finally:
             server.terminate()
             server.wait()
-        bare_port = free_port()
-        bare = serve("bench.pages.bare_app:app", bare_port, env)
-        try:
-            baseline = load(f"http://127.0.0.1:{bare_port}/bare", args.duration, script)
-        finally:
-            bare.terminate()
-            bare.wait()
     print(
-        f"page size {len(page):,} bytes; gunicorn 2 workers (gthread); wrk 20 connections, "
-        f"{args.duration} s each"
+        f"page size {len(page):,} bytes; gunicorn 2 workers (gthread); wrk 20 connections; "
+        f"{args.rounds} turns of {slice_seconds} s each, page then bare route"
     )
+    for label, turns in (("preferences page", real), ("bare Flask route", baseline)):
+        rates, p95s = [t[0] for t in turns], [t[2] for t in turns]
+        print(
+            f"  {label}  {statistics.mean(rates):7.0f} req/s (turns {min(rates):.0f} to "
+            f"{max(rates):.0f})   p50 {statistics.median(t[1] for t in turns):6.1f} ms   "
+            f"p95 {statistics.median(p95s):6.1f} ms (turns {min(p95s):.1f} to "
+            f"{max(p95s):.1f})   errors {sum(t[3] for t in turns)}"
+        )
     print(
-        f"  preferences page  {real[0]:7.0f} req/s   p50 {real[1]:6.1f} ms   "
-        f"p95 {real[2]:6.1f} ms   errors {real[3]}"
+        "  turn by turn (page / bare req/s): "
+        + ", ".join(f"{r[0]:.0f}/{b[0]:.0f}" for r, b in zip(real, baseline, strict=True))
     )
+    shares = [r[0] / b[0] for r, b in zip(real, baseline, strict=True)]
+    share = statistics.mean(t[0] for t in real) / statistics.mean(t[0] for t in baseline)
     print(
-        f"  bare Flask route  {baseline[0]:7.0f} req/s   p50 {baseline[1]:6.1f} ms   "
-        f"p95 {baseline[2]:6.1f} ms   errors {baseline[3]}"
+        f"  preferences / bare: {share:.0%} of the requests per second "
+        f"(turns {min(shares):.0%} to {max(shares):.0%})"
     )
-    print(f"  preferences / bare: {real[0] / baseline[0]:.0%} of the requests per second")
 
 
 if __name__ == "__main__":
