@@ -84,6 +84,11 @@ def pick_writes(db: Database, count: int, rng: random.Random) -> list[tuple[int,
         chosen: list[tuple[int, str]] = []
         seen: set[int] = set()
         while len(chosen) < count:
+            if len(seen) >= max_id:
+                sys.exit(
+                    f"Only {len(chosen):,} people in this population can still give a consent; "
+                    f"{count:,} are needed. Run without --reuse to build a fresh population."
+                )
             person_id = rng.randint(1, max_id)
             if person_id in seen:
                 continue
