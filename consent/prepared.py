@@ -11,7 +11,7 @@ connection, inside the session's transaction.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from threading import Lock
 from typing import Any
@@ -95,11 +95,7 @@ class Prepared:
         dialect = connection.dialect
         one, two = first._for(dialect), self._for(dialect)
         cursors = (connection.connection.cursor(), connection.connection.cursor())
-        pipeline = (
-            connection.connection.driver_connection.pipeline()
-            if dialect.name == "postgresql"
-            else nullcontext()
-        )
+        pipeline = _pipeline(connection.connection.driver_connection, dialect)
         with _as_sqlalchemy_errors(dialect, f"{one.sql}; {two.sql}"), pipeline:
             cursors[0].execute(one.sql, one.parameters(values))
             cursors[1].execute(two.sql, two.parameters(values))
@@ -116,6 +112,17 @@ class Prepared:
                 )
                 self._compiled[dialect.name] = compiled
         return compiled
+
+
+def _pipeline(driver: Any, dialect: Dialect) -> AbstractContextManager[Any]:
+    """psycopg's pipeline where libpq supports it (14 and later); otherwise nothing, and
+    the statements go one round trip each."""
+    if dialect.name == "postgresql":
+        from psycopg import Pipeline
+
+        if Pipeline.is_supported():
+            return driver.pipeline()
+    return nullcontext()
 
 
 def _flushed(session: Session) -> Any:

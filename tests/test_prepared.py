@@ -98,8 +98,16 @@ def test_a_list_expanded_at_run_time_is_refused(db: Database) -> None:
         refused.run(session, {"ids": [1, 2]})
 
 
-def test_run_after_runs_the_first_statement_first(db: Database) -> None:
-    """The ledger relies on this: the second statement must see what the first did."""
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "one-by-one"])
+def test_run_after_runs_the_first_statement_first(
+    db: Database, backend: str, pipelined: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ledger relies on this: the second statement must see what the first did, with
+    or without psycopg's pipeline (libpq before 14 has none)."""
+    if backend == "postgresql" and not pipelined:
+        import psycopg
+
+        monkeypatch.setattr(psycopg.Pipeline, "is_supported", classmethod(lambda cls: False))
 
     def bump(dialect: str) -> object:
         return update(COUNTER).where(COUNTER.c.metric == bindparam("metric")).values(count=7)
