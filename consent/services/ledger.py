@@ -248,14 +248,13 @@ _LOCK = Prepared(_lock_query, only="postgresql")
 
 
 @cache
-def _write_statements(dialect: str) -> tuple[Any, Any, Any, Any]:
-    """Event inserts (one row, and many), the state upsert and the state update, built once.
+def _write_statements(dialect: str) -> tuple[Any, Any, Any]:
+    """The batch event insert, the state upsert and the state update, built once.
 
     The update is for a batch whose states all exist (expiry): it skips the failed insert
     an upsert tries first for every row.
     """
     event, state = ConsentEvent.__table__, ConsentState.__table__
-    insert_one = insert(event).returning(event.c.id)
     insert_many = insert(event)
     upsert = _on_state_conflict(
         (postgresql.insert if dialect == "postgresql" else sqlite.insert)(state)
@@ -268,7 +267,7 @@ def _write_statements(dialect: str) -> tuple[Any, Any, Any, Any]:
         )
         .values({name: bindparam(name) for name in _STATE_CHANGING})
     )
-    return insert_one, insert_many, upsert, rewrite
+    return insert_many, upsert, rewrite
 
 
 #: What a new event rewrites in an existing state; ``given_at`` is kept unless given again.
@@ -420,9 +419,9 @@ def _write_each(
     states_exist: bool,
 ) -> None:
     """Events, then states pointing at them, then counters: a statement each."""
-    insert_one, insert_many, upsert_state, rewrite_state = _write_statements(dialect)
+    insert_many, upsert_state, rewrite_state = _write_statements(dialect)
     if len(events) == 1:
-        ids = [session.execute(insert_one, events[0]).scalar_one()]
+        ids = [_INSERT_EVENT.run(session, events[0]).fetchone()[0]]
     else:
         ids = _insert_many(session, insert_many, events)
     for values, state, event_id in zip(events, states, ids, strict=True):
@@ -455,36 +454,30 @@ def _write_one(
     event["id"] = state["last_event_id"] = event_id
 
 
+def _binds(table: Any, names: list[str], prefix: str = "") -> dict[str, Any]:
+    """A typed parameter for each named column, so values go through the column's type."""
+    return {name: bindparam(prefix + name, type_=table.c[name].type) for name in names}
+
+
 def _event_insert(dialect: str) -> Any:
     event = ConsentEvent.__table__
     names = [column.name for column in event.columns if column.name != "id"]
-    values = {name: bindparam(name, type_=event.c[name].type) for name in names}
-    return insert(event).values(values).returning(event.c.id)
+    return insert(event).values(_binds(event, names)).returning(event.c.id)
 
 
 def _state_upsert(dialect: str) -> Any:
     state = ConsentState.__table__
-    values = {column.name: bindparam(column.name, type_=column.type) for column in state.columns}
-    return _on_state_conflict(sqlite.insert(state).values(values))
+    names = [column.name for column in state.columns]
+    return _on_state_conflict(sqlite.insert(state).values(_binds(state, names)))
 
 
 def _one_change_postgresql(dialect: str) -> Any:
     """Insert the event, upsert the state with its id and count it, in one statement."""
-    event, state = ConsentEvent.__table__, ConsentState.__table__
-    names = [column.name for column in event.columns if column.name != "id"]
-    new_event = (
-        postgresql.insert(event)
-        .values({name: bindparam(name, type_=event.c[name].type) for name in names})
-        .returning(event.c.id)
-        .cte("new_event")
-    )
+    state = ConsentState.__table__
+    new_event = _event_insert(dialect).cte("new_event")
     fields = [column.name for column in state.columns if column.name != "last_event_id"]
     upsert = postgresql.insert(state).from_select(
-        [*fields, "last_event_id"],
-        select(
-            *(bindparam(f"s_{name}", type_=state.c[name].type) for name in fields),
-            new_event.c.id,
-        ),
+        [*fields, "last_event_id"], select(*_binds(state, fields, "s_").values(), new_event.c.id)
     )
     upsert = _on_state_conflict(upsert)
     counted = reports.upsert_statement("postgresql").cte("counted")
