@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Boolean, Integer, String, Text, bindparam, event, text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import NullPool
@@ -178,6 +178,14 @@ def settings_of(session: Session) -> Settings:
     if settings is None:
         raise RuntimeError("This session was not opened through consent.db.Database.")
     return settings
+
+
+def flushed_connection(session: Session) -> Connection:
+    """The session's connection, for Core statements run on it directly, after writing the
+    session's pending changes as ``session.execute`` would (unless autoflush is off)."""
+    if session.autoflush:
+        session.flush()
+    return session.connection()
 
 
 def after_commit(session: Session, callback: Callable[[], None]) -> None:

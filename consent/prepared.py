@@ -21,6 +21,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlmodel import Session
 
+from consent.db import flushed_connection
+
 Processor = Callable[[Any], Any] | None
 
 
@@ -75,7 +77,7 @@ class Prepared:
 
         Pending changes to model objects are flushed first, as ``session.execute`` would.
         """
-        connection = _flushed(session)
+        connection = flushed_connection(session)
         compiled = self._for(connection.dialect)
         cursor = connection.connection.cursor()
         with _as_sqlalchemy_errors(connection.dialect, compiled.sql):
@@ -91,7 +93,7 @@ class Prepared:
 
         Returns both cursors, with their rows ready to read.
         """
-        connection = _flushed(session)
+        connection = flushed_connection(session)
         dialect = connection.dialect
         one, two = first._for(dialect), self._for(dialect)
         cursors = (connection.connection.cursor(), connection.connection.cursor())
@@ -123,13 +125,6 @@ def _pipeline(driver: Any, dialect: Dialect) -> AbstractContextManager[Any]:
         if Pipeline.is_supported():
             return driver.pipeline()
     return nullcontext()
-
-
-def _flushed(session: Session) -> Any:
-    """The session's connection, after writing pending changes unless autoflush is off."""
-    if session.autoflush:
-        session.flush()
-    return session.connection()
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
-from consent.db import after_commit
+from consent.db import after_commit, flushed_connection
 from consent.models import Notice, Purpose
 
 #: Seconds a copy is trusted before it is loaded again.
@@ -71,8 +71,7 @@ def load(session: Session) -> Catalogue:
     The copy is shared by every request in the process, so it must not be the session's own
     objects, which a write in that session could change or detach.
     """
-    session.flush()
-    connection = session.connection()
+    connection = flushed_connection(session)
     purpose_rows = connection.execute(
         select(Purpose.__table__).order_by(Purpose.sort_order, Purpose.id)
     ).all()

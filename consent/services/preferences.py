@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, select
 from sqlmodel import Session
 
 from consent import links
+from consent.db import flushed_connection
 from consent.errors import Conflict, InvalidInput, NotConsented, NotFound
 from consent.models import (
     Booking,
@@ -125,8 +126,7 @@ def overview(session: Session, person: Person) -> Overview:
     """Everything the preferences page shows: three queries, the purposes kept in memory."""
     queries = _queries()
     params = {"person_id": person.id, "now": utcnow()}
-    session.flush()
-    connection = session.connection()
+    connection = flushed_connection(session)
     states = {
         row.purpose_id: ConsentNow(**row._mapping)
         for row in connection.execute(queries["states"], params)
