@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import RESULTS, run_cli, settings_for
 from bench.population import generate
+from consent import loading
 from consent.db import Database, make_engine
 from consent.models import ConsentEvent, ConsentState, Notice, Person, Purpose
 from consent.schema import upgrade
@@ -111,7 +112,7 @@ def service_write(db: Database, person_id: int, key: str) -> float:
     open a transaction, load the person, give, commit."""
     start = time.perf_counter()
     with db.transaction() as session:
-        person = session.get(Person, person_id)
+        person = loading.person_by_id.get(session, person_id)
         assert person is not None
         ledger.give(session, person, key, channel="web_form", actor="self")
     return time.perf_counter() - start
@@ -291,7 +292,7 @@ def state_lookups(db: Database, count: int, rng: random.Random) -> tuple[list[fl
         by_link: list[float] = []
         for public_id in public_ids:
             start = time.perf_counter()
-            person = session.exec(select(Person).where(Person.public_id == public_id)).one()
+            person = loading.person_by_public_id.get(session, public_id)
             ledger.states_for(session, person)
             by_link.append((time.perf_counter() - start) * 1000)
     return by_object, by_link

@@ -10,13 +10,12 @@ first, so a key can be retired without breaking the links already sent.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import bindparam
-from sqlmodel import Session, select
+from sqlmodel import Session
 
+from consent import loading
 from consent.config import Settings
 from consent.db import settings_of
 from consent.models import Person
@@ -114,7 +113,7 @@ def read_token(settings: Settings, token: str, action: str) -> LinkClaims:
 def resolve(session: Session, token: str, action: str) -> tuple[Person, LinkClaims]:
     """Read a token and find its person; a bumped version or an erasure revokes it."""
     claims = read_token(settings_of(session), token, action)
-    person = session.exec(_person_query(), params={"public_id": claims.public_id}).first()
+    person = loading.person_by_public_id.get(session, claims.public_id)
     if person is None:
         raise RevokedLink("This link no longer works.")
     if person.erased_at is not None:
@@ -122,11 +121,6 @@ def resolve(session: Session, token: str, action: str) -> tuple[Person, LinkClai
     if person.token_version != claims.token_version:
         raise RevokedLink("This link no longer works.")
     return person, claims
-
-
-@cache
-def _person_query() -> Any:
-    return select(Person).where(Person.public_id == bindparam("public_id"))
 
 
 def link_url(

@@ -22,6 +22,7 @@ from pathlib import Path
 from sqlalchemy import insert, select
 from sqlmodel import Session
 
+from consent import loading
 from consent.db import settings_of
 from consent.errors import DomainError, InvalidInput
 from consent.models import (
@@ -475,7 +476,9 @@ def _write(
     )
     if purpose_key == "newsletter" and mailchimp.enabled(session):
         for row in rows:
-            person = existing.get(row.email) or session.get(Person, person_ids[row.email])
+            person = existing.get(row.email) or loading.person_by_id.get(
+                session, person_ids[row.email]
+            )
             if person is not None:
                 mailchimp.queue_subscribe(session, person, row.at)
     if panel is not None:

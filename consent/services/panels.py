@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, delete, func, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 
+from consent import loading
 from consent.crypto import cipher_for
 from consent.db import among, settings_of
 from consent.errors import Conflict, InvalidInput, NotFound
@@ -544,7 +545,7 @@ def record_attendance(
     if membership is None or membership.panel_id != panel_session.panel_id or membership.left_at:
         raise NotFound("That person is not a member of this panel.")
     if recording_consent:
-        person = session.get(Person, membership.person_id)
+        person = loading.person_by_id.get(session, membership.person_id)
         assert person is not None
         if not ledger.has_consent(session, person, "panel_recordings"):
             raise InvalidInput(

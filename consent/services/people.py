@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 
+from consent import loading
 from consent.db import among, settings_of
 from consent.errors import Conflict, Erased, InvalidInput, NotFound
 from consent.models import (
@@ -74,12 +75,11 @@ def lift_suppression(session: Session, email: str) -> None:
 
 def find_by_email(session: Session, email: str) -> Person | None:
     """The living (not erased) person with this address, if any."""
-    normalised = normalise_email(email)
-    return session.exec(select(Person).where(Person.email == normalised)).first()
+    return loading.person_by_email.get(session, normalise_email(email))
 
 
 def get_by_public_id(session: Session, public_id: str) -> Person:
-    person = session.exec(select(Person).where(Person.public_id == public_id)).first()
+    person = loading.person_by_public_id.get(session, public_id)
     if person is None:
         raise NotFound("We could not find that person.")
     return person
@@ -89,7 +89,7 @@ def find_or_create(session: Session, email: str, *, name: str | None = None) -> 
     """One person per mailbox: an existing record is reused, a name only fills a blank."""
     normalised = normalise_email(email)
     cleaned_name = clean_text(name, field="name", label="your name")
-    person = session.exec(select(Person).where(Person.email == normalised)).first()
+    person = loading.person_by_email.get(session, normalised)
     if person is not None:
         if cleaned_name and not person.name:
             person.name = cleaned_name
@@ -178,7 +178,7 @@ def change_email(
     if normalised == person.email:
         person.pending_email = None
         return False
-    other = session.exec(select(Person).where(Person.email == normalised)).first()
+    other = loading.person_by_email.get(session, normalised)
     if other is not None:
         raise Conflict("That email address is already used by someone else on our records.")
     from consent.services import mailchimp

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
+from consent import loading
 from consent.crypto import cipher_for
 from consent.errors import InvalidInput, NotFound
 from consent.models import (
@@ -300,7 +301,7 @@ def update_request(
     request.outcome = cleaned
     request.closed_at = None if status == "open" else utcnow()
     if status != "open" and request.person_id is not None:
-        person = session.get(Person, request.person_id)
+        person = loading.person_by_id.get(session, request.person_id)
         if person is not None and not person.is_erased:
             person.review_at = utcnow()
     audit.record(

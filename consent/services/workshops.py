@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from consent import loading
 from consent.errors import Conflict, InvalidInput, NotFound
 from consent.models import Booking, Person, Workshop
 from consent.options import options
@@ -150,7 +151,7 @@ def book_and_confirm(
         district=district,
         job_role=job_role,
     )
-    person = session.get(Person, booking.person_id)
+    person = loading.person_by_id.get(session, booking.person_id)
     assert person is not None
     outbox.queue(
         session,
@@ -275,7 +276,7 @@ def cancel_workshop(session: Session, workshop: Workshop) -> int:
     for booking in bookings_of(session, workshop):
         if booking.cancelled_at is not None or booking.person_id is None:
             continue
-        person = session.get(Person, booking.person_id)
+        person = loading.person_by_id.get(session, booking.person_id)
         if person is None or person.erased_at is not None:
             continue
         told += (

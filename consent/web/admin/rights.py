@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from consent import loading
 from consent.errors import InvalidInput
 from consent.services import rights as service
 from consent.timeutil import utcnow
@@ -72,9 +73,7 @@ def rights_request(request_id: int) -> str | Response | tuple[str, int]:
         found = service.get_request(session, request_id)
         person = None
         if found.person_id:
-            from consent.models import Person
-
-            person = session.get(Person, found.person_id)
+            person = loading.person_by_id.get(session, found.person_id)
     if request.method == "GET":
         form.status.data, form.outcome.data = found.status, found.outcome
     return render_template(

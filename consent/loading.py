@@ -1,0 +1,101 @@
+"""Load one model object by a unique column through a prepared statement.
+
+Loading a person through the ORM's query machinery takes 0.15 to 0.3 ms, nearly all of it
+setting up the execution and the loading context; the row itself comes back from the driver
+in microseconds. Every page reached by a signed link and every consent change loads a
+person first, so this path takes the row from the driver, converts it with SQLAlchemy's own
+result processors, and hands the object to the session as a persistent one, exactly as a
+query would have left it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from threading import Lock
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import bindparam, inspect, select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import configure_mappers, make_transient_to_detached
+from sqlmodel import Session, SQLModel
+
+from consent.models import Person
+from consent.prepared import Prepared
+
+M = TypeVar("M", bound=SQLModel)
+Processor = Callable[[Any], Any] | None
+
+
+class Loader(Generic[M]):
+    """Finds at most one ``model`` row whose ``column`` equals a value (a unique column).
+
+    Every column of the model's one table is loaded; the constructor refuses a model
+    mapped to more than one table.
+    """
+
+    def __init__(self, model: type[M], column: str) -> None:
+        mapper = inspect(model)
+        if len(mapper.tables) != 1:
+            raise ValueError(f"{model.__name__} is mapped to more than one table.")
+        table = mapper.local_table
+        self.model = model
+        self._mapper = mapper
+        self._columns = list(table.columns)
+        self._keys = [mapper.get_property_by_column(c).key for c in self._columns]
+        self._primary = [self._columns.index(c) for c in mapper.primary_key]
+        self._by_primary_key = [table.c[column]] == list(mapper.primary_key)
+        self._statement = Prepared(
+            lambda _dialect: select(*self._columns).where(table.c[column] == bindparam("value"))
+        )
+        self._processors: dict[str, list[Processor]] = {}
+        self._lock = Lock()
+
+    def __repr__(self) -> str:
+        return f"Loader({self.model.__name__})"
+
+    def get(self, session: Session, value: Any) -> M | None:
+        """The object, from the session if it already holds it, else from the database.
+
+        Pending changes are flushed first, as a query would.
+        """
+        if self._by_primary_key:
+            key = self._mapper.identity_key_from_primary_key([value])
+            if key in session.identity_map:
+                return session.get(self.model, value)
+        cursor = self._statement.run(session, {"value": value})
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        key = self._mapper.identity_key_from_primary_key([row[i] for i in self._primary])
+        if key in session.identity_map:
+            return session.get(self.model, key[1])
+        dialect = session.get_bind().dialect
+        processors = self._processors.get(dialect.name)
+        if processors is None:
+            processors = self._processors_for(dialect, cursor.description)
+        values = {
+            name: cell if process is None else process(cell)
+            for name, cell, process in zip(self._keys, row, processors, strict=True)
+        }
+        instance: M = self._mapper.class_manager.new_instance()
+        instance.__dict__.update(values)
+        make_transient_to_detached(instance)
+        session.add(instance)
+        return instance
+
+    def _processors_for(self, dialect: Dialect, description: Any) -> list[Processor]:
+        """SQLAlchemy's result processor for each column; the driver's description is read
+        once per dialect, as building it costs more than the row."""
+        with self._lock:
+            configure_mappers()
+            processors = [
+                column.type.dialect_impl(dialect).result_processor(dialect, described[1])
+                for column, described in zip(self._columns, description, strict=True)
+            ]
+            self._processors[dialect.name] = processors
+        return processors
+
+
+person_by_id: Loader[Person] = Loader(Person, "id")
+person_by_public_id: Loader[Person] = Loader(Person, "public_id")
+person_by_email: Loader[Person] = Loader(Person, "email")
