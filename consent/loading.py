@@ -1,6 +1,6 @@
 """Load one model object by a unique column through a prepared statement.
 
-Loading a person through the ORM's query machinery takes 0.15 to 0.3 ms, nearly all of it
+Loading a person through the ORM's query machinery took 0.2 to 0.5 ms here, nearly all of it
 setting up the execution and the loading context; the row itself comes back from the driver
 in microseconds. Every page reached by a signed link and every consent change loads a
 person first, so this path takes the row from the driver, converts it with SQLAlchemy's own
