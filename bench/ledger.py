@@ -107,12 +107,16 @@ def pick_writes(db: Database, count: int, rng: random.Random) -> list[tuple[int,
     return chosen
 
 
-def service_write(db: Database, person_id: int, key: str) -> float:
+def service_write(db: Database, person_id: int, key: str, *, orm_load: bool = False) -> float:
     """Seconds for the ledger to record one change in its own transaction, as a caller does:
-    open a transaction, load the person, give, commit."""
+    open a transaction, load the person, give, commit. ``orm_load`` loads the person with
+    an ORM query instead, as callers did before ``consent.loading``."""
     start = time.perf_counter()
     with db.transaction() as session:
-        person = loading.person_by_id.get(session, person_id)
+        if orm_load:
+            person = session.get(Person, person_id)
+        else:
+            person = loading.person_by_id.get(session, person_id)
         assert person is not None
         ledger.give(session, person, key, channel="web_form", actor="self")
     return time.perf_counter() - start
@@ -277,6 +281,38 @@ def compare_writes(
     return writes / sum(service_times), writes / sum(raw_times), shares, medians
 
 
+def compare_loading(db: Database, writes: int, rng: random.Random) -> None:
+    """Ledger writes loading the person by ORM query and by ``consent.loading``, each beside
+    raw writes, all three taken in turn (rotating which goes first)."""
+    work = pick_writes(db, writes * 3, rng)
+    rows = raw_rows(db, work[2 * writes :])
+    raw = RawWriter(db)
+    times: dict[str, list[float]] = {"orm": [], "loader": [], "raw": []}
+
+    def write(name: str, index: int) -> float:
+        if name == "raw":
+            return raw.write(rows[index])
+        if name == "orm":
+            return service_write(db, *work[index], orm_load=True)
+        return service_write(db, *work[writes + index])
+
+    order = ["orm", "loader", "raw"]
+    try:
+        for index in range(writes):
+            for name in order[index % 3 :] + order[: index % 3]:
+                times[name].append(write(name, index))
+    finally:
+        raw.close()
+    raw_median = statistics.median(times["raw"])
+    print("\nloading the person, ORM query against consent.loading, taken in turn")
+    for name, label in (("orm", "ORM query (session.get)"), ("loader", "consent.loading")):
+        median = statistics.median(times[name])
+        print(
+            f"  {label:24s} {sum(times['raw']) / sum(times[name]):4.0%} of raw; median "
+            f"{median * 1000:.2f} ms against {raw_median * 1000:.2f} ms: {raw_median / median:.0%}"
+        )
+
+
 def state_lookups(db: Database, count: int, rng: random.Random) -> tuple[list[float], list[float]]:
     with db.reader() as session:
         max_id = session.scalar(select(func.max(Person.id)))
@@ -306,6 +342,11 @@ def main() -> None:
     parser.add_argument("--writes", type=int, default=3000)
     parser.add_argument("--lookups", type=int, default=4000)
     parser.add_argument("--reuse", action="store_true", help="keep an existing population")
+    parser.add_argument(
+        "--compare-loading",
+        action="store_true",
+        help="only compare loading the person by ORM query and by consent.loading",
+    )
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     url = args.database_url
@@ -313,6 +354,10 @@ def main() -> None:
     prepare(url, args.people, args.events_per_person, args.reuse)
     db = Database(settings_for(url))
     rng = random.Random(42)
+    if args.compare_loading:
+        compare_loading(db, args.writes, rng)
+        db.dispose()
+        return
 
     service_rate, raw_rate, shares, (service_median, raw_median) = compare_writes(
         db, args.writes, rng
