@@ -4,8 +4,9 @@ Loading a person through the ORM's query machinery took 0.2 to 0.5 ms here, near
 setting up the execution and the loading context; the row itself comes back from the driver
 in microseconds. Every page reached by a signed link and every consent change loads a
 person first, so this path takes the row from the driver, converts it with SQLAlchemy's own
-result processors, and hands the object to the session as a persistent one, exactly as a
-query would have left it.
+result processors, and hands the object to the session as a persistent one, as a query
+would have left it. Unlike a query, it fires no ``load`` events and runs no
+``@reconstructor``: models loaded this way must not rely on them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import bindparam, inspect, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import configure_mappers, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, SQLModel
 
 from consent.models import Person
@@ -56,7 +58,8 @@ class Loader(Generic[M]):
     def get(self, session: Session, value: Any) -> M | None:
         """The object, from the session if it already holds it, else from the database.
 
-        Pending changes are flushed first, as a query would.
+        Pending changes are flushed first, and expired attributes of an object the session
+        holds are filled from the row, as a query would.
         """
         if self._by_primary_key:
             key = self._mapper.identity_key_from_primary_key([value])
@@ -66,9 +69,6 @@ class Loader(Generic[M]):
         row = cursor.fetchone()
         if row is None:
             return None
-        key = self._mapper.identity_key_from_primary_key([row[i] for i in self._primary])
-        if key in session.identity_map:
-            return session.get(self.model, key[1])
         dialect = session.get_bind().dialect
         processors = self._processors.get(dialect.name)
         if processors is None:
@@ -77,6 +77,13 @@ class Loader(Generic[M]):
             name: cell if process is None else process(cell)
             for name, cell, process in zip(self._keys, row, processors, strict=True)
         }
+        key = self._mapper.identity_key_from_primary_key([row[i] for i in self._primary])
+        held: M | None = session.identity_map.get(key)
+        if held is not None:
+            state = inspect(held)
+            for name in state.expired_attributes - state.dict.keys():
+                set_committed_value(held, name, values[name])
+            return held
         instance: M = self._mapper.class_manager.new_instance()
         instance.__dict__.update(values)
         make_transient_to_detached(instance)

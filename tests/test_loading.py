@@ -152,3 +152,18 @@ def test_an_expired_object_is_refreshed_on_use(db: Database) -> None:
         )
         session.expire(person)
         assert loading.person_by_id.get(session, person_id).name == "Changed elsewhere"
+
+
+@pytest.mark.parametrize("expired", [["name"], None])
+def test_an_expired_object_found_by_another_column_is_filled_from_the_row(
+    db: Database, expired: list[str] | None
+) -> None:
+    stored = _someone(db)
+    with db.reader() as session:
+        held = loading.person_by_id.get(session, stored.id)
+        session.expire(held, expired)
+        with statements(db) as seen:
+            assert loading.person_by_public_id.get(session, stored.public_id) is held
+            assert held.name == "Ada <Lovelace>" and held.erased_at == stored.erased_at
+        assert len(seen) == 1
+    assert held.email == "loaded@example.com"
