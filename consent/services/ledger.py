@@ -32,6 +32,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, select
 
+from consent import loading
 from consent.db import among, is_postgres, settings_of
 from consent.errors import Erased, InvalidInput, NotConsented, Suppressed, UnknownPurpose
 from consent.models import ConsentEvent, ConsentState, Notice, Person, Purpose, Suppression
@@ -546,15 +547,7 @@ def _append(
     [values] = _write_changes(session, heads, [change])
     expires_at = values.pop("expires_at")
     _after_change(session, person, ctx.purpose_key, action, channel, expires_at, at)
-    return _as_event(values)
-
-
-def _as_event(values: dict[str, Any]) -> ConsentEvent:
-    """The written event as a (transient) model object, made as SQLAlchemy makes a loaded
-    row: SQLModel's constructor would take a tenth of the whole write."""
-    event = ConsentEvent.__mapper__.class_manager.new_instance()
-    event.__dict__.update(values)
-    return event
+    return loading.built(ConsentEvent, values)
 
 
 def _after_change(
