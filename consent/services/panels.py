@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, update
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import InstanceState
 from sqlmodel import Session, select
 
 from consent import loading
@@ -80,10 +81,23 @@ def end_memberships_of(
     for panel, number in Counter(row[1] for row in rows).items():
         reports.count(session, f"panel.left.{reason}", scope=f"panel:{panel}", at=at, by=number)
     ended = set(ids)
-    for membership in list(session.identity_map.values()):
-        if isinstance(membership, PanelMembership) and membership.id in ended:
-            session.expire(membership, ["left_at", "left_reason", "data_destroyed_at"])
+    _expire_loaded(
+        session,
+        lambda state: state.identity[0] in ended,
+        ["left_at", "left_reason", "data_destroyed_at"],
+    )
     return len(ids)
+
+
+def _expire_loaded(
+    session: Session, changed: Callable[[InstanceState[Any]], bool], fields: list[str]
+) -> None:
+    """Keep memberships this session holds in step with a statement that changed their rows,
+    without loading any: the changed fields are read again when next used."""
+    for state in list(session.identity_map.all_states()):
+        instance = state.obj()
+        if instance is not None and isinstance(instance, PanelMembership) and changed(state):
+            session.expire(instance, fields)
 
 
 def destroy_session_notes(session: Session, panel: Panel) -> int:
@@ -97,17 +111,10 @@ def destroy_session_notes(session: Session, panel: Panel) -> int:
 def extend_memberships(session: Session, person: Person, expires_at: datetime) -> None:
     """A renewed panel-contact consent restarts every active membership's two-year clock.
 
-    It runs on every panel-contact consent, so it is a prepared statement; memberships
-    already loaded in this session are given the new date as well.
+    It runs on every panel-contact consent, so it is a prepared statement.
     """
     _EXTEND.run(session, {"person_id": person.id, "expires_at": expires_at})
-    for membership in list(session.identity_map.values()):
-        if (
-            isinstance(membership, PanelMembership)
-            and membership.person_id == person.id
-            and membership.left_at is None
-        ):
-            set_committed_value(membership, "expires_at", expires_at)
+    _expire_loaded(session, lambda state: state.dict.get("person_id") == person.id, ["expires_at"])
 
 
 def _extend_statement(dialect: str) -> Any:
