@@ -11,12 +11,9 @@ would have left it. Unlike a query, it fires no ``load`` events and runs no
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from threading import Lock
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import bindparam, inspect, select
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import configure_mappers, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, SQLModel
@@ -25,12 +22,18 @@ from consent.models import Person
 from consent.prepared import Prepared
 
 M = TypeVar("M", bound=SQLModel)
-Processor = Callable[[Any], Any] | None
+
+
+_configured = False
 
 
 def built(model: type[M], values: dict[str, Any]) -> M:
     """A (transient) model object made as SQLAlchemy makes one for a loaded row: SQLModel's
     constructor validates every field and costs ten times as much."""
+    global _configured
+    if not _configured:
+        configure_mappers()  # what a query or a constructor would have done first
+        _configured = True
     instance: M = inspect(model).class_manager.new_instance()
     instance.__dict__.update(values)
     return instance
@@ -52,13 +55,11 @@ class Loader(Generic[M]):
         self._mapper = mapper
         self._columns = list(table.columns)
         self._keys = [mapper.get_property_by_column(c).key for c in self._columns]
-        self._primary = [self._columns.index(c) for c in mapper.primary_key]
+        self._primary = [mapper.get_property_by_column(c).key for c in mapper.primary_key]
         self._by_primary_key = [table.c[column]] == list(mapper.primary_key)
         self._statement = Prepared(
             lambda _dialect: select(*self._columns).where(table.c[column] == bindparam("value"))
         )
-        self._processors: dict[str, list[Processor]] = {}
-        self._lock = Lock()
 
     def __repr__(self) -> str:
         return f"Loader({self.model.__name__})"
@@ -73,19 +74,11 @@ class Loader(Generic[M]):
             key = self._mapper.identity_key_from_primary_key([value])
             if key in session.identity_map:
                 return session.get(self.model, value)
-        cursor = self._statement.run(session, {"value": value})
-        row = cursor.fetchone()
-        if row is None:
+        found = self._statement.rows(session, {"value": value})
+        if not found:
             return None
-        dialect = session.get_bind().dialect
-        processors = self._processors.get(dialect.name)
-        if processors is None:
-            processors = self._processors_for(dialect, cursor.description)
-        values = {
-            name: cell if process is None else process(cell)
-            for name, cell, process in zip(self._keys, row, processors, strict=True)
-        }
-        key = self._mapper.identity_key_from_primary_key([row[i] for i in self._primary])
+        values = dict(zip(self._keys, found[0], strict=True))
+        key = self._mapper.identity_key_from_primary_key([values[k] for k in self._primary])
         held: M | None = session.identity_map.get(key)
         if held is not None:
             state = inspect(held)
@@ -96,18 +89,6 @@ class Loader(Generic[M]):
         make_transient_to_detached(instance)
         session.add(instance)
         return instance
-
-    def _processors_for(self, dialect: Dialect, description: Any) -> list[Processor]:
-        """SQLAlchemy's result processor for each column; the driver's description is read
-        once per dialect, as building it costs more than the row."""
-        with self._lock:
-            configure_mappers()
-            processors = [
-                column.type.dialect_impl(dialect).result_processor(dialect, described[1])
-                for column, described in zip(self._columns, description, strict=True)
-            ]
-            self._processors[dialect.name] = processors
-        return processors
 
 
 person_by_id: Loader[Person] = Loader(Person, "id")

@@ -34,6 +34,8 @@ class _Compiled:
     positional: bool
     #: Values fixed in the statement itself, such as ``.values(status="pending")``.
     fixed: dict[str, Any]
+    #: The type of each column a SELECT returns, to convert what the driver gives back.
+    types: tuple[Any, ...]
 
     def parameters(self, values: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
         if self.fixed:
@@ -50,8 +52,8 @@ class _Compiled:
 class Prepared:
     """One statement, built by ``build(dialect_name)`` the first time a dialect needs it.
 
-    Only plain bound parameters are supported (no ``IN`` lists expanded at run time); rows
-    come back as the driver gives them, so keep result columns to integers and text.
+    Only plain bound parameters are supported (no ``IN`` lists expanded at run time).
+    :meth:`run` gives back the driver's rows as they are; :meth:`rows` converts them.
     """
 
     #: Every prepared statement made, so a test can check each one's query plan.
@@ -62,6 +64,7 @@ class Prepared:
         self.only = only
         self._build = build
         self._compiled: dict[str, _Compiled] = {}
+        self._converters: dict[str, tuple[Processor, ...]] = {}
         self._lock = Lock()
         Prepared.every.append(self)
 
@@ -83,6 +86,41 @@ class Prepared:
         with _as_sqlalchemy_errors(connection.dialect, compiled.sql):
             cursor.execute(compiled.sql, compiled.parameters(values))
         return cursor
+
+    def rows(self, session: Session, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Run a SELECT and return its rows, each value converted as an ordinary execution
+        converts it (SQLAlchemy's result processors: datetimes from SQLite's text, say)."""
+        cursor = self.run(session, values)
+        found = cursor.fetchall()
+        if not found:
+            return []
+        dialect = session.get_bind().dialect
+        converters = self._converters.get(dialect.name)
+        if converters is None:
+            converters = self._converters_for(dialect, cursor.description)
+        if not any(converters):
+            return [tuple(row) for row in found]
+        return [
+            tuple(
+                cell if convert is None else convert(cell)
+                for cell, convert in zip(row, converters, strict=True)
+            )
+            for row in found
+        ]
+
+    def _converters_for(self, dialect: Dialect, description: Any) -> tuple[Processor, ...]:
+        """The result processor of each selected column; the driver's description is read
+        once per dialect, as psycopg builds it afresh on every read."""
+        with self._lock:
+            types = self._for(dialect).types
+            if len(types) != len(description):
+                raise ValueError(f"{self!r} returns columns it cannot convert.")
+            converters = tuple(
+                kind.dialect_impl(dialect).result_processor(dialect, described[1])
+                for kind, described in zip(types, description, strict=True)
+            )
+            self._converters[dialect.name] = converters
+        return converters
 
     def run_after(
         self, first: Prepared, session: Session, values: Mapping[str, Any]
@@ -154,4 +192,5 @@ def _compile(statement: ClauseElement, dialect: Dialect) -> _Compiled:
     fixed = {
         name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required
     }
-    return _Compiled(compiled.string, names, processors, positional, fixed)
+    types = tuple(column.type for column in getattr(statement, "selected_columns", ()))
+    return _Compiled(compiled.string, names, processors, positional, fixed, types)

@@ -98,6 +98,42 @@ def test_a_list_expanded_at_run_time_is_refused(db: Database) -> None:
         refused.run(session, {"ids": [1, 2]})
 
 
+def _select_changes(dialect: str) -> object:
+    return (
+        select(CHANGE.c.id, CHANGE.c.person_id, CHANGE.c.note, CHANGE.c.changed_at)
+        .where(CHANGE.c.person_id == bindparam("person_id"))
+        .order_by(CHANGE.c.id)
+    )
+
+
+SELECT_CHANGES = Prepared(_select_changes)
+
+
+def test_rows_come_back_as_an_ordinary_execution_gives_them(db: Database) -> None:
+    """Timezone-aware datetimes (text in SQLite) and NULLs, converted as SQLAlchemy does."""
+    at = datetime(2026, 10, 25, 1, 30, 0, 5, tzinfo=UTC)
+    with db.transaction() as session:
+        person_id = factories.person(session).id
+        for note in (None, "Phoned in"):
+            INSERT_CHANGE.run(
+                session,
+                {
+                    "person_id": person_id,
+                    "fields": "name",
+                    "channel": "admin",
+                    "actor": "Caseworker",
+                    "note": note,
+                    "changed_at": at,
+                },
+            )
+    with db.reader() as session:
+        rows = SELECT_CHANGES.rows(session, {"person_id": person_id})
+        expected = session.execute(_select_changes(db.dialect), {"person_id": person_id}).all()
+        assert rows == [tuple(row) for row in expected]
+        assert [row[3] for row in rows] == [at, at]
+        assert SELECT_CHANGES.rows(session, {"person_id": -1}) == []
+
+
 @pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "one-by-one"])
 def test_run_after_runs_the_first_statement_first(
     db: Database, backend: str, pipelined: bool, monkeypatch: pytest.MonkeyPatch
