@@ -414,6 +414,14 @@ def test_the_overview_sees_changes_not_yet_flushed(app: Flask, member: str) -> N
         assert preferences.overview(session, pat).memberships == []
 
 
+def test_a_page_query_that_does_not_fill_its_record_in_order_is_refused() -> None:
+    """The page fills its records from rows by position, so a reordered query must not run."""
+    place = preferences._memberships("sqlite")
+    swapped = place.with_only_columns(*reversed(place.selected_columns))
+    with pytest.raises(TypeError, match="not the fields of PanelPlace"):
+        preferences._filling(preferences.PanelPlace, swapped)
+
+
 def _post_manage(client: FlaskClient, path: str, action: str, data: dict) -> object:
     token = csrf(text(client.get(path)))
     return client.post(f"{path}/{action}", data={"csrf_token": token, **data})

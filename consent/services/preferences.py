@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlmodel import Session
 
 from consent import links
-from consent.db import flushed_connection
 from consent.errors import Conflict, InvalidInput, NotConsented, NotFound
 from consent.models import (
     Booking,
@@ -28,6 +26,7 @@ from consent.models import (
     Purpose,
     Workshop,
 )
+from consent.prepared import Prepared
 from consent.services import ledger, notice_catalogue, notices, outbox, people, reports
 from consent.timeutil import utcnow
 from consent.validation import normalise_email
@@ -85,51 +84,72 @@ class Overview:
     bookings: list[UpcomingBooking]
 
 
-@cache
-def _queries() -> dict[str, Any]:
-    """The page's queries, built once: composing them cost more than running them.
+def _filling(record: type, statement: Any) -> Any:
+    """``statement``, once it is checked to select ``record``'s fields in order, as the page
+    fills each record from a row by position."""
+    selected = [column.key for column in statement.selected_columns]
+    if selected != [field.name for field in fields(record)]:
+        raise TypeError(f"The query selects {selected}, not the fields of {record.__name__}.")
+    return statement
 
-    They select plain columns into small read-only records, matched by name: building ORM
-    objects cost more than running the queries, and nothing on the page is written back.
-    """
-    person_id = bindparam("person_id")
+
+def _states(_dialect: str) -> Any:
     state = ConsentState.__table__.c
+    return _filling(
+        ConsentNow,
+        select(*(state[field.name] for field in fields(ConsentNow))).where(
+            state.person_id == bindparam("person_id")
+        ),
+    )
+
+
+def _memberships(_dialect: str) -> Any:
     membership = PanelMembership.__table__.c
     panel = Panel.__table__.c
-    booking = Booking.__table__.c
-    workshop = Workshop.__table__.c
-    return {
-        "states": select(*(state[field.name] for field in fields(ConsentNow))).where(
-            state.person_id == person_id
-        ),
-        "memberships": select(
+    return _filling(
+        PanelPlace,
+        select(
             panel.name.label("panel_name"),
             panel.family_hub,
             membership.joined_at,
             membership.expires_at,
         )
         .join_from(PanelMembership.__table__, Panel.__table__, panel.id == membership.panel_id)
-        .where(membership.person_id == person_id, membership.left_at.is_(None))
+        .where(membership.person_id == bindparam("person_id"), membership.left_at.is_(None))
         .order_by(membership.joined_at, membership.id),
-        "bookings": select(booking.id.label("booking_id"), workshop.title, workshop.starts_at)
+    )
+
+
+def _bookings(_dialect: str) -> Any:
+    booking = Booking.__table__.c
+    workshop = Workshop.__table__.c
+    return _filling(
+        UpcomingBooking,
+        select(booking.id.label("booking_id"), workshop.title, workshop.starts_at)
         .join_from(Booking.__table__, Workshop.__table__, workshop.id == booking.workshop_id)
         .where(
-            booking.person_id == person_id,
+            booking.person_id == bindparam("person_id"),
             booking.cancelled_at.is_(None),
             workshop.ends_at > bindparam("now"),
         )
         .order_by(workshop.starts_at, booking.id),
-    }
+    )
+
+
+#: The page's queries, run on the driver's cursor: SQLAlchemy's set-up for each execution
+#: cost more than the three queries themselves. Each selects the fields of its record, in
+#: order, and nothing on the page is written back.
+_STATES = Prepared(_states)
+_MEMBERSHIPS = Prepared(_memberships)
+_BOOKINGS = Prepared(_bookings)
 
 
 def overview(session: Session, person: Person) -> Overview:
     """Everything the preferences page shows: three queries, the purposes kept in memory."""
-    queries = _queries()
     params = {"person_id": person.id, "now": utcnow()}
-    connection = flushed_connection(session)
     states = {
-        row.purpose_id: ConsentNow(**row._mapping)
-        for row in connection.execute(queries["states"], params)
+        state.purpose_id: state
+        for state in (ConsentNow(*row) for row in _STATES.rows(session, params))
     }
     catalogue = notice_catalogue.current(
         session, needs={state.notice_id for state in states.values()}
@@ -139,12 +159,8 @@ def overview(session: Session, person: Person) -> Overview:
         state = states.get(purpose.id)
         agreed = catalogue.notices.get(state.notice_id) if state else None
         views.append(PurposeView(purpose, catalogue.newest[purpose.id], state, agreed))
-    memberships = [
-        PanelPlace(**row._mapping) for row in connection.execute(queries["memberships"], params)
-    ]
-    bookings = [
-        UpcomingBooking(**row._mapping) for row in connection.execute(queries["bookings"], params)
-    ]
+    memberships = [PanelPlace(*row) for row in _MEMBERSHIPS.rows(session, params)]
+    bookings = [UpcomingBooking(*row) for row in _BOOKINGS.rows(session, params)]
     return Overview(person, views, memberships, bookings)
 
 
