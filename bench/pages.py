@@ -3,7 +3,10 @@
 the same size under the same server settings. Prints requests per second and p95 latency.
 
 Both servers run throughout and take turns under load, so a slow spell on a shared
-machine falls on both rather than on whichever ran second.
+machine falls on both rather than on whichever ran second. Both are told to take at most
+10 connections per worker, so wrk's 20 keep-alive connections split evenly between the two
+workers: otherwise, now and then one worker accepted all 20 and the other stood idle for
+the whole turn, halving that turn's figure for either server at random.
 
     .venv/bin/python bench/pages.py                 # needs wrk: apt-get install wrk
     .venv/bin/python bench/pages.py --duration 30 --database-url postgresql+psycopg://...
@@ -36,6 +39,7 @@ from consent.schema import upgrade
 from tests import factories
 
 ROOT = Path(__file__).resolve().parent.parent
+CONNECTIONS = 20
 LUA = """
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %d %d %.3f %.3f %d\\n", summary.requests,
@@ -85,6 +89,8 @@ def serve(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
             str(ROOT / "gunicorn.conf.py"),
             "--workers",
             "2",
+            "--worker-connections",
+            str(CONNECTIONS // 2),
             "--bind",
             f"127.0.0.1:{port}",
             app,
@@ -110,7 +116,7 @@ def serve(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
 def load(url: str, duration: int, script: Path) -> tuple[float, float, float, int]:
     urllib.request.urlopen(url).read()  # noqa: S310 (loopback)
     output = subprocess.run(
-        ["wrk", "-t2", "-c20", f"-d{duration}s", "-s", str(script), url],
+        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration}s", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
@@ -161,7 +167,8 @@ def main() -> None:
             server.terminate()
             server.wait()
     print(
-        f"page size {len(page):,} bytes; gunicorn 2 workers (gthread); wrk 20 connections; "
+        f"page size {len(page):,} bytes; gunicorn 2 workers (gthread, {CONNECTIONS // 2} "
+        f"connections each); wrk {CONNECTIONS} connections; "
         f"{args.rounds} turns of {slice_seconds} s each, page then bare route"
     )
     for label, turns in (("preferences page", real), ("bare Flask route", baseline)):
