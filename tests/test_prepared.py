@@ -9,7 +9,8 @@ from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 import consent.services.ledger
-import consent.services.panels  # noqa: F401 - defines prepared statements
+import consent.services.panels
+import consent.services.preferences  # noqa: F401 - these define prepared statements
 from consent.db import Database
 from consent.models import PersonChange, StatCounter
 from consent.prepared import Prepared
@@ -170,6 +171,9 @@ def test_every_prepared_statement_that_finds_rows_uses_indexes(db: Database, bac
         "Prepared(_event_insert)",
         "Prepared(_state_upsert)",
         "Prepared(_extend_statement)",
+        "Prepared(_states)",
+        "Prepared(_memberships)",
+        "Prepared(_bookings)",
     }
     scans = []
     with db.reader() as session:
