@@ -80,21 +80,23 @@ class Prepared:
 
         Pending changes to model objects are flushed first, as ``session.execute`` would.
         """
+        return self._execute(session, values)[0]
+
+    def _execute(self, session: Session, values: Mapping[str, Any]) -> tuple[Any, Dialect]:
         connection = flushed_connection(session)
         compiled = self._for(connection.dialect)
         cursor = connection.connection.cursor()
         with _as_sqlalchemy_errors(connection.dialect, compiled.sql):
             cursor.execute(compiled.sql, compiled.parameters(values))
-        return cursor
+        return cursor, connection.dialect
 
     def rows(self, session: Session, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Run a SELECT and return its rows, each value converted as an ordinary execution
         converts it (SQLAlchemy's result processors: datetimes from SQLite's text, say)."""
-        cursor = self.run(session, values)
+        cursor, dialect = self._execute(session, values)
         found = cursor.fetchall()
         if not found:
             return []
-        dialect = session.get_bind().dialect
         converters = self._converters.get(dialect.name)
         if converters is None:
             converters = self._converters_for(dialect, cursor.description)

@@ -33,13 +33,13 @@ def statements(db: Database) -> Iterator[list[str]]:
         seen.append(self.sql(db.engine.dialect))
         return original(self, session, values)
 
-    original = Prepared.run
+    original = Prepared._execute
     event.listen(db.engine, "before_cursor_execute", record)
-    Prepared.run = run_prepared  # type: ignore[method-assign]
+    Prepared._execute = run_prepared  # type: ignore[method-assign]
     try:
         yield seen
     finally:
-        Prepared.run = original  # type: ignore[method-assign]
+        Prepared._execute = original  # type: ignore[method-assign]
         event.remove(db.engine, "before_cursor_execute", record)
 
 
