@@ -39,6 +39,7 @@ from consent.schema import upgrade
 from tests import factories
 
 ROOT = Path(__file__).resolve().parent.parent
+WORKERS = 2
 CONNECTIONS = 20
 LUA = """
 done = function(summary, latency, requests)
@@ -88,9 +89,9 @@ def serve(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
             "-c",
             str(ROOT / "gunicorn.conf.py"),
             "--workers",
-            "2",
+            str(WORKERS),
             "--worker-connections",
-            str(CONNECTIONS // 2),
+            str(CONNECTIONS // WORKERS),
             "--bind",
             f"127.0.0.1:{port}",
             app,
@@ -167,7 +168,8 @@ def main() -> None:
             server.terminate()
             server.wait()
     print(
-        f"page size {len(page):,} bytes; gunicorn 2 workers (gthread, {CONNECTIONS // 2} "
+        f"page size {len(page):,} bytes; gunicorn {WORKERS} workers (gthread, "
+        f"{CONNECTIONS // WORKERS} "
         f"connections each); wrk {CONNECTIONS} connections; "
         f"{args.rounds} turns of {slice_seconds} s each, page then bare route"
     )
