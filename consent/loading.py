@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import bindparam, inspect, select
+from sqlalchemy import UniqueConstraint, bindparam, inspect, select
 from sqlalchemy.orm import configure_mappers, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, SQLModel
@@ -39,11 +39,21 @@ def built(model: type[M], values: dict[str, Any]) -> M:
     return instance
 
 
+def _identifies(table: Any, column: str) -> bool:
+    """True when ``column`` alone is the table's primary key or is declared unique."""
+    if table.c[column].unique:
+        return True
+    alone = [column]
+    keys = [table.primary_key.columns, *(index.columns for index in table.indexes if index.unique)]
+    keys += [c.columns for c in table.constraints if isinstance(c, UniqueConstraint)]
+    return any([c.name for c in key] == alone for key in keys)
+
+
 class Loader(Generic[M]):
     """Finds at most one ``model`` row whose ``column`` equals a value (a unique column).
 
     Every column of the model's one table is loaded; the constructor refuses a model
-    mapped to more than one table.
+    mapped to more than one table, and a column that could match several rows.
     """
 
     def __init__(self, model: type[M], column: str) -> None:
@@ -51,6 +61,8 @@ class Loader(Generic[M]):
         if len(mapper.tables) != 1:
             raise ValueError(f"{model.__name__} is mapped to more than one table.")
         table = mapper.local_table
+        if not _identifies(table, column):
+            raise ValueError(f"{model.__name__}.{column} is not unique.")
         self.model = model
         self._mapper = mapper
         self._columns = list(table.columns)

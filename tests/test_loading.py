@@ -78,6 +78,11 @@ def test_every_attribute_equals_what_the_orm_loads(
     assert fast["postcode"] is None
 
 
+def test_a_column_that_could_match_several_rows_is_refused() -> None:
+    with pytest.raises(ValueError, match="not unique"):
+        loading.Loader(Person, "name")
+
+
 def test_nothing_found_is_none(session: Session) -> None:
     assert loading.person_by_id.get(session, 10**9) is None
     assert loading.person_by_email.get(session, "nobody@example.com") is None
