@@ -169,8 +169,7 @@ def main() -> None:
             server.wait()
     print(
         f"page size {len(page):,} bytes; gunicorn {WORKERS} workers (gthread, "
-        f"{CONNECTIONS // WORKERS} "
-        f"connections each); wrk {CONNECTIONS} connections; "
+        f"{CONNECTIONS // WORKERS} connections each); wrk {CONNECTIONS} connections; "
         f"{args.rounds} turns of {slice_seconds} s each, page then bare route"
     )
     for label, turns in (("preferences page", real), ("bare Flask route", baseline)):
