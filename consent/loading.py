@@ -79,10 +79,12 @@ class Loader(Generic[M]):
     def get(self, session: Session, value: Any) -> M | None:
         """The object, from the session if it already holds it, else from the database.
 
-        Pending changes are flushed first, and expired attributes of an object the session
-        holds are filled from the row, as a query would.
+        Pending changes (a deletion too) are flushed first, and expired attributes of an
+        object the session holds are filled from the row, as a query would.
         """
         if self._by_primary_key:
+            if session.autoflush:
+                session.flush()
             key = self._mapper.identity_key_from_primary_key([value])
             if key in session.identity_map:
                 return session.get(self.model, value)

@@ -137,6 +137,16 @@ def test_pending_changes_are_flushed_before_the_search(session: Session) -> None
     assert loading.person_by_email.get(session, "new@example.com") is added
 
 
+def test_an_object_deleted_in_the_session_is_not_found(db: Database) -> None:
+    """A query flushes the deletion first and finds nothing; so must a loader, by any column."""
+    person_id = _someone(db).id
+    with db.reader() as session:
+        session.delete(session.get(Person, person_id))
+        assert loading.person_by_id.get(session, person_id) is None
+        assert loading.person_by_email.get(session, "loaded@example.com") is None
+        session.rollback()
+
+
 def test_an_object_the_session_holds_is_returned_as_it_is_not_reloaded(db: Database) -> None:
     stored = _someone(db)
     with db.transaction() as session:
