@@ -695,6 +695,30 @@ def test_every_page_sends_a_strict_content_security_policy(client: FlaskClient) 
     assert "<script>" not in page and " style=" not in page
 
 
+def test_every_response_sends_each_security_header_once(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    fixed = {
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+        "Cross-Origin-Opener-Policy": "same-origin",
+        "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+    }
+    manage = _manage_path(_db(app), member)
+    for path, referrer in (
+        ("/", "strict-origin-when-cross-origin"),
+        ("/nope", "strict-origin-when-cross-origin"),
+        ("/static/app.css", "strict-origin-when-cross-origin"),
+        (manage, "no-referrer"),
+        (manage + "/download", "no-referrer"),
+    ):
+        headers = client.get(path).headers
+        for name, value in {**fixed, "Referrer-Policy": referrer}.items():
+            assert headers.getlist(name) == [value], (path, name)
+        assert len(headers.getlist("Content-Security-Policy")) == 1
+    assert client.get(manage).headers.getlist("Cache-Control") == ["no-store"]
+
+
 def test_forms_need_their_csrf_token(app: Flask, client: FlaskClient) -> None:
     response = client.post("/newsletter", data={"email": "a@example.com", "newsletter": "y"})
     assert response.status_code == 400 and "form has expired" in text(response)
