@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from flask import Flask, render_template_string, url_for
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from consent.models import Purpose
 from consent.services import notices
-from consent.web.components import KEPT_AT_MOST, fixed_component, fixed_url, notice_html
+from consent.web.components import (
+    KEPT_AT_MOST,
+    fixed_component,
+    fixed_url,
+    notice_html,
+    token_url,
+)
 
 
 def _macro(name: str, macro: str, params: dict[str, str]) -> str:
@@ -74,3 +82,31 @@ def test_fixed_urls_are_url_for_s_own_and_follow_the_mount_point(app: Flask) -> 
     with app.test_request_context("/", base_url="http://localhost/council"):
         assert fixed_url("public.privacy") == url_for("public.privacy")
         assert fixed_url("public.privacy").startswith("/council/")
+
+
+_TOKEN_PAGES = ("public.manage", "public.details", "public.delete", "public.stop_everything")
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    token=st.one_of(
+        st.text(alphabet="ABCXYZabcxyz0189_-.", min_size=1, max_size=200),
+        st.text(min_size=1, max_size=40).filter(lambda text: "/" not in text),
+    ),
+    endpoint=st.sampled_from(_TOKEN_PAGES),
+)
+def test_a_token_url_is_url_for_s_own(app: Flask, token: str, endpoint: str) -> None:
+    """Any token, including ones a URL must quote (these go through url_for itself)."""
+    with app.test_request_context("/"):
+        assert token_url(endpoint, token) == url_for(endpoint, token=token)
+    with app.test_request_context("/", base_url="http://localhost/council"):
+        assert token_url(endpoint, token) == url_for(endpoint, token=token)
+
+
+def test_token_urls_keep_their_other_values_apart(app: Flask) -> None:
+    with app.test_request_context("/"):
+        for booking in (1, 22, 1):
+            assert token_url("public.cancel_booking", "a.b-c_d", booking_id=booking) == url_for(
+                "public.cancel_booking", token="a.b-c_d", booking_id=booking
+            )
+        assert token_url("public.manage", "first") != token_url("public.manage", "second")

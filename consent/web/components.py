@@ -9,6 +9,7 @@ macros as the single source of the markup without paying for them on every reque
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
@@ -78,10 +79,33 @@ def fixed_url(endpoint: str, **values: str) -> str:
     return _kept("consent.urls", key, lambda: url_for(endpoint, **values))
 
 
+#: What a signed link's token is made of (URL-safe base64 and dots): nothing to quote in a path.
+_TOKEN = re.compile(r"[A-Za-z0-9_.-]+")
+#: Stands in for the token while a URL is built; ``~`` is never in a token.
+_SLOT = "~token~"
+
+
+def token_url(endpoint: str, token: str, **values: str | int) -> str:
+    """``url_for(endpoint, token=token, **values)``, for the links on a page reached by a link.
+
+    Each URL is built through the URL map once, with a stand-in for the token, which is put
+    in its place after: the preferences page has seven such links, and ``url_for`` cost it
+    about 13 µs each, more than one of its queries.
+    """
+    if not _TOKEN.fullmatch(token):
+        return url_for(endpoint, token=token, **values)
+    key = ("token", request.script_root, endpoint, tuple(sorted(values.items())))
+    built = _kept("consent.urls", key, lambda: url_for(endpoint, token=_SLOT, **values))
+    return built.replace(_SLOT, token, 1)
+
+
 def init_app(app: Flask) -> None:
     app.extensions["consent.components"] = {}
     app.extensions["consent.notices"] = {}
     app.extensions["consent.urls"] = {}
     app.jinja_env.globals.update(
-        fixed_component=fixed_component, notice_html=notice_html, fixed_url=fixed_url
+        fixed_component=fixed_component,
+        notice_html=notice_html,
+        fixed_url=fixed_url,
+        token_url=token_url,
     )
