@@ -46,7 +46,8 @@ limiter = _PostLimiter(key_func=get_remote_address, default_limits=[])
 
 @limiter.request_filter
 def _reading() -> bool:
-    """Every limit is on POST: a page that only reads skips the limiter altogether."""
+    """Reads are never limited, even if a Flask-Limiter release stops calling the hook that
+    ``_PostLimiter`` overrides (its name is not part of the library's public interface)."""
     return request.method in READING
 
 
@@ -73,8 +74,8 @@ CSP = "; ".join(
 class _SessionCookies(SecureCookieSessionInterface):
     """Flask's signed session cookie, with its signer built once per set of keys.
 
-    Flask builds the signer afresh to read and again to write the cookie (8 µs each time);
-    the keys change only when the app is restarted with new ones.
+    Flask builds the signer afresh to read and again to write the cookie (8 µs each time).
+    Signers are kept by the keys they sign with, so new keys get a new one.
     """
 
     def __init__(self) -> None:
