@@ -100,7 +100,7 @@ class Prepared:
         converters = self._converters.get(dialect.name)
         if converters is None:
             converters = self._converters_for(dialect, cursor.description)
-        if not any(converters):
+        if not converters:
             return [tuple(row) for row in found]
         return [
             tuple(
@@ -111,8 +111,9 @@ class Prepared:
         ]
 
     def _converters_for(self, dialect: Dialect, description: Any) -> tuple[Processor, ...]:
-        """The result processor of each selected column; the driver's description is read
-        once per dialect, as psycopg builds it afresh on every read."""
+        """The result processor of each selected column, or none at all when no column needs
+        one; the driver's description is read once per dialect, as psycopg builds it afresh
+        on every read."""
         with self._lock:
             types = self._for(dialect).types
             if len(types) != len(description):
@@ -121,6 +122,8 @@ class Prepared:
                 kind.dialect_impl(dialect).result_processor(dialect, described[1])
                 for kind, described in zip(types, description, strict=True)
             )
+            if not any(converters):
+                converters = ()
             self._converters[dialect.name] = converters
         return converters
 
