@@ -24,17 +24,13 @@ from consent.prepared import Prepared
 M = TypeVar("M", bound=SQLModel)
 
 
-_configured = False
-
-
 def built(model: type[M], values: dict[str, Any]) -> M:
     """A (transient) model object made as SQLAlchemy makes one for a loaded row: SQLModel's
     constructor validates every field and costs ten times as much."""
-    global _configured
-    if not _configured:
+    mapper = inspect(model)
+    if not mapper.configured:
         configure_mappers()  # what a query or a constructor would have done first
-        _configured = True
-    instance: M = inspect(model).class_manager.new_instance()
+    instance: M = mapper.class_manager.new_instance()
     instance.__dict__.update(values)
     return instance
 
