@@ -110,3 +110,12 @@ def test_token_urls_keep_their_other_values_apart(app: Flask) -> None:
                 "public.cancel_booking", token="a.b-c_d", booking_id=booking
             )
         assert token_url("public.manage", "first") != token_url("public.manage", "second")
+
+
+def test_token_urls_that_vary_do_not_crowd_out_fixed_urls(app: Flask) -> None:
+    with app.test_request_context("/"):
+        for booking in range(KEPT_AT_MOST + 10):
+            token_url("public.cancel_booking", "a.b", booking_id=booking)
+        assert fixed_url("public.accessibility") == url_for("public.accessibility")
+        kept = app.extensions["consent.urls"]
+        assert any(key[1] == "public.accessibility" for key in kept)

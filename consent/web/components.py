@@ -90,12 +90,13 @@ def token_url(endpoint: str, token: str, **values: str | int) -> str:
 
     Each URL is built through the URL map once, with a stand-in for the token, which is put
     in its place after: the preferences page has seven such links, and ``url_for`` cost it
-    about 13 µs each, more than one of its queries.
+    about 13 µs each, more than one of its queries. They are kept apart from the fixed URLs,
+    so values that vary (a booking's id) cannot crowd those out.
     """
     if not _TOKEN.fullmatch(token):
         return url_for(endpoint, token=token, **values)
-    key = ("token", request.script_root, endpoint, tuple(sorted(values.items())))
-    built = _kept("consent.urls", key, lambda: url_for(endpoint, token=_SLOT, **values))
+    key = (request.script_root, endpoint, tuple(sorted(values.items())))
+    built = _kept("consent.token_urls", key, lambda: url_for(endpoint, token=_SLOT, **values))
     return built.replace(_SLOT, token, 1)
 
 
@@ -103,6 +104,7 @@ def init_app(app: Flask) -> None:
     app.extensions["consent.components"] = {}
     app.extensions["consent.notices"] = {}
     app.extensions["consent.urls"] = {}
+    app.extensions["consent.token_urls"] = {}
     app.jinja_env.globals.update(
         fixed_component=fixed_component,
         notice_html=notice_html,
