@@ -683,6 +683,15 @@ def test_reading_pages_is_never_rate_limited_but_posting_is(settings: Settings) 
     assert client.get("/link").status_code == 200
 
 
+def test_every_public_form_shares_the_post_limit(settings: Settings) -> None:
+    """The blueprint-wide limit (not only a view's own) is checked on POST, never on GET."""
+    app = create_app(replace(settings, rate_limits=True))
+    client = app.test_client()
+    codes = [submit(client, "/newsletter", {"email": "x"}).status_code for _ in range(21)]
+    assert set(codes[:20]) == {400} and codes[20] == 429
+    assert client.get("/newsletter").status_code == 200
+
+
 # ---- security -----------------------------------------------------------------------------
 
 
