@@ -128,6 +128,21 @@ def load(url: str, duration: int, script: Path) -> tuple[float, float, float, in
     return int(requests) / (int(micros) / 1e6), float(p50), float(p95), int(errors)
 
 
+def in_process(path: str, env: dict[str, str]) -> tuple[float, float]:
+    """Each app's own milliseconds per request, called directly after the servers stop."""
+    output = subprocess.run(
+        [sys.executable, "-m", "bench.pages.timing", path],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"TIMING ([\d.]+) ([\d.]+)", output)
+    assert match, output
+    return float(match[1]), float(match[2])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=20, help="seconds of load on each")
@@ -167,6 +182,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait()
+        page_ms, bare_ms = in_process(path, env)
     print(
         f"page size {len(page):,} bytes; gunicorn {WORKERS} workers (gthread, "
         f"{CONNECTIONS // WORKERS} connections each); wrk {CONNECTIONS} connections; "
@@ -183,6 +199,10 @@ def main() -> None:
     print(
         "  turn by turn (page / bare req/s): "
         + ", ".join(f"{r[0]:.0f}/{b[0]:.0f}" for r, b in zip(real, baseline, strict=True))
+    )
+    print(
+        f"  in-process, no server: preferences page {page_ms:.3f} ms a request, bare route "
+        f"{bare_ms:.3f} ms (bench/pages/timing.py)"
     )
     shares = [r[0] / b[0] for r, b in zip(real, baseline, strict=True)]
     share = statistics.mean(t[0] for t in real) / statistics.mean(t[0] for t in baseline)
