@@ -1,6 +1,7 @@
 """Preferences page under load: gunicorn (2 workers, the repository's gunicorn.conf.py),
 20 concurrent clients from wrk, beside a bare Flask route rendering a static template of
-the same size under the same server settings. Prints requests per second and p95 latency.
+the same size under the same server settings. Prints requests per second and p95 latency,
+and then each app's own time per request, called directly with no server (timing.py).
 
 Both servers run throughout and take turns under load, so a slow spell on a shared
 machine falls on both rather than on whichever ran second. Both are told to take at most
