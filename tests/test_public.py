@@ -728,6 +728,28 @@ def test_every_response_sends_each_security_header_once(
     assert client.get(manage).headers.getlist("Cache-Control") == ["no-store"]
 
 
+@pytest.mark.parametrize(
+    ("env", "base_url", "expected"),
+    [
+        ("production", "https://consent.test", ["max-age=31536000; includeSubDomains"]),
+        ("production", "http://consent.test", []),
+        ("test", "https://consent.test", []),
+    ],
+)
+def test_only_production_over_https_asks_browsers_to_keep_to_https(
+    settings: Settings, env: str, base_url: str, expected: list[str]
+) -> None:
+    application = create_app(replace(settings, env=env, base_url=base_url))
+    try:
+        for path in ("/", "/nope"):
+            assert (
+                application.test_client().get(path).headers.getlist("Strict-Transport-Security")
+                == expected
+            ), path
+    finally:
+        application.extensions["consent.db"].dispose()
+
+
 def test_forms_need_their_csrf_token(app: Flask, client: FlaskClient) -> None:
     response = client.post("/newsletter", data={"email": "a@example.com", "newsletter": "y"})
     assert response.status_code == 400 and "form has expired" in text(response)
