@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import replace
 from datetime import timedelta
 
@@ -748,6 +749,25 @@ def test_only_production_over_https_asks_browsers_to_keep_to_https(
             ), path
     finally:
         application.extensions["consent.db"].dispose()
+
+
+def test_pages_below_another_link_back_to_it(app: Flask, client: FlaskClient, member: str) -> None:
+    db = _db(app)
+    manage = _manage_path(db, member)
+    workshop, panel = _workshop(db), _panel(db)
+    for path, href, words in (
+        (manage + "/details", manage, "Back to your preferences"),
+        (manage + "/email", manage, "Back to your preferences"),
+        (manage + "/delete", manage, "Back to your preferences"),
+        (manage + "/data", manage, "Back to your preferences"),
+        (f"/workshops/{workshop}", "/workshops", "All workshops"),
+        (f"/panels/{panel}/join", "/panels", "Parent Carer Panels"),
+    ):
+        page = client.get(path).get_data(as_text=True)
+        navigation = re.findall(r'<nav aria-label="Back">(.*?)</nav>', page, re.S)
+        assert len(navigation) == 1, path
+        assert f'href="{href}"' in navigation[0] and "govuk-back-link" in navigation[0], path
+        assert words in navigation[0], path
 
 
 def test_forms_need_their_csrf_token(app: Flask, client: FlaskClient) -> None:
