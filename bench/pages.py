@@ -27,6 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet
 
@@ -115,33 +116,28 @@ def serve(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"gunicorn did not start for {app}")
 
 
+def figures(command: list[str], marker: str, **options: Any) -> list[float]:
+    """The numbers a measuring command prints on its line that starts with ``marker``."""
+    output = subprocess.run(command, capture_output=True, text=True, check=True, **options)
+    match = re.search(rf"^{marker}((?: [\d.]+)+)$", output.stdout, re.M)
+    assert match, output.stdout
+    return [float(number) for number in match[1].split()]
+
+
 def load(url: str, duration: int, script: Path) -> tuple[float, float, float, int]:
     urllib.request.urlopen(url).read()  # noqa: S310 (loopback)
-    output = subprocess.run(
-        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration}s", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    match = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+) (\d+)", output)
-    assert match, output
-    requests, micros, p50, p95, errors = match.groups()
-    return int(requests) / (int(micros) / 1e6), float(p50), float(p95), int(errors)
+    requests, micros, p50, p95, errors = figures(
+        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration}s", "-s", str(script), url], "RESULT"
+    )
+    return requests / (micros / 1e6), p50, p95, int(errors)
 
 
 def in_process(path: str, env: dict[str, str]) -> tuple[float, float]:
     """Each app's own milliseconds per request, called directly after the servers stop."""
-    output = subprocess.run(
-        [sys.executable, "-m", "bench.pages.timing", path],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    match = re.search(r"TIMING ([\d.]+) ([\d.]+)", output)
-    assert match, output
-    return float(match[1]), float(match[2])
+    page, bare = figures(
+        [sys.executable, "-m", "bench.pages.timing", path], "TIMING", cwd=ROOT, env=env
+    )
+    return page, bare
 
 
 def main() -> None:
