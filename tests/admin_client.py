@@ -27,14 +27,14 @@ def code_for(secret: str, step: int = 0) -> str:
     return pyotp.TOTP(secret).at(utcnow().timestamp() + 30 * step)
 
 
-def sign_in(client: FlaskClient, email: str, secret: str) -> None:
+def sign_in(client: FlaskClient, email: str, secret: str, password: str = PASSWORD) -> None:
     page = client.get("/admin/sign-in")
     response = client.post(
         "/admin/sign-in",
         data={
             "csrf_token": csrf(page.get_data(as_text=True)),
             "email": email,
-            "password": PASSWORD,
+            "password": password,
         },
     )
     assert response.status_code == 302, response.get_data(as_text=True)[:500]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import html
 import io
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -22,10 +25,11 @@ from consent.models import (
     ConsentEvent,
     Panel,
     PanelMembership,
+    Person,
     RightsRequest,
     SessionNote,
 )
-from consent.services import audit, ledger, people, reports, workshops
+from consent.services import audit, ledger, people, preferences, reports, workshops
 from consent.timeutil import LONDON, utcnow
 from tests import factories
 from tests.admin_client import PASSWORD, code_for, make_staff, sign_in, staff_client
@@ -128,6 +132,119 @@ def test_a_deactivated_account_is_signed_out_at_once(app: Flask) -> None:
         ).scalar_one()
     _post(boss, "/admin/users", f"/admin/users/{user_id}/deactivate")
     assert coordinator.get("/admin/people").status_code == 302
+
+
+def _shown(page: str, label: str) -> str:
+    """A value the account details page shows once, beside its label."""
+    match = re.search(rf">{label}</dt><dd[^>]*><code>([^<]+)</code>", page)
+    assert match, f"no {label} on the page"
+    return html.unescape(match.group(1))
+
+
+def _user_id(app: Flask, email: str) -> int:
+    with _db(app).reader() as session:
+        return session.execute(select(AdminUser.id).where(AdminUser.email == email)).scalar_one()
+
+
+def test_an_administrator_adds_staff_who_sign_in_with_what_they_were_given(app: Flask) -> None:
+    boss = staff_client(app, "admin")
+    created = _post(
+        boss,
+        "/admin/users/new",
+        "/admin/users/new",
+        {"email": " Nia.New@Example.gov.uk ", "name": "Nia New", "role": "coordinator"},
+    )
+    page = text(created)
+    assert created.status_code == 200 and "shown only once" in page
+    password, secret = _shown(page, "Password"), _shown(page, "Key for the code app")
+    newcomer = app.test_client()
+    sign_in(newcomer, "nia.new@example.gov.uk", secret, password=password)
+    assert newcomer.get("/admin/panels").status_code == 200
+    assert newcomer.get("/admin/users").status_code == 403
+    assert "code app not set up" not in text(boss.get("/admin/users"))
+    with _db(app).reader() as session:
+        user = session.get(AdminUser, _user_id(app, "nia.new@example.gov.uk"))
+        assert user.role == "coordinator" and user.name == "Nia New"
+        assert password not in user.password_hash and secret not in (user.totp_secret or "")
+        assert (
+            session.execute(
+                select(func.count()).where(
+                    AuditEvent.action == "admin_user.created",
+                    AuditEvent.object_id == str(user.id),
+                )
+            ).scalar()
+            == 1
+        )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"email": "not an address", "name": "X", "role": "dpo"}, "in the correct format"),
+        (
+            {"email": "Coordinator@example.gov.uk", "name": "X", "role": "dpo"},
+            "There is already a staff account with that email address.",
+        ),
+        ({"email": "x@example.gov.uk", "name": "X", "role": "owner"}, "Not a valid choice"),
+        (
+            {"email": "x@example.gov.uk", "name": "<b>X</b>\x07", "role": "dpo"},
+            "must not contain hidden characters",
+        ),
+    ],
+)
+def test_a_new_account_with_a_problem_is_not_made(
+    app: Flask, fields: dict[str, str], message: str
+) -> None:
+    make_staff(_db(app), "coordinator")
+    boss = staff_client(app, "admin")
+    response = _post(boss, "/admin/users/new", "/admin/users/new", fields)
+    page = text(response)
+    assert response.status_code == 400 and "govuk-error-summary" in page
+    assert message in page and "<b>X</b>" not in page
+    with _db(app).reader() as session:
+        assert session.execute(select(func.count()).select_from(AdminUser)).scalar() == 2
+
+
+def test_a_lost_code_app_is_reset_and_only_the_new_key_works(app: Flask) -> None:
+    email, old_secret = make_staff(_db(app), "coordinator")
+    colleague = app.test_client()
+    sign_in(colleague, email, old_secret)
+    boss = staff_client(app, "admin")
+    user_id = _user_id(app, email)
+    reset = _post(boss, "/admin/users", f"/admin/users/{user_id}/reset-code")
+    new_secret = _shown(text(reset), "Key for the code app")
+    assert new_secret != old_secret and "Password" not in text(reset)
+    assert colleague.get("/admin/people").status_code == 302
+    assert "code app not set up" in text(boss.get("/admin/users"))
+
+    again = app.test_client()
+    page = again.get("/admin/sign-in")
+    again.post(
+        "/admin/sign-in",
+        data={"csrf_token": csrf(text(page)), "email": email, "password": PASSWORD},
+    )
+    page = again.get("/admin/sign-in/code")
+    refused = again.post(
+        "/admin/sign-in/code",
+        data={"csrf_token": csrf(text(page)), "code": code_for(old_secret, step=1)},
+    )
+    assert refused.status_code != 302 and "not right" in text(refused)
+    sign_in(again, email, new_secret)
+    assert again.get("/admin/people").status_code == 200
+
+
+def test_an_administrator_cannot_lock_themselves_out(app: Flask) -> None:
+    boss = staff_client(app, "admin")
+    own_id = _user_id(app, "admin@example.gov.uk")
+    response = _post(boss, "/admin/users", f"/admin/users/{own_id}/deactivate")
+    assert response.status_code == 302
+    assert "You cannot deactivate your own account." in text(boss.get("/admin/users"))
+    assert boss.get("/admin/users").status_code == 200
+    missing = _post(boss, "/admin/users", "/admin/users/99999/deactivate")
+    assert missing.status_code == 302
+    assert "We could not find that account." in text(boss.get("/admin/users"))
+    with _db(app).reader() as session:
+        assert session.get(AdminUser, own_id).active
 
 
 # ---- roles on every route -----------------------------------------------------------------
@@ -490,6 +607,91 @@ def test_concluding_a_panel_schedules_destruction(app: Flask, world: dict[str, s
         assert panel.status == "concluded" and panel.data_destroyed_at is not None
 
 
+def _panel(app: Flask, panel_id: int) -> Panel:
+    with _db(app).reader() as session:
+        return session.get(Panel, panel_id)
+
+
+def test_editing_a_panel_and_closing_it_to_new_members(app: Flask) -> None:
+    with _db(app).transaction() as session:
+        panel_id = factories.panel(session, name="Northfield panel").id
+    client = staff_client(app, "coordinator")
+    path = f"/admin/panels/{panel_id}/edit"
+    assert 'value="Northfield panel"' in text(client.get(path))
+    saved = _post(
+        client,
+        path,
+        path,
+        {
+            "name": "Northfield and Eastgate panel",
+            "family_hub": "Eastgate Family Hub",
+            "description": "Parents from both towns.",
+            "status": "closed",
+        },
+    )
+    assert saved.status_code == 302 and saved.location.endswith(f"/admin/panels/{panel_id}")
+    panel = _panel(app, panel_id)
+    assert (panel.name, panel.family_hub, panel.status) == (
+        "Northfield and Eastgate panel",
+        "Eastgate Family Hub",
+        "closed",
+    )
+    assert "Northfield and Eastgate panel" not in text(app.test_client().get("/panels"))
+    _post(
+        client,
+        path,
+        path,
+        {"name": panel.name, "family_hub": "Eastgate", "description": "D", "status": "open"},
+    )
+    assert "Northfield and Eastgate panel" in text(app.test_client().get("/panels"))
+    with _db(app).reader() as session:
+        assert (
+            session.execute(
+                select(func.count()).where(
+                    AuditEvent.action == "panel.updated", AuditEvent.object_id == str(panel_id)
+                )
+            ).scalar()
+            == 2
+        )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": "N" * 201}, "Panel name must be 200 characters or fewer"),
+        ({"name": "   "}, "Enter a panel name."),
+        ({"description": "Line\x00"}, "there is a problem with that request"),
+        ({"status": "concluded"}, "Not a valid choice"),
+    ],
+)
+def test_a_panel_edit_with_a_problem_changes_nothing(
+    app: Flask, fields: dict[str, str], message: str
+) -> None:
+    with _db(app).transaction() as session:
+        panel_id = factories.panel(session, name="Northfield panel").id
+    client = staff_client(app, "coordinator")
+    path = f"/admin/panels/{panel_id}/edit"
+    data = {"name": "Renamed", "family_hub": "Hub", "description": "D", "status": "open"}
+    response = _post(client, path, path, {**data, **fields})
+    assert response.status_code == 400 and message in html.unescape(text(response))
+    assert _panel(app, panel_id).name == "Northfield panel"
+
+
+def test_a_concluded_panel_cannot_be_edited(app: Flask) -> None:
+    with _db(app).transaction() as session:
+        panel_id = factories.panel(session, name="Northfield panel").id
+    client = staff_client(app, "coordinator")
+    conclude = f"/admin/panels/{panel_id}/conclude"
+    _post(client, conclude, conclude)
+    path = f"/admin/panels/{panel_id}/edit"
+    data = {"name": "Renamed", "family_hub": "Hub", "description": "D", "status": "open"}
+    response = _post(client, path, path, data)
+    assert response.status_code == 400
+    assert "A concluded panel cannot be changed." in text(response)
+    panel = _panel(app, panel_id)
+    assert (panel.name, panel.status) == ("Northfield panel", "concluded")
+
+
 # ---- workshops ----------------------------------------------------------------------------
 
 
@@ -531,6 +733,81 @@ def test_workshop_form_errors(app: Flask) -> None:
         },
     )
     assert response.status_code == 400 and "as a number" in text(response)
+
+
+def _edit_workshop(client: FlaskClient, workshop_id: int, **changes: str):  # type: ignore[no-untyped-def]
+    path = f"/admin/workshops/{workshop_id}/edit"
+    data = {
+        "title": "Toddler talk",
+        "description": "Talking with toddlers.",
+        "starts_at": "2030-05-01 10:00",
+        "ends_at": "2030-05-01 11:30",
+        "capacity": "5",
+        "location": "Northfield Family Hub",
+        **changes,
+    }
+    return _post(client, path, path, data)
+
+
+def test_editing_a_workshop_keeps_its_bookings(app: Flask) -> None:
+    db = _db(app)
+    with db.transaction() as session:
+        workshop = factories.workshop(session, capacity=9, title="Baby sleep")
+        factories.booking(session, workshop, "ann@example.com", "Ann")
+        factories.booking(session, workshop, "ben@example.com", "Ben")
+        workshop_id = workshop.id
+    client = staff_client(app, "coordinator")
+    assert 'value="Baby sleep"' in text(client.get(f"/admin/workshops/{workshop_id}/edit"))
+    saved = _edit_workshop(client, workshop_id)
+    assert saved.status_code == 302
+    with db.reader() as session:
+        found = workshops.get_workshop(session, workshop_id)
+        assert found.title == "Toddler talk" and found.capacity == 5
+        assert found.starts_at.astimezone(LONDON).strftime("%Y-%m-%d %H:%M") == "2030-05-01 10:00"
+        assert found.starts_at.utcoffset() == timedelta(0) and found.starts_at.hour == 9
+        assert workshops.places_taken(session, found) == 2
+    listing = text(app.test_client().get(f"/workshops/{workshop_id}"))
+    assert "Toddler talk" in listing and "Baby sleep" not in listing
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"capacity": "1"}, "There are already more bookings than that."),
+        ({"capacity": "0"}, "Number of places must be between 1 and 10,000."),
+        ({"capacity": "ten"}, "Enter the number of places as a number."),
+        ({"ends_at": "2030-05-01 09:00"}, "The workshop must end after it starts."),
+        ({"starts_at": "1 May"}, "Enter when it starts like 2027-03-05 18:30."),
+        ({"title": "T" * 201}, "Title must be 200 characters or fewer"),
+    ],
+)
+def test_a_workshop_edit_with_a_problem_changes_nothing(
+    app: Flask, changes: dict[str, str], message: str
+) -> None:
+    with _db(app).transaction() as session:
+        workshop = factories.workshop(session, capacity=9, title="Baby sleep")
+        factories.booking(session, workshop, "ann@example.com", "Ann")
+        factories.booking(session, workshop, "ben@example.com", "Ben")
+        workshop_id = workshop.id
+    client = staff_client(app, "coordinator")
+    response = _edit_workshop(client, workshop_id, **changes)
+    assert response.status_code == 400 and message in html.unescape(text(response))
+    with _db(app).reader() as session:
+        found = workshops.get_workshop(session, workshop_id)
+        assert (found.title, found.capacity) == ("Baby sleep", 9)
+
+
+def test_a_cancelled_workshop_cannot_be_edited(app: Flask) -> None:
+    with _db(app).transaction() as session:
+        workshop_id = factories.workshop(session, title="Baby sleep").id
+    client = staff_client(app, "coordinator")
+    path = f"/admin/workshops/{workshop_id}"
+    _post(client, path, path + "/cancel")
+    response = _edit_workshop(client, workshop_id)
+    assert response.status_code == 400
+    assert "A cancelled workshop cannot be changed." in text(response)
+    with _db(app).reader() as session:
+        assert workshops.get_workshop(session, workshop_id).title == "Baby sleep"
 
 
 # ---- rights requests ----------------------------------------------------------------------
@@ -811,3 +1088,29 @@ def test_lists_download_as_csv_and_are_audited(app: Flask, world: dict[str, str]
             ).scalar()
             == 2
         )
+
+
+def test_a_workshop_list_downloads_without_cancelled_bookings(app: Flask) -> None:
+    with _db(app).transaction() as session:
+        workshop = factories.workshop(session, title="Baby sleep")
+        factories.booking(session, workshop, "ann@example.com", "=cmd|' /C calc'!A0")
+        gone = factories.booking(session, workshop, "ben@example.com", "Ben")
+        assert gone.person_id is not None
+        ben = session.get(Person, gone.person_id)
+        preferences.cancel_booking(session, ben, gone.id)
+        workshop_id = workshop.id
+    client = staff_client(app, "coordinator")
+    response = client.get(f"/admin/exports/workshop/{workshop_id}.csv")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert response.headers["Cache-Control"] == "no-store"
+    rows = list(csv.reader(io.StringIO(text(response))))
+    assert rows == [
+        ["name", "email", "setting", "district", "role", "attended"],
+        ["'=cmd|' /C calc'!A0", "ann@example.com", "Little Acorns", "Riverside", "Volunteer", ""],
+    ]
+    assert client.get("/admin/exports/workshop/999.csv").status_code == 404
+    with _db(app).reader() as session:
+        event = session.execute(
+            select(AuditEvent).where(AuditEvent.action == "list.exported")
+        ).scalar_one()
+        assert (event.object_type, event.object_id) == ("workshop", str(workshop_id))
