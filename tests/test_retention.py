@@ -362,6 +362,33 @@ def test_a_dry_run_lists_and_changes_nothing(db: Database) -> None:
         assert session.execute(select(PanelProfile)).scalars().all()
 
 
+def test_a_dry_run_foretells_a_concluded_panel_and_a_finished_workshop(db: Database) -> None:
+    _member(db, "a@example.com", "Ann Alone")
+    _member(db, "b@example.com", "Ben Both")
+    left = _member(db, "c@example.com", "Cat Left")
+    workshop_id = _booked_workshop(db)
+    with db.transaction() as session:
+        ledger.withdraw(
+            session, session.get(Person, left), "panel_contact", channel="web_form", actor="self"
+        )
+        panel = session.execute(select(Panel)).scalar_one()
+        panels.conclude(session, panel)
+        panel_id = panel.id
+    with time_machine.travel(utcnow() + timedelta(days=40), tick=False):
+        with db.transaction() as session:
+            workshops.close_evaluation(session, workshops.get_workshop(session, workshop_id))
+        dry = retention.sweep(db, dry_run=True)
+        assert f"panel {panel_id} concluded: 2 membership(s) would end" in dry.would
+        assert f"workshop {workshop_id}: 1 booking(s) would be purged" in dry.would
+        with db.reader() as session:
+            assert session.get(Panel, panel_id).data_destroyed_at is None
+            assert len(session.execute(select(PanelProfile)).scalars().all()) == 2
+            assert session.execute(select(Booking.purged_at)).scalar_one() is None
+        done = retention.sweep(db)
+    for kind in ("memberships_panel_concluded", "bookings_purged"):
+        assert dry.removed[kind] == done.removed[kind] > 0
+
+
 def test_each_run_leaves_proof(db: Database) -> None:
     start = utcnow()
     with time_machine.travel(start, tick=False):
