@@ -70,6 +70,16 @@ EMAILS: dict[str, EmailSpec] = {
         "workshop_when",
         "workshop_location",
     ),
+    "workshop_changed": _spec(
+        "The time or place of your workshop has changed",
+        "you booked a place on a free workshop.",
+        "workshops",
+        True,
+        "name",
+        "workshop_title",
+        "workshop_when",
+        "workshop_location",
+    ),
     "workshop_cancelled": _spec(
         "Your workshop has been cancelled",
         "you booked a place on a free workshop.",

@@ -770,6 +770,48 @@ def test_editing_a_workshop_keeps_its_bookings(app: Flask) -> None:
     assert "Toddler talk" in listing and "Baby sleep" not in listing
 
 
+def test_those_booked_are_told_when_the_time_or_place_changes(app: Flask) -> None:
+    db = _db(app)
+    with db.transaction() as session:
+        workshop = factories.workshop(session, capacity=9, title="Baby sleep")
+        factories.booking(session, workshop, "ann@example.com", "Ann")
+        gone = factories.booking(session, workshop, "ben@example.com", "Ben")
+        preferences.cancel_booking(session, session.get(Person, gone.person_id), gone.id)
+        workshop_id = workshop.id
+    client = staff_client(app, "coordinator")
+    saved = _edit_workshop(client, workshop_id, starts_at="2030-05-01 10:30")
+    assert "emailed the new time and place to the 1 person booked" in text(
+        client.get(saved.location)
+    )
+    [changed] = mails(db, "ann@example.com", "workshop_changed")
+    assert "1 May 2030 at 10:30am" in changed.body_text
+    assert "Northfield Family Hub" in changed.body_text
+    assert "Your place is still booked" in changed.body_text
+    assert mails(db, "ben@example.com", "workshop_changed") == []
+
+    def told_after(**changes: str) -> int:
+        _edit_workshop(client, workshop_id, **{"starts_at": "2030-05-01 10:30", **changes})
+        return len(mails(db, "ann@example.com", "workshop_changed"))
+
+    assert told_after() == 1
+    assert told_after(capacity="7", title="New", description="Other") == 1
+    assert told_after(location="Online") == 2
+    assert "Where: Online" in mails(db, "ann@example.com", "workshop_changed")[-1].body_text
+    assert told_after(location="Online") == 2
+    assert told_after(location="Online", ends_at="2030-05-01 12:00") == 3
+
+
+def test_correcting_a_past_workshop_tells_nobody(app: Flask) -> None:
+    db = _db(app)
+    with time_machine.travel(utcnow() - timedelta(days=3), tick=False), db.transaction() as session:
+        workshop = factories.workshop(session, days=1, title="Baby sleep")
+        factories.booking(session, workshop, "ann@example.com", "Ann")
+        workshop_id = workshop.id
+    client = staff_client(app, "coordinator")
+    assert _edit_workshop(client, workshop_id, starts_at="2030-05-01 10:30").status_code == 302
+    assert mails(db, "ann@example.com", "workshop_changed") == []
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

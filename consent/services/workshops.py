@@ -223,7 +223,9 @@ def update_workshop(
     ends_at: datetime,
     capacity: int,
     location: str,
-) -> Workshop:
+) -> tuple[Workshop, int]:
+    """Save a coordinator's changes. If the time or place of a workshop still to come
+    changed, everyone booked is emailed the new details; returns how many were told."""
     if workshop.status == "cancelled":
         raise Conflict("A cancelled workshop cannot be changed.")
     if ends_at <= starts_at:
@@ -232,6 +234,8 @@ def update_workshop(
         raise InvalidInput("capacity", "Number of places must be between 1 and 10,000.")
     if capacity < places_taken(session, workshop):
         raise InvalidInput("capacity", "There are already more bookings than that.")
+    before = (workshop.starts_at, workshop.ends_at, workshop.location)
+    upcoming = workshop.starts_at > utcnow()
     workshop.title = (
         clean_text(title, field="title", label="a title", required=True) or workshop.title
     )
@@ -254,7 +258,12 @@ def update_workshop(
     )
     workshop.starts_at, workshop.ends_at, workshop.capacity = starts_at, ends_at, capacity
     session.flush()
-    return workshop
+    told = 0
+    if upcoming and (workshop.starts_at, workshop.ends_at, workshop.location) != before:
+        told = _tell_bookers(
+            session, workshop, "workshop_changed", workshop_location=workshop.location
+        )
+    return workshop, told
 
 
 def bookings_of(session: Session, workshop: Workshop) -> list[Booking]:
@@ -267,11 +276,20 @@ def bookings_of(session: Session, workshop: Workshop) -> list[Booking]:
 
 def cancel_workshop(session: Session, workshop: Workshop) -> int:
     """Cancel, and tell everyone booked by email. Returns how many were told."""
-    from consent.services import outbox
-
     if workshop.status == "cancelled":
         raise Conflict("This workshop is already cancelled.")
     workshop.status = "cancelled"
+    told = _tell_bookers(session, workshop, "workshop_cancelled", once="workshop-cancelled")
+    session.flush()
+    return told
+
+
+def _tell_bookers(
+    session: Session, workshop: Workshop, template: str, *, once: str | None = None, **context: str
+) -> int:
+    """Email everyone still booked on a workshop; ``once`` makes it once-only per booking."""
+    from consent.services import outbox
+
     told = 0
     for booking in bookings_of(session, workshop):
         if booking.cancelled_at is not None or booking.person_id is None:
@@ -279,21 +297,19 @@ def cancel_workshop(session: Session, workshop: Workshop) -> int:
         person = loading.person_by_id.get(session, booking.person_id)
         if person is None or person.erased_at is not None:
             continue
-        told += (
-            outbox.queue(
-                session,
-                "workshop_cancelled",
-                person=person,
-                dedupe_key=f"workshop-cancelled:{booking.id}",
-                context={
-                    "name": booking.name,
-                    "workshop_title": workshop.title,
-                    "workshop_when": london_datetime(workshop.starts_at),
-                },
-            )
-            is not None
+        queued = outbox.queue(
+            session,
+            template,
+            person=person,
+            dedupe_key=f"{once}:{booking.id}" if once else None,
+            context={
+                "name": booking.name,
+                "workshop_title": workshop.title,
+                "workshop_when": london_datetime(workshop.starts_at),
+                **context,
+            },
         )
-    session.flush()
+        told += queued is not None
     return told
 
 

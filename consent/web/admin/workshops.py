@@ -77,9 +77,12 @@ def workshop_edit(workshop_id: int) -> str | Response | tuple[str, int]:
         try:
             with database().transaction() as session:
                 found = service.get_workshop(session, workshop_id)
-                service.update_workshop(session, found, **_values(form))  # type: ignore[arg-type]
-                _audit(session, "workshop.updated", workshop_id)
+                _, told = service.update_workshop(session, found, **_values(form))  # type: ignore[arg-type]
+                _audit(session, "workshop.updated", workshop_id, told=told)
             flash("Workshop saved.")
+            if told:
+                people = "1 person" if told == 1 else f"{told} people"
+                flash(f"We have emailed the new time and place to the {people} booked on it.")
             return redirect(url_for("admin.workshop", workshop_id=workshop_id))
         except (InvalidInput, Conflict) as error:
             attach_error(
