@@ -607,6 +607,28 @@ def test_concluding_a_panel_schedules_destruction(app: Flask, world: dict[str, s
         assert panel.status == "concluded" and panel.data_destroyed_at is not None
 
 
+def test_no_invitation_goes_to_someone_who_asked_us_to_stop_or_to_a_closed_panel(
+    app: Flask,
+) -> None:
+    db = _db(app)
+    with db.transaction() as session:
+        panel_id = factories.panel(session).id
+        people.suppress(session, "gone@example.com", "erased")
+        closed_id = factories.panel(session, name="Closed panel").id
+        closed = session.get(Panel, closed_id)
+        closed.status = "closed"
+    client = staff_client(app, "coordinator")
+    path = f"/admin/panels/{panel_id}"
+    refused = _post(client, path, path + "/invite", {"email": "Gone@Example.com", "name": "G"})
+    assert "asked not to be contacted" in html.unescape(text(client.get(refused.location)))
+    path = f"/admin/panels/{closed_id}"
+    refused = _post(client, path, path + "/invite", {"email": "new@example.com", "name": "N"})
+    assert "not taking new members" in text(client.get(refused.location))
+    assert mails(db) == []
+    with db.reader() as session:
+        assert session.execute(select(func.count()).select_from(Person)).scalar() == 0
+
+
 def _panel(app: Flask, panel_id: int) -> Panel:
     with _db(app).reader() as session:
         return session.get(Panel, panel_id)

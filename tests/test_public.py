@@ -335,6 +335,72 @@ def test_join_form_errors_keep_what_was_typed(
         assert session.exec(select(func.count()).select_from(PendingSignup)).one() == 0
 
 
+def _close(db: Database, panel_id: int) -> None:
+    with db.transaction() as session:
+        panel = panels.get_panel(session, panel_id)
+        panels.update_panel(
+            session,
+            panel,
+            name=panel.name,
+            family_hub=panel.family_hub,
+            description=panel.description,
+            status="closed",
+        )
+
+
+def test_a_closed_panel_takes_no_one_even_from_a_form_opened_before(
+    app: Flask, client: FlaskClient
+) -> None:
+    db = _db(app)
+    panel_id = _panel(db)
+    page = client.get(f"/panels/{panel_id}/join")
+    _close(db, panel_id)
+    response = client.post(
+        f"/panels/{panel_id}/join", data={**JOIN, "csrf_token": csrf(text(page))}
+    )
+    assert "This panel is not taking new members." in text(response)
+    assert 'name="postcode"' not in text(client.get(f"/panels/{panel_id}/join"))
+    assert mails(db) == [] and _person(db, "morgan@example.com") is None
+    assert find_anywhere(db.engine, ["hearing loop", "NE1 4ST"]) == []
+
+
+def test_confirming_after_the_panel_closed_says_so_and_records_nothing(
+    app: Flask, client: FlaskClient
+) -> None:
+    db = _db(app)
+    panel_id = _panel(db)
+    submit(client, f"/panels/{panel_id}/join", JOIN)
+    confirm = link_in(mails(db, "morgan@example.com")[0], "confirm")
+    page = text(client.get(confirm))
+    _close(db, panel_id)
+    response = client.post(confirm, data={"csrf_token": csrf(page)})
+    assert response.status_code == 409
+    assert "This panel is not taking new members." in text(response)
+    assert _state(db, "morgan@example.com", "panel_contact") is None
+    with db.reader() as session:
+        assert session.exec(select(func.count()).select_from(PanelMembership)).one() == 0
+        assert session.exec(select(func.count()).select_from(PanelProfile)).one() == 0
+
+
+def test_an_invitation_to_a_panel_that_has_since_closed_says_so(
+    app: Flask, client: FlaskClient
+) -> None:
+    db = _db(app)
+    panel_id = _panel(db)
+    with db.transaction() as session:
+        panels.invite(
+            session, panels.get_panel(session, panel_id), email="ivy@example.com", name="Ivy"
+        )
+    join = link_in(mails(db, "ivy@example.com")[0], "join")
+    page = text(client.get(join))
+    _close(db, panel_id)
+    response = client.post(join, data={**JOIN, "csrf_token": csrf(page)})
+    assert "This panel is not taking new members." in text(response)
+    assert _state(db, "ivy@example.com", "panel_contact") is None
+    with db.reader() as session:
+        assert session.exec(select(func.count()).select_from(PanelMembership)).one() == 0
+
+
 # ---- manage ---------------------------------------------------------------------------------
 
 
