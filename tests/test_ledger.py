@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, select
 
 from consent.db import Database
-from consent.errors import InvalidInput, NotConsented, UnknownPurpose
+from consent.errors import Erased, InvalidInput, NotConsented, UnknownPurpose
 from consent.models import (
     ConsentEvent,
     ConsentState,
@@ -23,7 +23,7 @@ from consent.models import (
     Person,
     StatCounter,
 )
-from consent.services import ledger, mailchimp, notices, panels, reports
+from consent.services import ledger, mailchimp, notices, panels, people, reports
 from consent.timeutil import utcnow
 from tests import factories
 from tests.helpers import tamper
@@ -133,6 +133,19 @@ def test_unknown_purpose_and_channel_are_refused(session: Session) -> None:
         ledger.give(session, person, "newsletter", channel="web_form", actor="self\x00")
     with pytest.raises(InvalidInput):
         ledger.give(session, person, "newsletter", channel="web_form", actor="x" * 101)
+
+
+def test_nothing_is_recorded_for_someone_whose_details_were_deleted(session: Session) -> None:
+    person = factories.consenting(session, "newsletter")
+    people.erase(session, person, channel="admin", actor="dpo@example.gov.uk", note="Asked")
+    before = len(_events(session, person.id))
+    for action in (ledger.give, ledger.withdraw, ledger.renew):
+        with pytest.raises(Erased):
+            action(session, person, "newsletter", channel="web_form", actor="self")
+    with pytest.raises(Erased):
+        ledger.expire(session, person, "newsletter")
+    assert len(_events(session, person.id)) == before
+    assert ledger.states_for(session, person)["newsletter"].status == "withdrawn"
 
 
 def test_admin_on_behalf_needs_a_note(session: Session) -> None:

@@ -470,6 +470,27 @@ def test_manage_lists_current_panels_and_upcoming_bookings_only(
     assert "Toddler talk" not in text(client.get(path))
 
 
+def test_a_booking_that_is_not_yours_or_has_started_cannot_be_cancelled(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    db = _db(app)
+    with db.transaction() as session:
+        other = factories.booking(session, factories.workshop(session, title="Not mine"))
+        started = factories.booking(session, factories.workshop(session, days=1), member)
+        other_id, started_id = other.id, started.id
+    path = _manage_path(db, member)
+    refused = _post_manage(client, path, f"bookings/{other_id}/cancel", {})
+    assert "We could not find that booking." in text(client.get(refused.location))
+    with time_machine.travel(utcnow() + timedelta(days=1, minutes=5)):
+        refused = _post_manage(client, path, f"bookings/{started_id}/cancel", {})
+        assert "already started, so the booking cannot be cancelled" in text(
+            client.get(refused.location)
+        )
+    with db.reader() as session:
+        cancelled = session.exec(select(Booking).where(Booking.cancelled_at.is_not(None))).all()
+        assert cancelled == []
+
+
 def test_the_overview_sees_changes_not_yet_flushed(app: Flask, member: str) -> None:
     with _db(app).transaction() as session:
         pat = people.find_by_email(session, member)
