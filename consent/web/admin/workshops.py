@@ -81,8 +81,8 @@ def workshop_edit(workshop_id: int) -> str | Response | tuple[str, int]:
                 _audit(session, "workshop.updated", workshop_id, told=told)
             flash("Workshop saved.")
             if told:
-                people = "1 person" if told == 1 else f"{told} people"
-                flash(f"We have emailed the new time and place to the {people} booked on it.")
+                whom = "1 person" if told == 1 else f"{told} people"
+                flash(f"We have emailed the new time and place to the {whom} booked on it.")
             return redirect(url_for("admin.workshop", workshop_id=workshop_id))
         except (InvalidInput, Conflict) as error:
             attach_error(
