@@ -34,6 +34,9 @@ def _spec(
     return EmailSpec(subject, reason, purpose, requested, frozenset(fields))
 
 
+#: What the workshop emails show of the booking: templates/email/_workshop.*.
+_WORKSHOP = ("name", "workshop_title", "workshop_when", "workshop_location")
+
 EMAILS: dict[str, EmailSpec] = {
     "confirm_newsletter": _spec(
         "Confirm you want the Family Hubs newsletter",
@@ -55,30 +58,21 @@ EMAILS: dict[str, EmailSpec] = {
         "you booked a place on a free workshop.",
         "workshops",
         True,
-        "name",
-        "workshop_title",
-        "workshop_when",
-        "workshop_location",
+        *_WORKSHOP,
     ),
     "workshop_reminder": _spec(
         "Your workshop is tomorrow",
         "you booked a place on a free workshop.",
         "workshops",
         False,
-        "name",
-        "workshop_title",
-        "workshop_when",
-        "workshop_location",
+        *_WORKSHOP,
     ),
     "workshop_changed": _spec(
         "The time or place of your workshop has changed",
         "you booked a place on a free workshop.",
         "workshops",
         True,
-        "name",
-        "workshop_title",
-        "workshop_when",
-        "workshop_location",
+        *_WORKSHOP,
     ),
     "workshop_cancelled": _spec(
         "Your workshop has been cancelled",
