@@ -799,9 +799,18 @@ def test_those_booked_are_told_when_the_time_or_place_changes(app: Flask) -> Non
         factories.booking(session, workshop, "ann@example.com", "Ann")
         gone = factories.booking(session, workshop, "ben@example.com", "Ben")
         preferences.cancel_booking(session, session.get(Person, gone.person_id), gone.id)
+        erased = factories.booking(session, workshop, "cy@example.com", "Cy")
+        people.erase(
+            session,
+            session.get(Person, erased.person_id),
+            channel="admin",
+            actor="dpo",
+            note="Asked",
+        )
         workshop_id = workshop.id
     client = staff_client(app, "coordinator")
     saved = _edit_workshop(client, workshop_id, starts_at="2030-05-01 10:30")
+    assert saved.status_code == 302
     assert "emailed the new time and place to the 1 person booked" in text(
         client.get(saved.location)
     )
@@ -810,6 +819,7 @@ def test_those_booked_are_told_when_the_time_or_place_changes(app: Flask) -> Non
     assert "Northfield Family Hub" in changed.body_text
     assert "Your place is still booked" in changed.body_text
     assert mails(db, "ben@example.com", "workshop_changed") == []
+    assert [m.to_address for m in mails(db, template="workshop_changed")] == ["ann@example.com"]
 
     def told_after(**changes: str) -> int:
         _edit_workshop(client, workshop_id, **{"starts_at": "2030-05-01 10:30", **changes})

@@ -290,13 +290,18 @@ def _tell_bookers(
     """Email everyone still booked on a workshop; ``once`` makes it once-only per booking."""
     from consent.services import outbox
 
+    booked = session.exec(
+        select(Booking, Person)
+        .join(Person, Person.id == Booking.person_id)
+        .where(
+            Booking.workshop_id == workshop.id,
+            Booking.cancelled_at.is_(None),
+            Person.erased_at.is_(None),
+        )
+        .order_by(Booking.booked_at)
+    ).all()
     told = 0
-    for booking in bookings_of(session, workshop):
-        if booking.cancelled_at is not None or booking.person_id is None:
-            continue
-        person = loading.person_by_id.get(session, booking.person_id)
-        if person is None or person.erased_at is not None:
-            continue
+    for booking, person in booked:
         queued = outbox.queue(
             session,
             template,
