@@ -7,6 +7,7 @@ import html
 import io
 import json
 import re
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -16,6 +17,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy import text as sql
 
+from consent import create_app
+from consent.config import Settings
 from consent.db import Database
 from consent.models import (
     AdminUser,
@@ -121,6 +124,25 @@ def test_an_idle_session_ends_after_thirty_minutes(app: Flask) -> None:
         response = client.get("/admin/people")
     assert response.status_code == 302 and "expired=1" in response.location
     assert client.get("/admin/people").status_code == 302
+
+
+def test_staff_stay_signed_in_while_the_old_key_is_kept_after_a_rotation(
+    app: Flask, settings: Settings
+) -> None:
+    staff = staff_client(app, "coordinator")
+    cookie = staff.get_cookie("session")
+    assert cookie is not None
+    new_key = "rotated-secret-key-" + "r" * 40
+
+    def page_with_keys(*keys: str) -> int:
+        other = create_app(replace(settings, secret_keys=keys)).test_client()
+        other.set_cookie("session", cookie.value)
+        return other.get("/admin/people").status_code
+
+    assert page_with_keys(new_key, *settings.secret_keys) == 200
+    assert page_with_keys(new_key) == 302
+    app.secret_key = new_key
+    assert staff.get("/admin/people").status_code == 302, "a signer kept for the old key"
 
 
 def test_a_deactivated_account_is_signed_out_at_once(app: Flask) -> None:
