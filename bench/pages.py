@@ -1,7 +1,8 @@
 """Preferences page under load: gunicorn (2 workers, the repository's gunicorn.conf.py),
 20 concurrent clients from wrk, beside a bare Flask route rendering a static template of
 the same size under the same server settings. Prints requests per second and p95 latency,
-and then each app's own time per request, called directly with no server (timing.py).
+the CPU time the two gunicorn workers spent per request under that load (on Linux), and
+then each app's own time per request, called directly with no server (timing.py).
 
 Both servers run throughout and take turns under load, so a slow spell on a shared
 machine falls on both rather than on whichever ran second. Both are told to take at most
@@ -124,12 +125,35 @@ def figures(command: list[str], marker: str, **options: Any) -> list[float]:
     return [float(number) for number in match[1].split()]
 
 
-def load(url: str, duration: int, script: Path) -> tuple[float, float, float, int]:
+def worker_seconds(server: subprocess.Popen[bytes]) -> float | None:
+    """CPU seconds the server's workers have used so far, or None where /proc cannot say.
+
+    Under load the page's share of requests per second is about its share of the workers'
+    CPU time per request; that time shows what gunicorn adds to each app's in-process cost.
+    """
+    try:
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        total = 0
+        for child in children:
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    except OSError:
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def load(
+    url: str, duration: int, script: Path, server: subprocess.Popen[bytes]
+) -> tuple[float, float, float, int, float | None]:
+    """Requests a second, p50 and p95 in ms, errors, and workers' CPU ms per request."""
     urllib.request.urlopen(url).read()  # noqa: S310 (loopback)
+    before = worker_seconds(server)
     requests, micros, p50, p95, errors = figures(
         ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration}s", "-s", str(script), url], "RESULT"
     )
-    return requests / (micros / 1e6), p50, p95, int(errors)
+    after = worker_seconds(server)
+    cpu = None if before is None or after is None else (after - before) / requests * 1000
+    return requests / (micros / 1e6), p50, p95, int(errors), cpu
 
 
 def in_process(path: str, env: dict[str, str]) -> tuple[float, float]:
@@ -165,14 +189,16 @@ def main() -> None:
             same.write_text("{% raw %}" + page.decode() + "{% endraw %}", encoding="utf-8")
             bare = serve("bench.pages.bare_app:app", bare_port, env)
             try:
-                load(f"http://127.0.0.1:{port}{path}", 2, script)
-                load(f"http://127.0.0.1:{bare_port}/bare", 2, script)
+                page_url, bare_url = (
+                    f"http://127.0.0.1:{port}{path}",
+                    f"http://127.0.0.1:{bare_port}/bare",
+                )
+                load(page_url, 2, script, server)
+                load(bare_url, 2, script, bare)
                 real, baseline = [], []
                 for _ in range(args.rounds):
-                    real.append(load(f"http://127.0.0.1:{port}{path}", slice_seconds, script))
-                    baseline.append(
-                        load(f"http://127.0.0.1:{bare_port}/bare", slice_seconds, script)
-                    )
+                    real.append(load(page_url, slice_seconds, script, server))
+                    baseline.append(load(bare_url, slice_seconds, script, bare))
             finally:
                 bare.terminate()
                 bare.wait()
@@ -197,6 +223,13 @@ def main() -> None:
         "  turn by turn (page / bare req/s): "
         + ", ".join(f"{r[0]:.0f}/{b[0]:.0f}" for r, b in zip(real, baseline, strict=True))
     )
+    cpu = [[t[4] for t in turns if t[4] is not None] for turns in (real, baseline)]
+    if all(len(c) == args.rounds for c in cpu):
+        page_cpu, bare_cpu = (statistics.median(c) for c in cpu)
+        print(
+            f"  workers' CPU time under load: preferences page {page_cpu:.3f} ms a request, "
+            f"bare route {bare_cpu:.3f} ms (bare / page {bare_cpu / page_cpu:.0%})"
+        )
     print(
         f"  in-process, no server: preferences page {page_ms:.3f} ms a request, bare route "
         f"{bare_ms:.3f} ms (bench/pages/timing.py)"
