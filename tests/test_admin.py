@@ -944,6 +944,41 @@ def test_rights_requests_have_a_statutory_due_date(app: Flask) -> None:
     assert closing.status_code == 400 and "Enter the outcome" in text(closing)
 
 
+def test_a_rights_request_is_linked_to_the_person_by_email_and_bad_ones_are_refused(
+    app: Flask,
+) -> None:
+    with _db(app).transaction() as session:
+        known = factories.person(session, email="pat.parent@example.com").public_id
+    dpo = staff_client(app, "dpo")
+    form = {"kind": "access", "channel": "email", "received": "2026-11-20", "requester": "Pat"}
+    refused = [
+        ({"email": "someone.else@example.com"}, "No one with that email address"),
+        ({"received": "2099-01-01"}, "must be today or in the past"),
+        ({"requester": "   "}, "Enter who made the request"),
+        ({"requester": "Pat\x1b[31m"}, "must not contain hidden characters"),
+    ]
+    for change, message in refused:
+        bad = _post(dpo, "/admin/rights/new", "/admin/rights/new", {**form, **change})
+        assert bad.status_code == 400, change
+        assert message in text(bad), change
+    with _db(app).reader() as session:
+        assert session.scalar(select(func.count()).select_from(RightsRequest)) == 0
+
+    logged = _post(
+        dpo, "/admin/rights/new", "/admin/rights/new", {**form, "email": " Pat.Parent@Example.com "}
+    )
+    assert logged.status_code == 302
+    with _db(app).reader() as session:
+        item = session.execute(select(RightsRequest)).scalar_one()
+        person = session.execute(select(Person).where(Person.public_id == known)).scalar_one()
+        assert item.person_id == person.id
+    page = dpo.get(f"/admin/rights/{item.id}")
+    assert f'href="/admin/people/{known}"' in page.get_data(as_text=True)
+    assert "pat.parent@example.com" in text(page)
+    assert dpo.get(f"/admin/rights/{item.id + 1}").status_code == 404
+    assert dpo.get("/admin/rights/99999999999").status_code == 404
+
+
 # ---- import -------------------------------------------------------------------------------
 
 
