@@ -779,6 +779,42 @@ def test_workshop_form_errors(app: Flask) -> None:
     assert response.status_code == 400 and "as a number" in text(response)
 
 
+@pytest.mark.parametrize(
+    ("starts_at", "ends_at", "message"),
+    [
+        ("2020-05-01 10:00", "2020-05-01 11:30", "The start time must be in the future."),
+        ("2030-05-01 10:00", "2030-05-04 11:30", "must end within 24 hours of when it starts"),
+        ("2030-05-01 10:00", "2031-05-01 11:30", "add each day as its own workshop"),
+    ],
+)
+def test_a_new_workshop_must_be_one_sitting_in_the_future(
+    app: Flask, starts_at: str, ends_at: str, message: str
+) -> None:
+    """A mistyped year would make a workshop no one can book, or keep bookers' details
+    for years after the day."""
+    client = staff_client(app, "coordinator")
+    form = {
+        "title": "Toddler talk",
+        "description": "Talking with toddlers.",
+        "capacity": "12",
+        "location": "Online",
+    }
+    response = _post(
+        client,
+        "/admin/workshops/new",
+        "/admin/workshops/new",
+        {**form, "starts_at": starts_at, "ends_at": ends_at},
+    )
+    assert response.status_code == 400 and message in text(response)
+    with _db(app).reader() as session:
+        assert workshops.all_workshops(session) == []
+    good = {**form, "starts_at": "2030-05-01 18:00", "ends_at": "2030-05-02 09:30"}
+    made = _post(client, "/admin/workshops/new", "/admin/workshops/new", good)
+    assert made.status_code == 302
+    with _db(app).reader() as session:
+        assert [w.title for w in workshops.all_workshops(session)] == ["Toddler talk"]
+
+
 def _edit_workshop(client: FlaskClient, workshop_id: int, **changes: str):  # type: ignore[no-untyped-def]
     path = f"/admin/workshops/{workshop_id}/edit"
     data = {
@@ -873,6 +909,11 @@ def test_correcting_a_past_workshop_tells_nobody(app: Flask) -> None:
         ({"capacity": "0"}, "Number of places must be between 1 and 10,000."),
         ({"capacity": "ten"}, "Enter the number of places as a number."),
         ({"ends_at": "2030-05-01 09:00"}, "The workshop must end after it starts."),
+        ({"ends_at": "2031-05-01 11:30"}, "must end within 24 hours of when it starts"),
+        (
+            {"starts_at": "2020-05-01 10:00", "ends_at": "2020-05-01 11:30"},
+            "The start time must be in the future.",
+        ),
         ({"starts_at": "1 May"}, "Enter when it starts like 2027-03-05 18:30."),
         ({"title": "T" * 201}, "Title must be 200 characters or fewer"),
     ],

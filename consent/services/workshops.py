@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func
 from sqlmodel import Session, select
@@ -16,6 +16,26 @@ from consent.services import people, reports
 from consent.timeutil import london_datetime, utcnow
 from consent.validation import TEXT_MAX, clean_text, normalise_email
 
+#: A workshop is one sitting; bookers' details are kept for a set time after it ends, so a
+#: mistyped end date must not stretch that by months or years.
+LONGEST = timedelta(hours=24)
+
+
+def _check_times(starts_at: datetime, ends_at: datetime, *, upcoming: bool) -> None:
+    """Refuse times a coordinator cannot have meant; ``upcoming`` if it must start later."""
+    if starts_at.tzinfo is None or ends_at.tzinfo is None:
+        raise InvalidInput("starts_at", "Enter the date and time of the workshop.")
+    if upcoming and starts_at <= utcnow():
+        raise InvalidInput("starts_at", "The start time must be in the future.")
+    if ends_at <= starts_at:
+        raise InvalidInput("ends_at", "The workshop must end after it starts.")
+    if ends_at - starts_at > LONGEST:
+        raise InvalidInput(
+            "ends_at",
+            "The workshop must end within 24 hours of when it starts. "
+            "For a course over several days, add each day as its own workshop.",
+        )
+
 
 def create_workshop(
     session: Session,
@@ -27,10 +47,7 @@ def create_workshop(
     capacity: int,
     location: str,
 ) -> Workshop:
-    if starts_at.tzinfo is None or ends_at.tzinfo is None:
-        raise InvalidInput("starts_at", "Enter the date and time of the workshop.")
-    if ends_at <= starts_at:
-        raise InvalidInput("ends_at", "The workshop must end after it starts.")
+    _check_times(starts_at, ends_at, upcoming=True)
     if not isinstance(capacity, int) or not 1 <= capacity <= 10000:
         raise InvalidInput("capacity", "Number of places must be between 1 and 10,000.")
     workshop = Workshop(
@@ -224,18 +241,18 @@ def update_workshop(
     capacity: int,
     location: str,
 ) -> tuple[Workshop, int]:
-    """Save a coordinator's changes. If the time or place of a workshop still to come
-    changed, everyone booked is emailed the new details; returns how many were told."""
+    """Save a coordinator's changes. A workshop still to come cannot be moved into the past;
+    if its time or place changed, everyone booked is emailed the new details; returns how
+    many were told. A workshop that has started can still be corrected."""
     if workshop.status == "cancelled":
         raise Conflict("A cancelled workshop cannot be changed.")
-    if ends_at <= starts_at:
-        raise InvalidInput("ends_at", "The workshop must end after it starts.")
+    upcoming = workshop.starts_at > utcnow()
+    _check_times(starts_at, ends_at, upcoming=upcoming)
     if not 1 <= capacity <= 10000:
         raise InvalidInput("capacity", "Number of places must be between 1 and 10,000.")
     if capacity < places_taken(session, workshop):
         raise InvalidInput("capacity", "There are already more bookings than that.")
     before = (workshop.starts_at, workshop.ends_at, workshop.location)
-    upcoming = workshop.starts_at > utcnow()
     workshop.title = (
         clean_text(title, field="title", label="a title", required=True) or workshop.title
     )
