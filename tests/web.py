@@ -17,17 +17,40 @@ class _Inputs(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.hidden: dict[str, str] = {}
+        self.choices: dict[str, list[str]] = {}
+        self._select: str | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = dict(attrs)
-        if tag == "input" and values.get("type") == "hidden" and values.get("name"):
-            self.hidden.setdefault(values["name"] or "", values.get("value") or "")
+        name, value = values.get("name") or "", values.get("value") or ""
+        if tag == "input" and values.get("type") == "hidden" and name:
+            self.hidden.setdefault(name, value)
+        elif tag == "input" and values.get("type") in ("radio", "checkbox") and name:
+            self.choices.setdefault(name, []).append(value)
+        elif tag in ("input", "textarea") and name and values.get("type") != "submit":
+            self.choices.setdefault(name, [])
+        elif tag == "select":
+            self._select = name
+        elif tag == "option" and self._select:
+            self.choices.setdefault(self._select, []).append(value)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self._select = None
 
 
 def hidden_fields(html: str) -> dict[str, str]:
     parser = _Inputs()
     parser.feed(html)
     return parser.hidden
+
+
+def choices(html: str) -> dict[str, list[str]]:
+    """Every field on the page by name, with the values its radios, checkboxes or select
+    offer (none for a field that takes free text)."""
+    parser = _Inputs()
+    parser.feed(html)
+    return parser.choices
 
 
 def csrf(html: str) -> str:
