@@ -52,7 +52,11 @@ def add_months_dt(moment: datetime, months: int) -> datetime:
 
 
 def parse_london(text: str | None, *, field: str, label: str) -> datetime:
-    """A date and time typed in UK time, like 2027-03-05 18:30, as an aware UTC datetime."""
+    """A date and time typed in UK time, like 2027-03-05 18:30, as an aware UTC datetime.
+
+    A time the clocks skip when they go forward is refused: stored as it is, it would show
+    an hour later than what was typed.
+    """
     from consent.errors import InvalidInput
 
     cleaned = (text or "").strip().replace("T", " ")
@@ -60,7 +64,14 @@ def parse_london(text: str | None, *, field: str, label: str) -> datetime:
         moment = datetime.strptime(cleaned, "%Y-%m-%d %H:%M")
     except ValueError:
         raise InvalidInput(field, f"Enter {label} like 2027-03-05 18:30.") from None
-    return moment.replace(tzinfo=LONDON).astimezone(UTC)
+    stored = moment.replace(tzinfo=LONDON).astimezone(UTC)
+    if stored.astimezone(LONDON).replace(tzinfo=None) != moment:
+        raise InvalidInput(
+            field,
+            f"{moment:%H:%M} on {moment:%-d %B %Y} does not exist in the UK, because the "
+            "clocks go forward that night. Enter a time before 1am or from 2am.",
+        )
+    return stored
 
 
 def london_input(moment: datetime) -> str:
