@@ -23,6 +23,17 @@ class NotFound(DomainError):
     pass
 
 
+class UnknownWording(InvalidInput):
+    """A form did not say which notice version it showed, so no consent can point at it."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(
+            field,
+            "We could not tell which wording you were shown. Reload the page, read it again "
+            "and then send the form.",
+        )
+
+
 class UnknownPurpose(InvalidInput):
     def __init__(self, key: str) -> None:
         super().__init__("purpose", f"There is no purpose called {key!r}.")

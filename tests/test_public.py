@@ -127,6 +127,40 @@ def test_the_version_shown_is_the_version_recorded(app: Flask, client: FlaskClie
         assert event.wording == "Yes, email me the Family Hubs newsletter."
 
 
+@pytest.mark.parametrize(
+    ("path", "box", "notice"),
+    [
+        ("/newsletter", "newsletter", "newsletter_notice"),
+        ("/newsletter", "newsletter", "family_hub_events_notice"),
+        ("/manage", "agree", "notice"),
+    ],
+)
+def test_a_form_that_does_not_say_which_wording_it_showed_records_nothing(
+    app: Flask, client: FlaskClient, path: str, box: str, notice: str
+) -> None:
+    """Every consent must point at the notice version shown; a form that lost that, or names
+    another purpose's notice, is refused with a message rather than recorded on a guess."""
+    db = _db(app)
+    with db.transaction() as session:
+        factories.person(session, email="pat@example.com")
+        other = notices.current_notice(session, notices.get_purpose(session, "workshops")).id
+    if path == "/manage":
+        page_path = _manage_path(db, "pat@example.com")
+        target, data = page_path + "/consent", {"purpose": "newsletter", "agree": "yes"}
+    else:
+        page_path = target = path
+        data = {"email": "pat@example.com", "newsletter": "y", "family_hub_events": "y"}
+    for wrong in ("", "x", str(other), "99999"):
+        response = submit(client, target, {**data, notice: wrong}, form_page=page_path)
+        if path == "/manage":
+            response = client.get(response.location)
+        assert "We could not tell which wording you were shown" in text(response), wrong
+        with db.reader() as session:
+            assert session.exec(select(func.count()).select_from(ConsentEvent)).one() == 0
+            assert session.exec(select(func.count()).select_from(PendingSignup)).one() == 0
+        assert mails(db, "pat@example.com") == []
+
+
 def _hidden(html: str, name: str) -> str:
     from tests.web import hidden_fields
 

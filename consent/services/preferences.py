@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, select
 from sqlmodel import Session
 
 from consent import links
-from consent.errors import Conflict, InvalidInput, NotConsented, NotFound
+from consent.errors import Conflict, InvalidInput, NotConsented, NotFound, UnknownWording
 from consent.models import (
     Booking,
     ConsentState,
@@ -187,7 +187,7 @@ def set_consent(
         notice = session.get(Notice, notice_id) if isinstance(notice_id, int) else None
         purpose = notices.get_purpose(session, purpose_key)
         if notice is None or notice.purpose_id != purpose.id:
-            raise InvalidInput(purpose_key, "The page was out of date. Please read it again.")
+            raise UnknownWording(purpose_key)
         if purpose_key == "panel_contact":
             raise InvalidInput(purpose_key, "To join a panel, use the panel's join page.")
         return (

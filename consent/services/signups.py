@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 from consent import links
 from consent.crypto import cipher_for
 from consent.db import settings_of
-from consent.errors import Conflict, DomainError, InvalidInput, NotFound
+from consent.errors import Conflict, DomainError, InvalidInput, NotFound, UnknownWording
 from consent.models import Notice, Panel, PendingSignup, Person, Purpose
 from consent.services import ledger, notices, outbox, panels, people
 from consent.timeutil import utcnow
@@ -41,7 +41,7 @@ def _check_shown(session: Session, shown: dict[str, int]) -> dict[str, int]:
         purpose = notices.get_purpose(session, key)
         notice = session.get(Notice, notice_id) if isinstance(notice_id, int) else None
         if notice is None or notice.purpose_id != purpose.id:
-            raise InvalidInput(key, "The page was out of date. Please read it again and resubmit.")
+            raise UnknownWording(key)
         checked[key] = notice_id
     return checked
 
@@ -97,7 +97,7 @@ def request_panel(
     if "panel_contact" not in shown:
         raise InvalidInput("panel_contact", "Select yes to agree to join the panel.")
     if recordings and "panel_recordings" not in shown:
-        raise InvalidInput("panel_recordings", "The page was out of date. Please resubmit.")
+        raise UnknownWording("panel_recordings")
     if not recordings:
         shown = {k: v for k, v in shown.items() if k != "panel_recordings"}
     panels.clean_profile(profile)

@@ -155,7 +155,7 @@ def _special_fields() -> dict[str, Field]:
                 f"{question.label} (optional)",
                 choices=choices((*question.options, PREFER_NOT_TO_SAY)),
                 validators=[Optional()],
-                invalid_choice_message="Select an answer from the list, or Prefer not to say",
+                invalid_choice_message="Select an answer from the list, or prefer not to say",
                 widget=Radios(),
             )
     return fields

@@ -8,7 +8,7 @@ from flask import redirect, render_template, request, url_for
 from sqlmodel import Session
 from werkzeug.wrappers import Response
 
-from consent.errors import Conflict, DomainError, InvalidInput
+from consent.errors import Conflict, DomainError, InvalidInput, UnknownWording
 from consent.models import Booking, Notice, Panel, Purpose, Workshop
 from consent.options import options
 from consent.services import (
@@ -57,7 +57,7 @@ def _ticked(form: object, keys: tuple[str, ...]) -> dict[str, int]:
         if getattr(form, key).data:
             number = notice_id(getattr(form, f"{key}_notice").data)
             if number is None:
-                raise InvalidInput(key, "The page was out of date. Please read it again.")
+                raise UnknownWording(key)
             shown[key] = number
     return shown
 
