@@ -68,7 +68,7 @@ def parse_london(text: str | None, *, field: str, label: str) -> datetime:
     if stored.astimezone(LONDON).replace(tzinfo=None) != moment:
         raise InvalidInput(
             field,
-            f"{moment:%H:%M} on {moment:%-d %B %Y} does not exist in the UK, because the "
+            f"{moment:%H:%M} on {moment.day} {moment:%B %Y} does not exist in the UK, because the "
             "clocks go forward that night. Enter a time before 1am or from 2am.",
         )
     return stored
