@@ -2,7 +2,7 @@
 
 A post made only of random fields stops at the form's own checks and never reaches the
 rules in the services. So each post starts from the page's own form, filled in as a person
-would, and then spoils a few fields with hostile text and leaves a few out.
+would, and then spoils a few fields with hostile text and may leave one out.
 """
 
 from __future__ import annotations
@@ -68,8 +68,9 @@ def filled_in(
     stray: Sequence[str],
 ) -> dict[str, str]:
     """The page's form as a person might send it: every field filled with a choice the page
-    offers or a value from ``good``, then a few spoilt (some of them fields from ``stray``,
-    which the page does not have) and a few left out. Hidden fields are added by the caller.
+    offers or a value from ``good``; then up to three spoilt, perhaps one field from
+    ``stray`` that the page does not have, and perhaps one left out. Hidden fields are
+    added by the caller.
     """
     offered = choices(html)
     hidden = hidden_fields(html)
