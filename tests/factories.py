@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
-from consent.models import Booking, Panel, PanelMembership, Person, Workshop
+from consent.models import Booking, Panel, PanelMembership, PanelSession, Person, Workshop
 from consent.services import ledger, panels, people, workshops
 from consent.timeutil import utcnow
 
@@ -54,6 +54,20 @@ def member(
         special_category=special or {"ethnicity": "Mixed or multiple ethnic groups"},
     )
     return panels.join(session, on_panel, someone, profile, channel="web_form", actor="self", at=at)
+
+
+def meeting(
+    session: Session, on_panel: Panel, *, days: int = 5, recorded: bool = True
+) -> PanelSession:
+    """A panel session ``days`` from now (0: starting now)."""
+    return panels.create_session(
+        session,
+        on_panel,
+        title="Spring",
+        format="online",
+        starts_at=utcnow() + timedelta(days=days),
+        recorded=recorded,
+    )
 
 
 def workshop(

@@ -276,7 +276,7 @@ def world(app: Flask) -> dict[str, str]:
         person = factories.consenting(session, "newsletter", email="someone@example.com")
         panel = factories.panel(session)
         membership = factories.member(session, panel, person)
-        panel_session = panels_session(session, panel)
+        panel_session = factories.meeting(session, panel)
         workshop = factories.workshop(session, days=3)
         request = RightsRequest(
             person_id=person.id,
@@ -302,19 +302,6 @@ def world(app: Flask) -> dict[str, str]:
             "kind": "purpose",
             "key": "newsletter",
         }
-
-
-def panels_session(session, panel):  # type: ignore[no-untyped-def]
-    from consent.services import panels
-
-    return panels.create_session(
-        session,
-        panel,
-        title="Spring",
-        format="online",
-        starts_at=utcnow() + timedelta(days=5),
-        recorded=True,
-    )
 
 
 def _admin_routes(app: Flask) -> list[tuple[str, str, tuple[str, ...]]]:

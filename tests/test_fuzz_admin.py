@@ -4,7 +4,6 @@ and a request refused with an error page leaves every table exactly as it was.""
 from __future__ import annotations
 
 import io
-from datetime import timedelta
 
 import pytest
 from flask import Flask
@@ -15,7 +14,7 @@ from hypothesis import strategies as st
 from wtforms.fields.core import UnboundField
 
 from consent.db import Database
-from consent.services import panels, rights
+from consent.services import rights
 from consent.timeutil import utcnow
 from consent.web.admin import forms as admin_forms
 from tests import factories
@@ -53,14 +52,7 @@ def world(app: Flask) -> dict[str, tuple[str, str, FlaskClient]]:
         person = factories.consenting(session, "newsletter", "panel_contact")
         panel = factories.panel(session)
         factories.member(session, panel, person)
-        meeting = panels.create_session(
-            session,
-            panel,
-            title="Autumn meeting",
-            starts_at=utcnow() + timedelta(days=3),
-            format="online",
-            recorded=True,
-        )
+        meeting = factories.meeting(session, panel, days=3)
         workshop = factories.workshop(session)
         factories.booking(session, workshop)
         request = rights.log_request(

@@ -128,15 +128,15 @@ def test_the_version_shown_is_the_version_recorded(app: Flask, client: FlaskClie
 
 
 @pytest.mark.parametrize(
-    ("path", "box", "notice"),
+    ("path", "notice"),
     [
-        ("/newsletter", "newsletter", "newsletter_notice"),
-        ("/newsletter", "newsletter", "family_hub_events_notice"),
-        ("/manage", "agree", "notice"),
+        ("/newsletter", "newsletter_notice"),
+        ("/newsletter", "family_hub_events_notice"),
+        ("/manage", "notice"),
     ],
 )
 def test_a_form_that_does_not_say_which_wording_it_showed_records_nothing(
-    app: Flask, client: FlaskClient, path: str, box: str, notice: str
+    app: Flask, client: FlaskClient, path: str, notice: str
 ) -> None:
     """Every consent must point at the notice version shown; a form that lost that, or names
     another purpose's notice, is refused with a message rather than recorded on a guess."""

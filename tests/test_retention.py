@@ -158,9 +158,7 @@ def test_a_concluded_panel_s_data_is_destroyed(db: Database) -> None:
             select(PanelMembership).where(PanelMembership.panel_id == panel.id)
         ).scalars()
         ann = next(m for m in members if m.person_id == first)
-        meeting = panels.create_session(
-            session, panel, title="Spring", format="online", starts_at=utcnow(), recorded=False
-        )
+        meeting = factories.meeting(session, panel, days=0, recorded=False)
         author, _ = admin_users.create_admin(
             session, "coordinator@example.gov.uk", "coordinator", "a long enough password"
         )

@@ -94,16 +94,7 @@ def test_every_admin_page_has_no_axe_violations(live: LiveServer, page: Page) ->
         person = factories.consenting(session, "newsletter", email="a11y.admin@example.com")
         panel = factories.panel(session)
         factories.member(session, panel, person)
-        from consent.services import panels
-
-        item = panels.create_session(
-            session,
-            panel,
-            title="Spring",
-            format="online",
-            starts_at=utcnow() + timedelta(days=9),
-            recorded=True,
-        )
+        item = factories.meeting(session, panel, days=9)
         start = utcnow() + timedelta(days=4)
         workshop = workshops.create_workshop(
             session,
