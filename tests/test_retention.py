@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import time_machine
@@ -595,6 +595,43 @@ def test_workshop_reminders_and_evaluation_requests_are_sent_once(app: Flask, db
             == 1
         )
     assert workshop_id
+
+
+def _move(db: Database, workshop_id: int, by: timedelta) -> None:
+    with db.transaction() as session:
+        workshop = workshops.get_workshop(session, workshop_id)
+        workshops.update_workshop(
+            session,
+            workshop,
+            title=workshop.title,
+            description=workshop.description,
+            starts_at=workshop.starts_at + by,
+            ends_at=workshop.ends_at + by,
+            capacity=workshop.capacity,
+            location=workshop.location,
+        )
+
+
+@time_machine.travel(datetime(2030, 3, 12, 12, 0, tzinfo=LONDON), tick=False)
+def test_a_workshop_moved_to_another_day_is_reminded_again(db: Database) -> None:
+    """Moving it within the day needs no second reminder: the change email says so."""
+    workshop_id = _booked_workshop(db)
+    with db.transaction() as session:
+        assert reminders.workshop_reminders(session) == 1
+    _move(db, workshop_id, timedelta(hours=-2))
+    with db.transaction() as session:
+        assert reminders.workshop_reminders(session) == 0
+    _move(db, workshop_id, timedelta(days=7))
+    with time_machine.travel(utcnow() + timedelta(days=6, hours=23), tick=False):
+        with db.transaction() as session:
+            assert reminders.workshop_reminders(session) == 1
+            assert reminders.workshop_reminders(session) == 0
+        with db.reader() as session:
+            moved = workshops.get_workshop(session, workshop_id).starts_at
+    first, second = mails(db, template="workshop_reminder")
+    assert first.body_text and second.body_text
+    assert london_date(moved) not in first.body_text
+    assert london_date(moved) in second.body_text
 
 
 def test_renewing_after_expiry_is_refused_clearly(app: Flask, db: Database) -> None:

@@ -21,7 +21,7 @@ from consent.models import (
     Workshop,
 )
 from consent.services import bookmarks, outbox
-from consent.timeutil import london_date, london_datetime, utcnow
+from consent.timeutil import london_date, london_datetime, to_london, utcnow
 
 RENEWAL_NOTICES = (30, 7)
 BOOKMARK = "reminders.checked_until"
@@ -85,7 +85,11 @@ def renewal_reminders(session: Session, now: datetime | None = None) -> int:
 
 
 def workshop_reminders(session: Session, now: datetime | None = None) -> int:
-    """The day before a workshop, remind everyone booked on it."""
+    """The day before a workshop, remind everyone booked on it.
+
+    The reminder is once per booking and day, so a workshop moved to another day after its
+    reminder went is reminded again before the new day; a move within the day is not.
+    """
     now = now or utcnow()
     rows = session.execute(
         select(Booking, Workshop, Person)
@@ -107,7 +111,7 @@ def workshop_reminders(session: Session, now: datetime | None = None) -> int:
                 session,
                 "workshop_reminder",
                 person=person,
-                dedupe_key=f"workshop-reminder:{booking.id}",
+                dedupe_key=f"workshop-reminder:{booking.id}:{to_london(workshop.starts_at):%Y-%m-%d}",
                 context={
                     "name": booking.name,
                     "workshop_title": workshop.title,
