@@ -757,6 +757,24 @@ def test_unsubscribe_after_erasure_says_so(app: Flask, client: FlaskClient, memb
         assert response.status_code == 200 and "no longer hold your details" in text(response)
 
 
+def test_a_revoked_unsubscribe_link_stops_nothing(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    """After an email change, an old email's link must not end a panel place."""
+    db = _db(app)
+    path = _unsubscribe_path(db, member, None)
+    with db.transaction() as session:
+        people.revoke_links(people.find_by_email(session, member))
+    for response in (
+        client.get(path),
+        client.post(path, data="List-Unsubscribe=One-Click"),
+        client.post(path),
+    ):
+        assert response.status_code == 410 and "Get a new link" in text(response)
+    for key in ("newsletter", "panel_contact"):
+        assert _state(db, member, key) == "given"
+
+
 # ---- links --------------------------------------------------------------------------------
 
 
