@@ -14,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func
 from sqlmodel import select
+from werkzeug.test import TestResponse
 
 from consent import create_app, links
 from consent.config import Settings
@@ -914,6 +915,27 @@ def test_forms_need_their_csrf_token(app: Flask, client: FlaskClient) -> None:
     assert response.status_code == 400 and "form has expired" in text(response)
     with _db(app).reader() as session:
         assert session.exec(select(func.count()).select_from(Person)).one() == 0
+
+
+def test_a_form_opened_before_a_key_rotation_can_still_be_sent(settings: Settings) -> None:
+    """The old key stays in the list while forms signed with it may still be open."""
+    new_key = "rotated-secret-key-" + "r" * 40
+
+    def send(opened_with: tuple[str, ...], sent_with: tuple[str, ...]) -> TestResponse:
+        before = create_app(replace(settings, secret_keys=opened_with)).test_client()
+        token = csrf(text(before.get("/link")))
+        cookie = before.get_cookie("session")
+        assert cookie is not None
+        after = create_app(replace(settings, secret_keys=sent_with)).test_client()
+        after.set_cookie("session", cookie.value)
+        return after.post("/link", data={"csrf_token": token, "email": "a@example.com"})
+
+    old, rotated = settings.secret_keys, (new_key, *settings.secret_keys)
+    for opened_with, sent_with in ((old, rotated), (rotated, (new_key,))):
+        kept = send(opened_with, sent_with)
+        assert kept.status_code == 200 and "Check your email" in text(kept)
+    dropped = send(old, (new_key,))
+    assert dropped.status_code == 400 and "form has expired" in text(dropped)
 
 
 def test_tokens_and_emails_never_reach_the_logs(

@@ -143,6 +143,8 @@ def token_page() -> None:
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", 60 * 60 * 4)
+    # itsdangerous signs with the last key of a list and accepts any: oldest first.
+    app.config["WTF_CSRF_SECRET_KEY"] = list(reversed(settings.secret_keys))
     app.config["WTF_CSRF_SSL_STRICT"] = settings.base_url.startswith("https")
     app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url or "memory://"
     app.config["RATELIMIT_ENABLED"] = settings.rate_limits
