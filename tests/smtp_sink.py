@@ -1,7 +1,8 @@
 """A real SMTP server on loopback (aiosmtpd) that keeps what it receives.
 
-It can refuse chosen recipients with a 4xx or 5xx answer, require STARTTLS and a login,
-speak implicit TLS, and be stopped and started again on the same port.
+It can refuse chosen recipients, or their message once sent, with a 4xx or 5xx answer,
+require STARTTLS and a login, speak implicit TLS, and be stopped and started again on the
+same port.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Sink:
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self.refuse: dict[str, str] = {}
+        self.refuse_data: dict[str, str] = {}
         self.lock = threading.Lock()
 
     async def handle_RCPT(
@@ -47,6 +49,9 @@ class Sink:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        for address in envelope.rcpt_tos:
+            if address in self.refuse_data:
+                return self.refuse_data[address]
         parsed = email.message_from_bytes(envelope.content, policy=default)
         with self.lock:
             self.messages.append(parsed)  # type: ignore[arg-type]

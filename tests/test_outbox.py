@@ -198,6 +198,29 @@ def test_temporary_refusals_retry_with_backoff_and_permanent_ones_stop(
     assert [m["To"] for m in smtp.sink.messages] == ["later@example.com"]
 
 
+def test_a_message_refused_after_it_is_sent_retries_or_stops_by_the_code(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    """Relays often judge the message itself (spam, greylisting) only after DATA."""
+    db = configured(**smtp_settings)
+    with db.transaction() as session:
+        for address in ("grey@example.com", "spam@example.com"):
+            outbox.queue(session, "welcome", person=factories.person(session, address), context={})
+    smtp.sink.refuse_data = {
+        "grey@example.com": "451 4.7.1 Greylisted, try again later",
+        "spam@example.com": "554 5.7.1 Message rejected",
+    }
+    report = OutboxWorker(db).run_once()
+    assert (report.sent, report.retrying, report.failed) == (0, 1, 1)
+    retry, failed = _rows(db)
+    assert retry.status == "queued" and retry.attempts == 1 and "451" in retry.last_error
+    assert failed.status == "failed" and "554" in failed.last_error
+    smtp.sink.refuse_data = {}
+    with time_machine.travel(retry.next_attempt_at + timedelta(seconds=1), tick=True):
+        assert OutboxWorker(db).run_once().sent == 1
+    assert [m["To"] for m in smtp.sink.messages] == ["grey@example.com"]
+
+
 def test_a_message_that_keeps_failing_stops_at_the_maximum(
     configured: Open, smtp: SmtpServer, smtp_settings: dict
 ) -> None:
