@@ -165,6 +165,25 @@ def test_a_batch_rejected_outright_is_retried(
         assert _pusher(db).push().pushed == 15
 
 
+def test_a_slow_batch_is_waited_for_and_one_that_never_finishes_is_sent_again(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        for index in range(15):
+            factories.consenting(session, "newsletter", email=f"slow{index}@example.com")
+    mailchimp_fake.polls_before_finished = 10**6
+    report = _pusher(db, poll_timeout=0.3).push()
+    assert (report.pushed, report.retrying) == (0, 15)
+    assert all(c.status == "pending" and c.email for c in _changes(db))
+    mailchimp_fake.polls_before_finished = 4
+    with time_machine.travel(utcnow() + timedelta(minutes=6), tick=True):
+        report = _pusher(db).push()
+    assert (report.pushed, report.batches) == (15, 1)
+    assert len(mailchimp_fake.members) == 15
+    assert mailchimp_fake.batches["b2"]["polls"] == 4
+
+
 def test_mailchimp_unreachable_keeps_changes(
     configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
 ) -> None:
