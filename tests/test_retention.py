@@ -214,12 +214,14 @@ def _booked_workshop(db: Database, email: str = "booker@example.com") -> int:
         return workshop.id
 
 
-def test_workshop_details_go_after_evaluation_closes(db: Database) -> None:
+def test_workshop_details_go_after_the_keep_time(db: Database) -> None:
     workshop_id = _booked_workshop(db)
-    with time_machine.travel(utcnow() + timedelta(days=40), tick=False):
+    with db.reader() as session:
+        ended = workshops.get_workshop(session, workshop_id).ends_at
+    keep = timedelta(days=db.settings.workshop_keep_days)
+    with time_machine.travel(ended + keep - timedelta(minutes=1), tick=False):
         assert retention.sweep(db).removed["bookings_purged"] == 0
-        with db.transaction() as session:
-            workshops.close_evaluation(session, workshops.get_workshop(session, workshop_id))
+    with time_machine.travel(ended + keep + timedelta(minutes=1), tick=False):
         report = retention.sweep(db)
     assert report.removed["bookings_purged"] == 1
     assert report.removed["people_erased"] == 1
@@ -231,10 +233,18 @@ def test_workshop_details_go_after_evaluation_closes(db: Database) -> None:
     assert find_anywhere(db.engine, ["Bea Booker", "booker@example.com", "Little Acorns"]) == []
 
 
-def test_workshop_details_go_at_the_backstop_even_if_evaluation_never_closes(db: Database) -> None:
-    _booked_workshop(db)
-    with time_machine.travel(utcnow() + timedelta(days=retention.WORKSHOP_BACKSTOP_DAYS + 2)):
-        assert retention.sweep(db).removed["bookings_purged"] == 1
+def test_closing_evaluation_neither_hastens_nor_delays_the_deletion(db: Database) -> None:
+    """The notice promises no later than 30 days after the workshop, closed or not."""
+    open_one = _booked_workshop(db, "open@example.com")
+    closed_one = _booked_workshop(db, "closed@example.com")
+    with db.transaction() as session:
+        workshops.close_evaluation(session, workshops.get_workshop(session, closed_one))
+        ended = workshops.get_workshop(session, open_one).ends_at
+    keep = timedelta(days=db.settings.workshop_keep_days)
+    with time_machine.travel(ended + timedelta(days=2), tick=False):
+        assert retention.sweep(db).removed["bookings_purged"] == 0
+    with time_machine.travel(ended + keep + timedelta(hours=1), tick=False):
+        assert retention.sweep(db).removed["bookings_purged"] == 2
 
 
 def test_people_with_nothing_held_are_erased_and_opt_outs_suppressed(db: Database) -> None:

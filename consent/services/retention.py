@@ -6,8 +6,8 @@ remembering.
 - panel contact withdrawn: the same (done at once on withdrawal; the sweep catches any
   membership that was missed);
 - a panel concluded: every member's panel data destroyed;
-- workshop attendee details removed a set time after the workshop once evaluation is
-  closed (and, as a backstop, a longer time after it even if evaluation never closed);
+- workshop attendee details removed a set time after the workshop (30 days, as the notice
+  promises), whether or not a coordinator has closed its evaluation;
 - people left with no consent, membership, booking, pending sign-up or open rights
   request: erased, and those who opted out join the suppression list;
 - mail bodies past their keep time, unconfirmed sign-ups past their link, and uploaded
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, func, select, update
 from sqlmodel import Session
 
 from consent.db import Database, among
@@ -47,8 +47,6 @@ from consent.services import imports, ledger, outbox, panels, people, signups
 from consent.timeutil import utcnow
 from consent.validation import without_addresses
 
-#: Even if evaluation is never closed, attendee details go this long after the workshop.
-WORKSHOP_BACKSTOP_DAYS = 90
 #: How far back to look for withdrawals whose memberships might have been missed.
 MISSED_LOOKBACK = timedelta(days=2)
 
@@ -313,20 +311,12 @@ def _purge_workshop_details(
     database: Database, report: SweepReport, now: datetime, batch: int
 ) -> None:
     keep = timedelta(days=database.settings.workshop_keep_days)
-    backstop = timedelta(days=WORKSHOP_BACKSTOP_DAYS)
     with database.reader() as session:
         due = list(
             session.execute(
                 select(Workshop.id).where(
                     Workshop.details_purged_at.is_(None),
-                    or_(
-                        and_(
-                            Workshop.evaluation_closed_at.is_not(None),
-                            Workshop.ends_at <= now - keep,
-                        ),
-                        Workshop.ends_at <= now - backstop,
-                        and_(Workshop.status == "cancelled", Workshop.starts_at <= now - keep),
-                    ),
+                    Workshop.ends_at <= now - keep,
                 )
             ).scalars()
         )

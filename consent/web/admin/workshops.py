@@ -155,7 +155,11 @@ def workshop_action(workshop_id: int, action: str) -> Response:
                 message = f"{sent} evaluation request(s) queued."
             else:
                 service.close_evaluation(session, found)
-                message = "Evaluation closed. Attendee details will be deleted after the keep time."
+                days = database().settings.workshop_keep_days
+                message = (
+                    "Evaluation closed: no more feedback will be taken. Attendee details are "
+                    f"deleted {days} days after the workshop."
+                )
             _audit(session, f"workshop.{action}", workshop_id)
         flash(message)
     except Conflict as error:
