@@ -284,6 +284,8 @@ def _apply(session: Session, person: object, operation: str, key: str) -> None:
             ledger.expire(session, person, key)
     except NotConsented:
         pass
+    except InvalidInput as refused:
+        assert (operation, key, refused.field) == ("give", *[ledger.RECORDINGS] * 2)
 
 
 FIXTURES_OK = [HealthCheck.function_scoped_fixture]
@@ -313,6 +315,9 @@ def test_any_history_leaves_state_equal_to_the_last_event(
             assert state.last_event_id == event.id
             assert state.status == ledger.ACTION_STATUS[event.action]
             assert state.notice_id == event.notice_id
+        status = {key: state.status for key, state in ledger.states_for(session, person).items()}
+        if status.get(ledger.RECORDINGS) == "given":
+            assert status[ledger.PANEL_CONTACT] == "given"
         assert ledger.verify(session).ok
 
 

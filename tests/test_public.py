@@ -758,6 +758,57 @@ def test_unsubscribe_after_erasure_says_so(app: Flask, client: FlaskClient, memb
         assert response.status_code == 200 and "no longer hold your details" in text(response)
 
 
+@pytest.fixture
+def recorded_member(app: Flask) -> str:
+    with _db(app).transaction() as session:
+        person = factories.consenting(session, "newsletter", email="rec@example.com")
+        factories.member(session, factories.panel(session), person)
+        ledger.give(session, person, "panel_recordings", channel="web_form", actor="self")
+    return "rec@example.com"
+
+
+def test_leaving_the_panel_ends_recordings_and_they_cannot_be_agreed_alone(
+    app: Flask, client: FlaskClient, recorded_member: str
+) -> None:
+    db = _db(app)
+    path = _manage_path(db, recorded_member)
+    token = csrf(text(client.get(path)))
+    left = client.post(
+        path + "/consent",
+        data={"csrf_token": token, "purpose": "panel_contact", "agree": "no"},
+        follow_redirects=True,
+    )
+    assert _state(db, recorded_member, "panel_recordings") == "withdrawn"
+    assert "You can agree to this when you join a panel." in text(left)
+    [confirmation] = mails(db, recorded_member, template="consent_withdrawn")
+    assert confirmation.body_text and "Recording panel meetings" in confirmation.body_text
+    with db.reader() as session:
+        purpose = notices.get_purpose(session, "panel_recordings")
+        notice = notices.current_notice(session, purpose).id
+    refused = client.post(
+        path + "/consent",
+        data={"csrf_token": token, "purpose": "panel_recordings", "agree": "yes", "notice": notice},
+        follow_redirects=True,
+    )
+    assert "once you have joined a panel" in text(refused)
+    assert _state(db, recorded_member, "panel_recordings") == "withdrawn"
+
+
+def test_unsubscribing_from_panel_contact_stops_recordings_too(
+    app: Flask, client: FlaskClient, recorded_member: str
+) -> None:
+    db = _db(app)
+    path = _unsubscribe_path(db, recorded_member, "panel_contact")
+    assert "Recording panel meetings" in text(client.get(path))
+    client.post(path, data="List-Unsubscribe=One-Click")
+    for key, status in (
+        ("panel_contact", "withdrawn"),
+        ("panel_recordings", "withdrawn"),
+        ("newsletter", "given"),
+    ):
+        assert _state(db, recorded_member, key) == status
+
+
 def test_a_revoked_unsubscribe_link_stops_nothing(
     app: Flask, client: FlaskClient, member: str
 ) -> None:

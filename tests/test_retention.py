@@ -644,6 +644,24 @@ def test_a_workshop_moved_to_another_day_is_reminded_again(db: Database) -> None
     assert london_date(moved) in second.body_text
 
 
+def test_recordings_consent_ends_when_panel_contact_runs_out(db: Database) -> None:
+    """Agreed later, recordings would outlast the membership and keep the person held."""
+    start = utcnow()
+    with time_machine.travel(start, tick=False):
+        person_id = _member(db)
+    with time_machine.travel(start + timedelta(days=100), tick=False), db.transaction() as session:
+        person = session.get(Person, person_id)
+        ledger.give(session, person, "panel_recordings", channel="email_link", actor="self")
+    with time_machine.travel(start + TWO_YEARS + timedelta(days=1), tick=False):
+        report = retention.sweep(db)
+    with db.reader() as session:
+        person = session.get(Person, person_id)
+        statuses = {k: v.status for k, v in ledger.states_for(session, person).items()}
+        assert statuses == {"panel_contact": "expired", "panel_recordings": "expired"}
+        assert person.erased_at is not None
+    assert report.removed["people_erased"] == 1
+
+
 def test_renewing_after_expiry_is_refused_clearly(app: Flask, db: Database) -> None:
     from consent import links
 

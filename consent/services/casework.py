@@ -14,7 +14,7 @@ from consent.crypto import cipher_for
 from consent.errors import DomainError, InvalidInput, NotFound
 from consent.models import Outbox, PanelMembership, PanelProfile, Person
 from consent.services import audit, ledger, notices, outbox, people, rights
-from consent.services.preferences import confirm_withdrawal
+from consent.services.preferences import confirm_withdrawal, withdrawal_scope
 from consent.validation import clean_text
 
 SEARCH_LIMIT = 50
@@ -92,11 +92,12 @@ def record_on_behalf(
             wording=f"Read out to them: {statement}",
         )
     else:
+        stops = withdrawal_scope(session, person, purpose_key)
         event = ledger.withdraw(
             session, person, purpose_key, channel="admin", actor=actor.label, note=note
         )
         if event is not None:
-            confirm_withdrawal(session, person, [purpose_key])
+            confirm_withdrawal(session, person, stops)
     if event is not None:
         _audit(
             session,

@@ -60,6 +60,9 @@ ACTION_STATUS = {
 }
 #: Channels on which the person themselves freshly agrees; these lift a suppression.
 FRESH_CHANNELS = frozenset({"web_form", "email_link", "admin"})
+PANEL_CONTACT = "panel_contact"
+#: Agreement to record panel meetings, which means nothing once panel contact has ended.
+RECORDINGS = "panel_recordings"
 
 
 def _canonical_time(moment: datetime | str) -> str:
@@ -568,7 +571,7 @@ def _after_change(
             mailchimp.queue_subscribe(session, person, at)
         else:
             mailchimp.queue_unsubscribe(session, person)
-    if purpose_key == "panel_contact":
+    if purpose_key == PANEL_CONTACT:
         if action in ("withdrawn", "expired"):
             panels.end_memberships(session, person, reason=action, at=at)
         elif expires_at is not None:
@@ -724,11 +727,22 @@ def expire_many(
         for person_id, purpose_id, key, max_age, notice_id, statement, text_hash in rows
     ]
     _write_changes(session, heads, changes, states_exist=True)
-    panel_people = [c.person_id for c in changes if c.purpose_key == "panel_contact"]
+    panel_people = [c.person_id for c in changes if c.purpose_key == PANEL_CONTACT]
     panels.end_memberships_of(session, panel_people, reason="expired", at=now)
+    expired = [(c.person_id, c.purpose_key) for c in changes]
+    if panel_people:
+        expired += expire_many(
+            session,
+            now=now,
+            limit=limit,
+            person_ids=panel_people,
+            purpose_keys=(RECORDINGS,),
+            actor=actor,
+            review=False,
+        )
     if review:
         _review(session, touched, now)
-    return [(c.person_id, c.purpose_key) for c in changes]
+    return expired
 
 
 def _next_due(session: Session, now: datetime, limit: int, after: int) -> list[int]:
@@ -780,11 +794,16 @@ def give(
     """Record consent. Nothing new is written when it is already in force on this notice.
 
     ``notice`` is the version the person was shown, when it is known (a form records the
-    version it displayed); otherwise the current version.
+    version it displayed); otherwise the current version. Recordings can only be agreed
+    with panel contact in force, as they end with it.
     """
     _check_channel(channel)
     actor = _check_actor(actor)
     note = _check_note(channel, note)
+    if purpose_key == RECORDINGS and not has_consent(session, person, PANEL_CONTACT):
+        raise InvalidInput(
+            RECORDINGS, "You can agree to recording panel meetings once you have joined a panel."
+        )
     ctx = _load_context(session, person, purpose_key)
     if notice is not None and notice.purpose_id != ctx.purpose_id:
         raise InvalidInput("notice", "That notice belongs to a different purpose.")
@@ -828,7 +847,10 @@ def withdraw(
     note: str | None = None,
     at: datetime | None = None,
 ) -> ConsentEvent | None:
-    """Record a withdrawal. Withdrawing twice is harmless: the second records nothing."""
+    """Record a withdrawal. Withdrawing twice is harmless: the second records nothing.
+
+    Recordings consent is only for panel meetings, so it ends with panel contact.
+    """
     _check_channel(channel)
     actor = _check_actor(actor)
     note = _check_note(channel, note)
@@ -838,7 +860,8 @@ def withdraw(
     if ctx.state_status != "given":
         return None
     assert ctx.state_notice_id and ctx.state_notice_hash and ctx.state_notice_statement
-    return _append(
+    at = at or utcnow()
+    event = _append(
         session,
         person,
         ctx,
@@ -849,8 +872,11 @@ def withdraw(
         actor=actor,
         wording=f"Withdrawn: {ctx.state_notice_statement}",
         note=note,
-        at=at or utcnow(),
+        at=at,
     )
+    if purpose_key == PANEL_CONTACT and has_consent(session, person, RECORDINGS):
+        withdraw(session, person, RECORDINGS, channel=channel, actor=actor, note=note, at=at)
+    return event
 
 
 def renew(
@@ -897,14 +923,15 @@ def expire(
     actor: str = "system:retention",
     at: datetime | None = None,
 ) -> ConsentEvent:
-    """Record that consent ran out at its time limit."""
+    """Record that consent ran out at its time limit (recordings with panel contact)."""
     ctx = _load_context(session, person, purpose_key)
     if ctx.state_status != "given":
         raise NotConsented(
             f"There is no consent in force for {ctx.purpose_title.lower()} to expire."
         )
     assert ctx.state_notice_id and ctx.state_notice_hash and ctx.state_notice_statement
-    return _append(
+    at = at or utcnow()
+    event = _append(
         session,
         person,
         ctx,
@@ -915,8 +942,11 @@ def expire(
         actor=actor,
         wording=f"Expired: {ctx.state_notice_statement}",
         note=None,
-        at=at or utcnow(),
+        at=at,
     )
+    if purpose_key == PANEL_CONTACT and has_consent(session, person, RECORDINGS):
+        expire(session, person, RECORDINGS, actor=actor, at=at)
+    return event
 
 
 def states_for(session: Session, person: Person) -> dict[str, ConsentState]:

@@ -196,12 +196,13 @@ def set_consent(
             )
             is not None
         )
+    stops = withdrawal_scope(session, person, purpose_key)
     try:
         event = ledger.withdraw(session, person, purpose_key, channel="email_link", actor="self")
     except NotConsented:
         return False
     if event is not None:
-        confirm_withdrawal(session, person, [purpose_key])
+        confirm_withdrawal(session, person, stops)
     return event is not None
 
 
@@ -219,13 +220,16 @@ def withdraw_all(
     return withdrawn
 
 
-def unsubscribe_scope(session: Session, person: Person, purpose_key: str | None) -> list[str]:
-    """The consents an unsubscribe link would stop: one purpose, or every one in force."""
-    states = ledger.states_for(session, person)
+def withdrawal_scope(session: Session, person: Person, purpose_key: str | None) -> list[str]:
+    """What withdrawing one purpose stops (panel contact takes recordings with it), or, with
+    no purpose, every consent in force: shown before an unsubscribe and confirmed after."""
+    given = [
+        key for key, state in ledger.states_for(session, person).items() if state.status == "given"
+    ]
     if purpose_key is None:
-        return [key for key, state in states.items() if state.status == "given"]
-    state = states.get(purpose_key)
-    return [purpose_key] if state is not None and state.status == "given" else []
+        return given
+    follows = (ledger.RECORDINGS,) if purpose_key == ledger.PANEL_CONTACT else ()
+    return [key for key in given if key == purpose_key or (key in follows and purpose_key in given)]
 
 
 def unsubscribe(
@@ -233,10 +237,9 @@ def unsubscribe(
 ) -> list[str]:
     """Stop what the link covers. Idempotent: a second press finds nothing left to stop."""
     channel = "one_click_unsubscribe" if one_click else "email_link"
-    stopped = []
-    for key in unsubscribe_scope(session, person, purpose_key):
-        if ledger.withdraw(session, person, key, channel=channel, actor="self") is not None:
-            stopped.append(key)
+    stopped = withdrawal_scope(session, person, purpose_key)
+    for key in stopped:
+        ledger.withdraw(session, person, key, channel=channel, actor="self")
     if not one_click:
         confirm_withdrawal(session, person, stopped)
     return stopped

@@ -234,7 +234,7 @@ def unsubscribe(token: str) -> str | tuple[str, int]:
             if error.erased:
                 return render_template("public/unsubscribed.html", stopped=[], erased=True)
             raise
-        scope = preferences.unsubscribe_scope(session, person, claims.purpose)
+        scope = preferences.withdrawal_scope(session, person, claims.purpose)
         titles = _titles(session, scope)
     return render_template(
         "public/unsubscribe.html",
