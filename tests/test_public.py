@@ -682,6 +682,10 @@ def test_delete_everything(app: Flask, client: FlaskClient, member: str) -> None
     assert _person(db, member) is None
     [last] = mails(db, template="data_deleted")
     assert last.to_address == member and last.purge_on_send and last.person_id is None
+    assert last.body_text and last.body_html
+    for link in ("/manage/", "/unsubscribe/"):
+        assert link not in last.body_text + last.body_html, "a link that no longer works"
+    assert "List-Unsubscribe" not in json.loads(last.headers)
     assert client.get(path).status_code == 410
 
 

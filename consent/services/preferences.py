@@ -289,13 +289,23 @@ def cancel_booking(session: Session, person: Person, booking_id: int) -> Booking
 
 
 def delete_everything(session: Session, person: Person) -> datetime:
-    """Erase the person now; a last email (kept only until it is sent) says it is done."""
+    """Erase the person now; a last email (kept only until it is sent) says it is done.
+
+    It is queued after the erasure, so it carries no preferences or unsubscribe link: the
+    erasure has revoked them, and a link that answers 'gone' would only confuse.
+    """
     address = person.email
+    people.erase(session, person, channel="email_link", actor="self")
     if address:
         outbox.queue(
-            session, "data_deleted", person=person, context={}, detach=True, purge_on_send=True
+            session,
+            "data_deleted",
+            person=person,
+            to=address,
+            context={},
+            detach=True,
+            purge_on_send=True,
         )
-    people.erase(session, person, channel="email_link", actor="self")
     return person.erased_at or utcnow()
 
 
