@@ -117,6 +117,8 @@ def test_two_years_reminders_renewal_and_expiry(app: Flask, db: Database) -> Non
             select(PanelMembership).where(PanelMembership.person_id == stays)
         ).scalar_one()
         assert membership.expires_at >= start + TWO_YEARS - timedelta(days=20) + TWO_YEARS
+        assert membership.renewed_at == start + TWO_YEARS - timedelta(days=20)
+        assert membership.joined_at == start
     assert f"until {london_date(membership.expires_at)}" in page_text(done)
 
     with (

@@ -575,7 +575,8 @@ def _after_change(
         if action in ("withdrawn", "expired"):
             panels.end_memberships(session, person, reason=action, at=at)
         elif expires_at is not None:
-            panels.extend_memberships(session, person, expires_at)
+            renewed_at = at if action == "renewed" else None
+            panels.extend_memberships(session, person, expires_at, renewed_at=renewed_at)
     if action in ("withdrawn", "expired"):
         assert person.id is not None
         _review(session, [person.id], at)

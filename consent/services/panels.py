@@ -108,13 +108,22 @@ def destroy_session_notes(session: Session, panel: Panel) -> int:
     return int(result.rowcount or 0)
 
 
-def extend_memberships(session: Session, person: Person, expires_at: datetime) -> None:
-    """A renewed panel-contact consent restarts every active membership's two-year clock.
+def extend_memberships(
+    session: Session, person: Person, expires_at: datetime, *, renewed_at: datetime | None = None
+) -> None:
+    """A renewed panel-contact consent restarts every active membership's two-year clock;
+    ``renewed_at``, for a renewal the member asked for, is shown in their export.
 
     It runs on every panel-contact consent, so it is a prepared statement.
     """
-    _EXTEND.run(session, {"person_id": person.id, "expires_at": expires_at})
-    _expire_loaded(session, lambda state: state.dict.get("person_id") == person.id, ["expires_at"])
+    _EXTEND.run(
+        session, {"person_id": person.id, "expires_at": expires_at, "renewed_at": renewed_at}
+    )
+    _expire_loaded(
+        session,
+        lambda state: state.dict.get("person_id") == person.id,
+        ["expires_at", "renewed_at"],
+    )
 
 
 def _extend_statement(dialect: str) -> Any:
@@ -122,7 +131,12 @@ def _extend_statement(dialect: str) -> Any:
     return (
         update(table)
         .where(table.c.person_id == bindparam("person_id"), table.c.left_at.is_(None))
-        .values(expires_at=bindparam("expires_at", type_=table.c.expires_at.type))
+        .values(
+            expires_at=bindparam("expires_at", type_=table.c.expires_at.type),
+            renewed_at=func.coalesce(
+                bindparam("renewed_at", type_=table.c.renewed_at.type), table.c.renewed_at
+            ),
+        )
     )
 
 
