@@ -23,13 +23,14 @@ from consent.models import (
     Booking,
     ConsentEvent,
     Notice,
+    Panel,
     PanelMembership,
     PanelProfile,
     PendingSignup,
     Person,
     PersonChange,
 )
-from consent.services import ledger, notices, panels, people, preferences
+from consent.services import admin_users, ledger, notices, panels, people, preferences, signups
 from consent.timeutil import london_date, utcnow
 from tests import factories
 from tests.helpers import find_anywhere
@@ -669,6 +670,49 @@ def test_download_everything_as_json_and_as_a_page(
     }
     page = text(client.get(f"{path}/data"))
     assert "Everything we hold about you" in page and member in page and "Mixed or multiple" in page
+
+
+def test_download_holds_notes_about_them_and_what_waits_for_confirmation(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    db = _db(app)
+    with db.transaction() as session:
+        person = people.find_by_email(session, member)
+        membership = session.exec(
+            select(PanelMembership).where(PanelMembership.person_id == person.id)
+        ).one()
+        meeting = factories.meeting(session, session.get(Panel, membership.panel_id))
+        author, _ = admin_users.create_admin(
+            session, "coordinator@example.gov.uk", "coordinator", "a long enough password"
+        )
+        panels.add_note(session, meeting, "Pat asked for a ramp", author_id=author.id)
+        panels.add_note(
+            session, meeting, "Pat uses a ramp", author_id=author.id, membership_id=membership.id
+        )
+        preferences.request_email_change(session, person, "pat.new@example.com")
+        contact = notices.current_notice(session, notices.get_purpose(session, "panel_contact"))
+        signups.request_panel(
+            session,
+            factories.panel(session, "Riverside Parent Carer Panel"),
+            email=member,
+            name=None,
+            phone=None,
+            profile=panels.ProfileInput(postcode="RV1 2AB", age_band="35 to 44"),
+            recordings=False,
+            shown={"panel_contact": contact.id},
+        )
+    path = _manage_path(db, member)
+    data = json.loads(client.get(f"{path}/download").data)
+    [held] = data["panel_memberships"]
+    assert [note["text"] for note in held["notes"]] == ["Pat uses a ramp"]
+    assert data["person"]["new_email_waiting_to_be_confirmed"] == "pat.new@example.com"
+    [waiting] = data["unconfirmed_signups"]
+    assert waiting["panel"] == "Riverside Parent Carer Panel"
+    assert waiting["answers"]["profile"]["postcode"] == "RV1 2AB"
+    page = text(client.get(f"{path}/data"))
+    for shown in ("Pat uses a ramp", "pat.new@example.com", "Joining Riverside Parent Carer Panel"):
+        assert shown in page
+    assert "Pat asked for a ramp" not in page
 
 
 def test_delete_everything(app: Flask, client: FlaskClient, member: str) -> None:

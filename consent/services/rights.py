@@ -21,10 +21,12 @@ from consent.models import (
     PanelMembership,
     PanelProfile,
     PanelSession,
+    PendingSignup,
     Person,
     PersonChange,
     Purpose,
     RightsRequest,
+    SessionNote,
     Workshop,
 )
 from consent.models.rights import REQUEST_KINDS, REQUEST_STATUSES
@@ -105,6 +107,19 @@ def export_person(session: Session, person: Person) -> dict[str, Any]:
                     }
                     for a, s in attendance
                 ],
+                "notes": [
+                    {
+                        "session": s.title,
+                        "written_at": _iso(note.created_at),
+                        "text": cipher.decrypt(note.text),
+                    }
+                    for note, s in session.exec(
+                        select(SessionNote, PanelSession)
+                        .join(PanelSession, PanelSession.id == SessionNote.session_id)
+                        .where(SessionNote.membership_id == membership.id)
+                        .order_by(SessionNote.id)
+                    ).all()
+                ],
             }
         )
 
@@ -141,6 +156,7 @@ def export_person(session: Session, person: Person) -> dict[str, Any]:
             "created_at": _iso(person.created_at),
             "updated_at": _iso(person.updated_at),
             "erased_at": _iso(person.erased_at),
+            "new_email_waiting_to_be_confirmed": person.pending_email,
         },
         "consents": [
             {
@@ -178,6 +194,21 @@ def export_person(session: Session, person: Person) -> dict[str, Any]:
                 .where(PersonChange.person_id == person.id)
                 .order_by(PersonChange.id)
             )
+        ],
+        "unconfirmed_signups": [
+            {
+                "kind": pending.kind,
+                "panel": panel.name if panel else None,
+                "asked_at": _iso(pending.created_at),
+                "link_expires_at": _iso(pending.expires_at),
+                "answers": cipher.decrypt_json(pending.payload) if pending.payload else None,
+            }
+            for pending, panel in session.exec(
+                select(PendingSignup, Panel)
+                .join(Panel, Panel.id == PendingSignup.panel_id, isouter=True)
+                .where(PendingSignup.person_id == person.id, PendingSignup.confirmed_at.is_(None))
+                .order_by(PendingSignup.id)
+            ).all()
         ],
         "rights_requests": [
             {
