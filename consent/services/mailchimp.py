@@ -37,19 +37,26 @@ def enabled(session: Session) -> bool:
 
 
 def _supersede(session: Session, digest: str) -> None:
+    """A superseded change is never pushed, so it keeps nothing that points to the person."""
     table = MailchimpChange.__table__
     session.execute(
         update(table)
         .where(table.c.subscriber_hash == digest, table.c.status == "pending")
-        .values(status="superseded", email=None, name=None, done_at=utcnow())
+        .values(status="superseded", email=None, name=None, subscriber_hash=None, done_at=utcnow())
     )
 
 
 def _forget(session: Session, digest: str) -> None:
-    """Erasure: older changes to this member, failed or mid-push, keep no name or address."""
+    """Erasure: older changes to this member keep no name or address, and those no longer
+    to be pushed not even Mailchimp's hash of it (an unsalted MD5 of the address)."""
     table = MailchimpChange.__table__
     session.execute(
         update(table).where(table.c.subscriber_hash == digest).values(email=None, name=None)
+    )
+    session.execute(
+        update(table)
+        .where(table.c.subscriber_hash == digest, table.c.status.not_in(("pending", "pushing")))
+        .values(subscriber_hash=None)
     )
 
 
