@@ -248,6 +248,12 @@ def load_settings(
         if "database_url" in overrides:
             overrides["database_url"] = normalise_database_url(overrides["database_url"])
         settings = settings.with_overrides(overrides)
+    if settings.is_production and not settings.base_url.lower().startswith("https://"):
+        raise ConfigError(
+            "CONSENT_BASE_URL must start with https:// in production, because every link "
+            "and List-Unsubscribe header in the emails is built from it; "
+            f"it is {settings.base_url!r}."
+        )
     check_keys(settings)
     return settings
 

@@ -42,22 +42,32 @@ def test_production_refuses_to_start_without_explicit_keys(tmp_path: Path) -> No
     assert not (tmp_path / KEY_FILE_NAME).exists()
 
 
-def test_production_with_everything_set_starts_without_the_scheduler(tmp_path: Path) -> None:
+def _production(**changes: str) -> dict[str, str]:
     from cryptography.fernet import Fernet
 
-    env = {
+    return {
         "CONSENT_ENV": "production",
         "CONSENT_SECRET_KEYS": "new-key-" + "n" * 40 + ", old-key-" + "o" * 40,
         "CONSENT_FIELD_KEYS": Fernet.generate_key().decode(),
         "CONSENT_HASH_KEY": "h" * 44,
         "CONSENT_DATABASE_URL": "postgres://app@db.internal/consent",
         "CONSENT_BASE_URL": "https://consent.example.gov.uk/",
+        **changes,
     }
-    settings = load_settings(environ=env)
+
+
+def test_production_with_everything_set_starts_without_the_scheduler(tmp_path: Path) -> None:
+    settings = load_settings(environ=_production())
     assert settings.secret_keys == ("new-key-" + "n" * 40, "old-key-" + "o" * 40)
     assert settings.database_url == "postgresql+psycopg://app@db.internal/consent"
     assert settings.base_url == "https://consent.example.gov.uk"
     assert settings.run_scheduler is False
+
+
+@pytest.mark.parametrize("address", ["http://consent.example.gov.uk", "consent.example.gov.uk"])
+def test_production_refuses_a_base_address_without_https(address: str) -> None:
+    with pytest.raises(ConfigError, match="CONSENT_BASE_URL must start with https://"):
+        load_settings(environ=_production(CONSENT_BASE_URL=address))
 
 
 @pytest.mark.parametrize(
