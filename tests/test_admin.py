@@ -114,6 +114,53 @@ def test_repeated_failures_lock_the_account(app: Flask) -> None:
         assert failures == 5
 
 
+def test_members_are_emailed_about_a_session_once_each(app: Flask) -> None:
+    db = _db(app)
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        recorded = factories.person(session, "rec@example.com")
+        factories.member(session, panel, recorded)
+        ledger.give(session, recorded, "panel_recordings", channel="web_form", actor="self")
+        factories.member(session, panel, factories.person(session, "plain@example.com"))
+        left = factories.person(session, "left@example.com")
+        factories.member(session, panel, left)
+        ledger.withdraw(session, left, "panel_contact", channel="email_link", actor="self")
+        coming = factories.meeting(session, panel, days=5)
+        over = factories.meeting(session, panel, days=-1)
+        panel_id, paths = panel.id, [f"/admin/sessions/{m.id}" for m in (coming, over)]
+    client = staff_client(app, "coordinator")
+
+    def invite(path: str) -> str:
+        page = text(client.get(path))
+        return text(
+            client.post(f"{path}/invite", data={"csrf_token": csrf(page)}, follow_redirects=True)
+        )
+
+    assert "Email members about this session" in text(client.get(paths[0]))
+    assert "Invitations queued for 2 member(s)." in invite(paths[0])
+    sent = {m.to_address: m.body_text or "" for m in mails(db, template="panel_session_invitation")}
+    assert set(sent) == {"rec@example.com", "plain@example.com"}
+    assert "You have agreed to recordings" in sent["rec@example.com"]
+    assert "you will not be recorded" in sent["plain@example.com"]
+    assert "already been invited" in invite(paths[0])
+    with db.transaction() as session:
+        panel = session.get(Panel, panel_id)
+        factories.member(session, panel, factories.person(session, "new@example.com"))
+    assert "Invitations queued for 1 member(s)." in invite(paths[0])
+    assert len(mails(db, template="panel_session_invitation")) == 3
+
+    assert "Email members about this session" not in text(client.get(paths[1]))
+    assert "already started" in invite(paths[1])
+    assert len(mails(db, template="panel_session_invitation")) == 3
+    with db.reader() as session:
+        logged = session.execute(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.action == "panel_session.invited")
+        ).scalar()
+    assert logged == 3, "each press that was not refused"
+
+
 def test_an_idle_session_ends_after_thirty_minutes(app: Flask) -> None:
     client = staff_client(app, "coordinator")
     assert client.get("/admin/people").status_code == 200

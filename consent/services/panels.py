@@ -512,6 +512,58 @@ def invite(session: Session, panel: Panel, *, email: str, name: str | None) -> P
     return person
 
 
+#: How the invitation says where a session is when no place was given.
+FORMAT_WORDS = {"online": "Online", "in_person": "In person", "hybrid": "In person and online"}
+
+
+def invite_to_session(session: Session, panel_session: PanelSession) -> int:
+    """Email every current member (panel contact ends a membership when it ends) about a
+    session still to come; returns how many were newly queued. Each member is invited once
+    per session, so pressing again only reaches members who joined since."""
+    from consent.services import outbox
+    from consent.timeutil import london_datetime
+
+    panel = session.get(Panel, panel_session.panel_id)
+    assert panel is not None
+    if panel.status != "open":
+        raise Conflict("This panel has concluded, so its members cannot be invited.")
+    if panel_session.starts_at <= utcnow():
+        raise Conflict("This session has already started, so invitations cannot be sent.")
+    where = panel_session.location or FORMAT_WORDS.get(panel_session.format, "")
+    rows = session.execute(
+        select(PanelMembership.id, Person)
+        .join(Person, Person.id == PanelMembership.person_id)
+        .where(
+            PanelMembership.panel_id == panel.id,
+            PanelMembership.left_at.is_(None),
+            Person.erased_at.is_(None),
+        )
+        .order_by(PanelMembership.id)
+    ).all()
+    queued = 0
+    for membership_id, person in rows:
+        queued += (
+            outbox.queue(
+                session,
+                "panel_session_invitation",
+                person=person,
+                dedupe_key=f"session-invitation:{panel_session.id}:{membership_id}",
+                context={
+                    "name": person.name,
+                    "panel_name": panel.name,
+                    "family_hub": panel.family_hub,
+                    "session_title": panel_session.title,
+                    "session_when": london_datetime(panel_session.starts_at),
+                    "session_where": where,
+                    "session_recorded": panel_session.recorded,
+                    "recording_consent": ledger.has_consent(session, person, "panel_recordings"),
+                },
+            )
+            is not None
+        )
+    return queued
+
+
 def sessions_of(session: Session, panel: Panel) -> list[PanelSession]:
     return list(
         session.exec(

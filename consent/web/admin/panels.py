@@ -9,7 +9,7 @@ from consent.errors import Conflict, DomainError, InvalidInput, NotFound
 from consent.options import options
 from consent.services import audit
 from consent.services import panels as service
-from consent.timeutil import parse_london
+from consent.timeutil import parse_london, utcnow
 from consent.validation import whole_number
 from consent.web import database
 from consent.web.admin import COORDINATOR, DPO, bp, roles, staff
@@ -227,7 +227,28 @@ def panel_session(session_id: int) -> str:
         notes=notes,
         note_form=NoteForm(),
         button=ButtonOnly(),
+        can_invite=panel.status == "open" and found.starts_at > utcnow(),
     )
+
+
+@bp.post("/sessions/<int:session_id>/invite")
+@roles(COORDINATOR, DPO)
+def session_invite(session_id: int) -> Response:
+    if not ButtonOnly().validate_on_submit():
+        return redirect(url_for("admin.panel_session", session_id=session_id))
+    try:
+        with database().transaction() as session:
+            found = service.get_session(session, session_id)
+            queued = service.invite_to_session(session, found)
+            _audit(session, "panel_session.invited", "panel_session", session_id, emails=queued)
+        flash(
+            f"Invitations queued for {queued} member(s)."
+            if queued
+            else "Every member on the panel has already been invited to this session."
+        )
+    except Conflict as error:
+        flash(error.message)
+    return redirect(url_for("admin.panel_session", session_id=session_id))
 
 
 @bp.post("/sessions/<int:session_id>/attendance")
