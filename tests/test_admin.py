@@ -1266,6 +1266,11 @@ def test_dry_run_from_the_retention_page_changes_nothing(app: Flask) -> None:
     page = text(_post(dpo, "/admin/retention", "/admin/retention"))
     assert "would expire" in page
     with _db(app).reader() as session:
+        [logged] = session.execute(
+            select(AuditEvent).where(AuditEvent.action == "retention.dry_run")
+        ).scalars()
+        assert json.loads(logged.detail)["would_remove"]["consents_expired.panel_contact"] == 1
+    with _db(app).reader() as session:
         assert (
             session.execute(
                 select(func.count())

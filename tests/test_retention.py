@@ -37,6 +37,7 @@ from consent.services import (
     admin_users,
     imports,
     ledger,
+    outbox,
     panels,
     people,
     reminders,
@@ -46,6 +47,7 @@ from consent.services import (
     workshops,
 )
 from consent.timeutil import LONDON, london_date, utcnow
+from mailers.outbox import OutboxWorker
 from tests import factories
 from tests.helpers import deliver_and_purge, find_anywhere
 from tests.web import csrf, link_in, mails
@@ -359,17 +361,27 @@ def test_an_import_file_nobody_confirmed_is_removed_after_a_day(
 def test_a_dry_run_lists_and_changes_nothing(db: Database) -> None:
     start = utcnow()
     with time_machine.travel(start, tick=False):
-        _member(db)
+        person_id = _member(db)
+        with db.transaction() as session:
+            reader = factories.consenting(session, "newsletter", email="reader@example.com")
+            outbox.queue(session, "welcome", person=reader, context={})
+        OutboxWorker(db).run_once()
     with db.engine.connect() as conn:
         before = conn.execute(text("SELECT COUNT(*) FROM consent_event")).scalar()
     with time_machine.travel(start + TWO_YEARS + timedelta(days=1), tick=False):
         report = retention.sweep(db, dry_run=True)
-    assert report.removed["consents_expired.panel_contact"] == 1
-    assert any("would expire" in line for line in report.would)
-    with db.reader() as session:
-        assert session.execute(select(func.count()).select_from(RetentionRun)).scalar() == 0
-        assert session.execute(select(func.count()).select_from(ConsentEvent)).scalar() == before
-        assert session.execute(select(PanelProfile)).scalars().all()
+        assert report.removed["consents_expired.panel_contact"] == 1
+        assert any("would expire" in line for line in report.would)
+        assert f"person {person_id} would be erased: nothing held" in report.would
+        with db.reader() as session:
+            assert session.execute(select(func.count()).select_from(RetentionRun)).scalar() == 0
+            events = session.execute(select(func.count()).select_from(ConsentEvent)).scalar()
+            assert events == before
+            assert session.execute(select(PanelProfile)).scalars().all()
+            assert session.execute(select(Outbox.body_text)).scalar_one()
+        done = retention.sweep(db)
+    for kind in ("consents_expired.panel_contact", "people_erased", "mail_bodies_purged"):
+        assert report.removed[kind] == done.removed[kind] > 0, kind
 
 
 def test_a_dry_run_foretells_a_concluded_panel_and_a_finished_workshop(db: Database) -> None:

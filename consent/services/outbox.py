@@ -229,11 +229,8 @@ def requeue_stale(session: Session, now: datetime | None = None) -> int:
     return int(result.rowcount or 0)
 
 
-def purge_bodies(
-    session: Session, *, keep: timedelta, now: datetime | None = None, limit: int = 1000
-) -> int:
-    """Blank bodies, address and headers of messages sent (or failed) longer ago than ``keep``."""
-    now = now or utcnow()
+def _bodies_due(keep: timedelta, now: datetime) -> tuple[Any, Any]:
+    """Messages sent, and those failed or cancelled, longer ago than ``keep``, not yet purged."""
     table = Outbox.__table__
     sent = select(table.c.id).where(
         table.c.purged_at.is_(None), table.c.status == "sent", table.c.sent_at < now - keep
@@ -243,6 +240,24 @@ def purge_bodies(
         table.c.status.in_(("failed", "cancelled")),
         table.c.created_at < now - keep,
     )
+    return sent, unsent
+
+
+def bodies_to_purge(session: Session, *, keep: timedelta, now: datetime) -> int:
+    """How many messages ``purge_bodies`` would blank, for a dry run."""
+    return sum(
+        session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+        for query in _bodies_due(keep, now)
+    )
+
+
+def purge_bodies(
+    session: Session, *, keep: timedelta, now: datetime | None = None, limit: int = 1000
+) -> int:
+    """Blank bodies, address and headers of messages sent (or failed) longer ago than ``keep``."""
+    now = now or utcnow()
+    table = Outbox.__table__
+    sent, unsent = _bodies_due(keep, now)
     ids = list(session.execute(sent.limit(limit)).scalars())
     ids += list(session.execute(unsent.limit(limit)).scalars())
     if not ids:

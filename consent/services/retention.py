@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, and_, func, select, update
+from sqlalchemy import Select, and_, func, or_, select, update
 from sqlmodel import Session
 
 from consent.db import Database, among
@@ -392,6 +392,11 @@ def _purge_pending_signups(
 def _purge_mail_bodies(database: Database, report: SweepReport, now: datetime, batch: int) -> None:
     keep = timedelta(days=database.settings.mail_body_keep_days)
     if report.dry_run:
+        with database.reader() as session:
+            number = outbox.bodies_to_purge(session, keep=keep, now=now)
+        if number:
+            report.removed["mail_bodies_purged"] += number
+            report.would.append(f"{number} sent email(s) would have their body and address removed")
         return
     report.removed["mail_bodies_purged"] += _batches(
         database, lambda session: outbox.purge_bodies(session, keep=keep, now=now, limit=batch)
@@ -413,17 +418,25 @@ def _remove_abandoned_uploads(
 
 def holders(session: Session, person_ids: list[int], now: datetime) -> set[int]:
     """Which of these people we still have a reason to hold: consent, panel, booking, sign-up,
-    or an open rights request (an access request must not be answered with 'nothing held')."""
+    or an open rights request (an access request must not be answered with 'nothing held').
+
+    A consent or membership past its time limit is no reason: the sweep ends them first,
+    and a dry run, which ends nothing, must see the same.
+    """
     state, member = ConsentState.__table__, PanelMembership.__table__
     booking, pending = Booking.__table__, PendingSignup.__table__
     request = RightsRequest.__table__
     held: set[int] = set()
     for query in (
         select(state.c.person_id).where(
-            among(state.c.person_id, person_ids), state.c.status == "given"
+            among(state.c.person_id, person_ids),
+            state.c.status == "given",
+            or_(state.c.expires_at.is_(None), state.c.expires_at > now),
         ),
         select(member.c.person_id).where(
-            among(member.c.person_id, person_ids), member.c.left_at.is_(None)
+            among(member.c.person_id, person_ids),
+            member.c.left_at.is_(None),
+            member.c.expires_at > now,
         ),
         select(booking.c.person_id).where(
             among(booking.c.person_id, person_ids), booking.c.purged_at.is_(None)
@@ -453,13 +466,21 @@ def _erase_people(database: Database, report: SweepReport, now: datetime, batch:
         )
 
     if report.dry_run:
+        state = ConsentState.__table__
+        running_out = select(state.c.person_id).where(
+            state.c.status == "given", state.c.expires_at <= now
+        )
+        due_or_running_out = and_(
+            person.c.erased_at.is_(None),
+            or_(person.c.review_at <= now, person.c.id.in_(running_out)),
+        )
         with database.reader() as session:
             after = 0
             while True:
                 ids = list(
                     session.execute(
                         select(person.c.id)
-                        .where(due, person.c.id > after)
+                        .where(due_or_running_out, person.c.id > after)
                         .order_by(person.c.id)
                         .limit(batch)
                     ).scalars()

@@ -89,6 +89,15 @@ def retention() -> str:
     dry = None
     if request.method == "POST" and ButtonOnly().validate_on_submit():
         dry = retention_service.sweep(database(), dry_run=True, trigger="admin")
+        with database().transaction() as session:
+            user = staff()
+            audit.record(
+                session,
+                "retention.dry_run",
+                actor=user.actor,
+                actor_id=user.user_id,
+                detail={"would_remove": dict(dry.removed)},
+            )
     with database().reader() as session:
         runs = list(
             session.execute(
