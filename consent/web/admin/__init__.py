@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, Flask, abort, g, redirect, request, session, url_for
 from flask_login import LoginManager, UserMixin, current_user, logout_user
 
-from consent.services import admin_users
+from consent.services import admin_users, audit
 from consent.validation import whole_number
 from consent.web import database
 from consent.web.security import limiter
@@ -70,6 +70,27 @@ def roles(*allowed: str) -> Callable[[F], F]:
 
 def staff() -> Staff:
     return current_user._get_current_object()  # type: ignore[no-any-return]
+
+
+def audited(
+    db_session: Any,
+    action: str,
+    *,
+    object_type: str | None = None,
+    object_id: str | int | None = None,
+    **detail: Any,
+) -> None:
+    """Write one admin action to the audit log as the signed-in member of staff."""
+    user = staff()
+    audit.record(
+        db_session,
+        action,
+        actor=user.actor,
+        actor_id=user.user_id,
+        object_type=object_type,
+        object_id=object_id,
+        detail=detail,
+    )
 
 
 @login_manager.user_loader

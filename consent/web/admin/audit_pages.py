@@ -13,7 +13,7 @@ from consent.services import retention as retention_service
 from consent.timeutil import utcnow
 from consent.validation import whole_number
 from consent.web import database
-from consent.web.admin import DPO, bp, roles, staff
+from consent.web.admin import DPO, audited, bp, roles
 from consent.web.admin.forms import ButtonOnly
 
 PAGE = 100
@@ -49,14 +49,7 @@ def audit_log() -> str:
 def audit_verify() -> str:
     with database().transaction() as session:
         report = audit.verify(session)
-        user = staff()
-        audit.record(
-            session,
-            "audit.verified",
-            actor=user.actor,
-            actor_id=user.user_id,
-            detail={"ok": report.ok, "events": report.events},
-        )
+        audited(session, "audit.verified", ok=report.ok, events=report.events)
         events = list(
             session.execute(
                 select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(PAGE)
@@ -90,14 +83,7 @@ def retention() -> str:
     if request.method == "POST" and ButtonOnly().validate_on_submit():
         dry = retention_service.sweep(database(), dry_run=True, trigger="admin")
         with database().transaction() as session:
-            user = staff()
-            audit.record(
-                session,
-                "retention.dry_run",
-                actor=user.actor,
-                actor_id=user.user_id,
-                detail={"would_remove": dict(dry.removed)},
-            )
+            audited(session, "retention.dry_run", would_remove=dict(dry.removed))
     with database().reader() as session:
         runs = list(
             session.execute(

@@ -7,29 +7,13 @@ from werkzeug.wrappers import Response
 
 from consent.errors import Conflict, DomainError, InvalidInput, NotFound
 from consent.options import options
-from consent.services import audit
 from consent.services import panels as service
 from consent.timeutil import parse_london, utcnow
 from consent.validation import whole_number
 from consent.web import database
-from consent.web.admin import COORDINATOR, DPO, bp, roles, staff
+from consent.web.admin import COORDINATOR, DPO, audited, bp, roles, staff
 from consent.web.admin.forms import ButtonOnly, InviteForm, NoteForm, PanelForm, SessionForm
 from consent.web.forms import attach_error
-
-
-def _audit(
-    session: object, action: str, object_type: str, object_id: object, **detail: object
-) -> None:
-    user = staff()
-    audit.record(
-        session,
-        action,
-        actor=user.actor,
-        actor_id=user.user_id,  # type: ignore[arg-type]
-        object_type=object_type,
-        object_id=object_id,
-        detail=detail,
-    )
 
 
 @bp.get("/panels")
@@ -53,7 +37,7 @@ def panel_new() -> str | Response | tuple[str, int]:
                     family_hub=form.family_hub.data,
                     description=form.description.data,
                 )
-                _audit(session, "panel.created", "panel", panel.id)
+                audited(session, "panel.created", object_type="panel", object_id=panel.id)
             flash("Panel created.")
             return redirect(url_for("admin.panel", panel_id=panel.id))
         except InvalidInput as error:
@@ -79,7 +63,7 @@ def panel_edit(panel_id: int) -> str | Response | tuple[str, int]:
                     description=form.description.data,
                     status=form.status.data or panel.status,
                 )
-                _audit(session, "panel.updated", "panel", panel.id)
+                audited(session, "panel.updated", object_type="panel", object_id=panel.id)
             flash("Panel saved.")
             return redirect(url_for("admin.panel", panel_id=panel_id))
         except (InvalidInput, Conflict) as error:
@@ -140,7 +124,7 @@ def panel_diversity(panel_id: int) -> str | Response:
     with database().transaction() as session:
         found = service.get_panel(session, panel_id)
         summary = service.diversity(session, found)
-        _audit(session, "panel.diversity_viewed", "panel", panel_id)
+        audited(session, "panel.diversity_viewed", object_type="panel", object_id=panel_id)
     labels = {q.key: q.label for q in options().special_category}
     labels["age_band"] = "Age group"
     return render_template("admin/diversity.html", panel=found, summary=summary, labels=labels)
@@ -155,7 +139,13 @@ def panel_invite(panel_id: int) -> str | Response | tuple[str, int]:
             with database().transaction() as session:
                 found = service.get_panel(session, panel_id)
                 person = service.invite(session, found, email=form.email.data, name=form.name.data)
-                _audit(session, "panel.invited", "panel", panel_id, person=person.public_id)
+                audited(
+                    session,
+                    "panel.invited",
+                    object_type="panel",
+                    object_id=panel_id,
+                    person=person.public_id,
+                )
             flash("Invitation sent.")
             return redirect(url_for("admin.panel", panel_id=panel_id))
         except (InvalidInput, Conflict) as error:
@@ -173,7 +163,7 @@ def panel_conclude(panel_id: int) -> str | Response:
         try:
             with database().transaction() as session:
                 service.conclude(session, service.get_panel(session, panel_id))
-                _audit(session, "panel.concluded", "panel", panel_id)
+                audited(session, "panel.concluded", object_type="panel", object_id=panel_id)
             flash("The panel has concluded. Members' panel data will be destroyed within the hour.")
         except Conflict as error:
             flash(error.message)
@@ -202,7 +192,12 @@ def session_new(panel_id: int) -> Response:
                     location=form.location.data,
                     recorded=bool(form.recorded.data),
                 )
-                _audit(session, "panel_session.created", "panel_session", created.id)
+                audited(
+                    session,
+                    "panel_session.created",
+                    object_type="panel_session",
+                    object_id=created.id,
+                )
             return redirect(url_for("admin.panel_session", session_id=created.id))
         except InvalidInput as error:
             flash(error.message)
@@ -240,7 +235,13 @@ def session_invite(session_id: int) -> Response:
         with database().transaction() as session:
             found = service.get_session(session, session_id)
             queued = service.invite_to_session(session, found)
-            _audit(session, "panel_session.invited", "panel_session", session_id, emails=queued)
+            audited(
+                session,
+                "panel_session.invited",
+                object_type="panel_session",
+                object_id=session_id,
+                emails=queued,
+            )
         flash(
             f"Invitations queued for {queued} member(s)."
             if queued
@@ -267,7 +268,9 @@ def attendance(session_id: int) -> Response:
                 attended=request.form.get("attended") == "yes",
                 recording_consent=request.form.get("recording") == "yes",
             )
-            _audit(session, "attendance.recorded", "panel_session", session_id)
+            audited(
+                session, "attendance.recorded", object_type="panel_session", object_id=session_id
+            )
         flash("Attendance saved.")
     except (InvalidInput, NotFound) as error:
         flash(error.message)
@@ -290,7 +293,9 @@ def session_note(session_id: int) -> Response:
                     author_id=staff().user_id,
                     membership_id=whole_number(membership),
                 )
-                _audit(session, "session_note.added", "panel_session", session_id)
+                audited(
+                    session, "session_note.added", object_type="panel_session", object_id=session_id
+                )
             flash("Note saved.")
         except DomainError as error:
             flash(error.message)

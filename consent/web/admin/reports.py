@@ -9,7 +9,7 @@ from consent.services import reports as service
 from consent.timeutil import utcnow
 from consent.validation import whole_number
 from consent.web import database
-from consent.web.admin import COORDINATOR, DPO, bp, roles, staff
+from consent.web.admin import COORDINATOR, DPO, audited, bp, roles, staff
 
 
 def _choices() -> tuple[str, str, str, str]:
@@ -81,7 +81,7 @@ def reports_csv() -> Response | tuple[str, int]:
 @roles(COORDINATOR, DPO)
 def export_list(kind: str, key: str) -> Response | tuple[str, int]:
     """A list as CSV, built in the same transaction as the audit record of its download."""
-    from consent.services import audit, exports
+    from consent.services import exports
 
     makers = {
         "purpose": exports.purpose_list,
@@ -92,21 +92,12 @@ def export_list(kind: str, key: str) -> Response | tuple[str, int]:
     if kind not in makers or (kind != "purpose" and number is None):
         return "Not found", 404
     argument: str | int = key if kind == "purpose" else number or 0
-    user = staff()
     with database().transaction() as session:
         try:
             lines = list(makers[kind](session, argument))  # type: ignore[arg-type]
         except DomainError as error:
             return error.message, 404
-        audit.record(
-            session,
-            "list.exported",
-            actor=user.actor,
-            actor_id=user.user_id,
-            object_type=kind,
-            object_id=key,
-            detail={"rows": len(lines) - 1},
-        )
+        audited(session, "list.exported", object_type=kind, object_id=key, rows=len(lines) - 1)
     response = Response("".join(lines), mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{kind}-{key}.csv"'
     response.headers["Cache-Control"] = "no-store"

@@ -6,27 +6,14 @@ from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from consent.errors import Conflict, DomainError, InvalidInput
-from consent.services import audit, reminders
+from consent.services import reminders
 from consent.services import workshops as service
 from consent.timeutil import london_input, parse_london
 from consent.validation import whole_number
 from consent.web import database
-from consent.web.admin import COORDINATOR, DPO, bp, roles, staff
+from consent.web.admin import COORDINATOR, DPO, audited, bp, roles
 from consent.web.admin.forms import ButtonOnly, WorkshopForm
 from consent.web.forms import attach_error
-
-
-def _audit(session: object, action: str, workshop_id: object, **detail: object) -> None:
-    user = staff()
-    audit.record(
-        session,
-        action,
-        actor=user.actor,
-        actor_id=user.user_id,  # type: ignore[arg-type]
-        object_type="workshop",
-        object_id=workshop_id,
-        detail=detail,
-    )
 
 
 def _values(form: WorkshopForm) -> dict[str, object]:
@@ -59,7 +46,7 @@ def workshop_new() -> str | Response | tuple[str, int]:
         try:
             with database().transaction() as session:
                 created = service.create_workshop(session, **_values(form))  # type: ignore[arg-type]
-                _audit(session, "workshop.created", created.id)
+                audited(session, "workshop.created", object_type="workshop", object_id=created.id)
             flash("Workshop created.")
             return redirect(url_for("admin.workshop", workshop_id=created.id))
         except InvalidInput as error:
@@ -78,7 +65,13 @@ def workshop_edit(workshop_id: int) -> str | Response | tuple[str, int]:
             with database().transaction() as session:
                 found = service.get_workshop(session, workshop_id)
                 _, told = service.update_workshop(session, found, **_values(form))  # type: ignore[arg-type]
-                _audit(session, "workshop.updated", workshop_id, told=told)
+                audited(
+                    session,
+                    "workshop.updated",
+                    object_type="workshop",
+                    object_id=workshop_id,
+                    told=told,
+                )
             flash("Workshop saved.")
             if told:
                 whom = "1 person" if told == 1 else f"{told} people"
@@ -129,7 +122,9 @@ def workshop_attendance(workshop_id: int) -> Response:
                     whole_number(booking) or 0,
                     request.form.get("attended") == "yes",
                 )
-                _audit(session, "workshop.attendance", workshop_id)
+                audited(
+                    session, "workshop.attendance", object_type="workshop", object_id=workshop_id
+                )
             flash("Attendance saved.")
         except DomainError as error:
             flash(error.message)
@@ -160,7 +155,7 @@ def workshop_action(workshop_id: int, action: str) -> Response:
                     "Evaluation closed: no more feedback will be taken. Attendee details are "
                     f"deleted {days} days after the workshop."
                 )
-            _audit(session, f"workshop.{action}", workshop_id)
+            audited(session, f"workshop.{action}", object_type="workshop", object_id=workshop_id)
         flash(message)
     except Conflict as error:
         flash(error.message)
