@@ -30,6 +30,13 @@ def _changes(db: Database) -> list[MailchimpChange]:
         return list(session.exec(select(MailchimpChange).order_by(MailchimpChange.id)))
 
 
+def _subscribers(db: Database, prefix: str, count: int) -> None:
+    """``count`` people agreeing to the newsletter, as prefix0@example.com and on."""
+    with db.transaction() as session:
+        for index in range(count):
+            factories.consenting(session, "newsletter", email=f"{prefix}{index}@example.com")
+
+
 def _pusher(db: Database, **options: object) -> Pusher:
     return Pusher(db, poll_interval=0.01, **options)
 
@@ -100,9 +107,7 @@ def test_many_changes_go_by_batch_of_at_most_500(
     configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
 ) -> None:
     db = configured(**mailchimp_settings)
-    with db.transaction() as session:
-        for index in range(1203):
-            factories.consenting(session, "newsletter", email=f"bulk{index}@example.com")
+    _subscribers(db, "bulk", 1203)
     report = _pusher(db).push()
     assert report.pushed == 1203 and report.batches == 3
     starts = [r for r in mailchimp_fake.requests if r == ("POST", "/3.0/batches")]
@@ -116,9 +121,8 @@ def test_one_refused_operation_in_a_batch_fails_alone(
 ) -> None:
     db = configured(**mailchimp_settings)
     mailchimp_fake.member_failures[md5("fake-looking@example.com")] = 400
+    _subscribers(db, "ok", 20)
     with db.transaction() as session:
-        for index in range(20):
-            factories.consenting(session, "newsletter", email=f"ok{index}@example.com")
         factories.consenting(session, "newsletter", email="fake-looking@example.com")
     report = _pusher(db).push()
     assert (report.pushed, report.failed, report.retrying) == (20, 1, 0)
@@ -147,9 +151,7 @@ def test_a_failed_push_retries_later_and_nothing_is_dropped(
     configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp, code: int
 ) -> None:
     db = configured(**mailchimp_settings)
-    with db.transaction() as session:
-        for index in range(3):
-            factories.consenting(session, "newsletter", email=f"wait{index}@example.com")
+    _subscribers(db, "wait", 3)
     mailchimp_fake.fail_next = [code]
     report = _pusher(db).push()
     assert report.pushed == 0 and report.retrying == 3
@@ -164,9 +166,7 @@ def test_a_batch_rejected_outright_is_retried(
     configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
 ) -> None:
     db = configured(**mailchimp_settings)
-    with db.transaction() as session:
-        for index in range(15):
-            factories.consenting(session, "newsletter", email=f"b{index}@example.com")
+    _subscribers(db, "b", 15)
     mailchimp_fake.fail_next = [500]
     assert _pusher(db).push().retrying == 15
     with time_machine.travel(utcnow() + timedelta(minutes=6), tick=True):
@@ -177,9 +177,7 @@ def test_a_slow_batch_is_waited_for_and_one_that_never_finishes_is_sent_again(
     configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
 ) -> None:
     db = configured(**mailchimp_settings)
-    with db.transaction() as session:
-        for index in range(15):
-            factories.consenting(session, "newsletter", email=f"slow{index}@example.com")
+    _subscribers(db, "slow", 15)
     mailchimp_fake.polls_before_finished = 10**6
     report = _pusher(db, poll_timeout=0.3).push()
     assert (report.pushed, report.retrying) == (0, 15)
