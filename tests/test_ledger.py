@@ -177,6 +177,25 @@ def test_withdrawing_panel_contact_ends_memberships_and_destroys_panel_data(
     assert session.exec(select(PanelProfile)).all() == []
 
 
+@pytest.mark.parametrize("end", ["withdraw", "expire"])
+def test_recordings_end_with_panel_contact_in_the_same_way(session: Session, end: str) -> None:
+    person = factories.consenting(session, "panel_contact", "panel_recordings")
+    if end == "withdraw":
+        ledger.withdraw(
+            session, person, "panel_contact", channel="admin", actor="admin:4", note="Rang us"
+        )
+    else:
+        ledger.expire(session, person, "panel_contact", actor="system:retention")
+    contact, recordings = [
+        e for e in ledger.events_for(session, person) if e.action in ("withdrawn", "expired")
+    ]
+    assert contact.purpose_id != recordings.purpose_id
+    for field in ("action", "channel", "actor", "note_digest", "occurred_at"):
+        assert getattr(recordings, field) == getattr(contact, field), field
+    assert ledger.states_for(session, person)["panel_recordings"].status != "given"
+    assert ledger.verify(session).ok
+
+
 def test_renewing_panel_contact_extends_membership(session: Session) -> None:
     panel = factories.panel(session)
     start = utcnow() - timedelta(days=600)

@@ -549,23 +549,18 @@ def _append(
     )
     [values] = _write_changes(session, heads, [change])
     expires_at = values.pop("expires_at")
-    _after_change(session, person, ctx.purpose_key, action, channel, expires_at, at)
+    _after_change(session, person, change, expires_at)
     return loading.built(ConsentEvent, values)
 
 
 def _after_change(
-    session: Session,
-    person: Person,
-    purpose_key: str,
-    action: str,
-    channel: str,
-    expires_at: datetime | None,
-    at: datetime,
+    session: Session, person: Person, change: _Change, expires_at: datetime | None
 ) -> None:
     """What a consent change means elsewhere: panel contact governs panel membership, and
-    the newsletter audience in Mailchimp follows newsletter consent."""
+    recordings end with it; the newsletter audience in Mailchimp follows newsletter consent."""
     from consent.services import mailchimp, panels
 
+    purpose_key, action, channel, at = change.purpose_key, change.action, change.channel, change.at
     if purpose_key == "newsletter" and channel != mailchimp.CHANNEL:
         if action in ("given", "renewed"):
             mailchimp.queue_subscribe(session, person, at)
@@ -574,12 +569,31 @@ def _after_change(
     if purpose_key == PANEL_CONTACT:
         if action in ("withdrawn", "expired"):
             panels.end_memberships(session, person, reason=action, at=at)
+            _end_recordings(session, person, change)
         elif expires_at is not None:
             renewed_at = at if action == "renewed" else None
             panels.extend_memberships(session, person, expires_at, renewed_at=renewed_at)
     if action in ("withdrawn", "expired"):
         assert person.id is not None
         _review(session, [person.id], at)
+
+
+def _end_recordings(session: Session, person: Person, change: _Change) -> None:
+    """Recordings mean nothing off a panel: they end as panel contact did, in the same way."""
+    if not has_consent(session, person, RECORDINGS):
+        return
+    if change.action == "withdrawn":
+        withdraw(
+            session,
+            person,
+            RECORDINGS,
+            channel=change.channel,
+            actor=change.actor,
+            note=change.note,
+            at=change.at,
+        )
+    else:
+        expire(session, person, RECORDINGS, actor=change.actor, at=change.at)
 
 
 def _review(session: Session, person_ids: list[int], at: datetime) -> None:
@@ -848,10 +862,7 @@ def withdraw(
     note: str | None = None,
     at: datetime | None = None,
 ) -> ConsentEvent | None:
-    """Record a withdrawal. Withdrawing twice is harmless: the second records nothing.
-
-    Recordings consent is only for panel meetings, so it ends with panel contact.
-    """
+    """Record a withdrawal. Withdrawing twice is harmless: the second records nothing."""
     _check_channel(channel)
     actor = _check_actor(actor)
     note = _check_note(channel, note)
@@ -861,8 +872,7 @@ def withdraw(
     if ctx.state_status != "given":
         return None
     assert ctx.state_notice_id and ctx.state_notice_hash and ctx.state_notice_statement
-    at = at or utcnow()
-    event = _append(
+    return _append(
         session,
         person,
         ctx,
@@ -873,11 +883,8 @@ def withdraw(
         actor=actor,
         wording=f"Withdrawn: {ctx.state_notice_statement}",
         note=note,
-        at=at,
+        at=at or utcnow(),
     )
-    if purpose_key == PANEL_CONTACT and has_consent(session, person, RECORDINGS):
-        withdraw(session, person, RECORDINGS, channel=channel, actor=actor, note=note, at=at)
-    return event
 
 
 def renew(
@@ -924,15 +931,14 @@ def expire(
     actor: str = "system:retention",
     at: datetime | None = None,
 ) -> ConsentEvent:
-    """Record that consent ran out at its time limit (recordings with panel contact)."""
+    """Record that consent ran out at its time limit."""
     ctx = _load_context(session, person, purpose_key)
     if ctx.state_status != "given":
         raise NotConsented(
             f"There is no consent in force for {ctx.purpose_title.lower()} to expire."
         )
     assert ctx.state_notice_id and ctx.state_notice_hash and ctx.state_notice_statement
-    at = at or utcnow()
-    event = _append(
+    return _append(
         session,
         person,
         ctx,
@@ -943,11 +949,8 @@ def expire(
         actor=actor,
         wording=f"Expired: {ctx.state_notice_statement}",
         note=None,
-        at=at,
+        at=at or utcnow(),
     )
-    if purpose_key == PANEL_CONTACT and has_consent(session, person, RECORDINGS):
-        expire(session, person, RECORDINGS, actor=actor, at=at)
-    return event
 
 
 def states_for(session: Session, person: Person) -> dict[str, ConsentState]:
