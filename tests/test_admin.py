@@ -151,6 +151,10 @@ def test_members_are_emailed_about_a_session_once_each(app: Flask) -> None:
 
     assert "Email members about this session" not in text(client.get(paths[1]))
     assert "already started" in invite(paths[1])
+    token = csrf(text(client.get(paths[0])))
+    assert (
+        client.post("/admin/sessions/99999/invite", data={"csrf_token": token}).status_code == 404
+    )
     assert len(mails(db, template="panel_session_invitation")) == 3
     with db.reader() as session:
         logged = session.execute(

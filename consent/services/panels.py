@@ -19,18 +19,20 @@ from consent.db import among, settings_of
 from consent.errors import Conflict, InvalidInput, NotFound
 from consent.models import (
     Attendance,
+    ConsentState,
     Notice,
     Panel,
     PanelMembership,
     PanelProfile,
     PanelSession,
     Person,
+    Purpose,
     SessionNote,
 )
 from consent.options import PREFER_NOT_TO_SAY, options
 from consent.prepared import Prepared
 from consent.services import ledger, notices, reports
-from consent.timeutil import utcnow
+from consent.timeutil import london_datetime, utcnow
 from consent.validation import TEXT_MAX, clean_text, normalise_postcode
 
 
@@ -521,7 +523,6 @@ def invite_to_session(session: Session, panel_session: PanelSession) -> int:
     session still to come; returns how many were newly queued. Each member is invited once
     per session, so pressing again only reaches members who joined since."""
     from consent.services import outbox
-    from consent.timeutil import london_datetime
 
     panel = session.get(Panel, panel_session.panel_id)
     assert panel is not None
@@ -540,6 +541,17 @@ def invite_to_session(session: Session, panel_session: PanelSession) -> int:
         )
         .order_by(PanelMembership.id)
     ).all()
+    recorded_ok = set(
+        session.execute(
+            select(ConsentState.person_id)
+            .join(Purpose, Purpose.id == ConsentState.purpose_id)
+            .where(
+                Purpose.key == ledger.RECORDINGS,
+                ConsentState.status == "given",
+                among(ConsentState.person_id, [person.id for _, person in rows]),
+            )
+        ).scalars()
+    )
     queued = 0
     for membership_id, person in rows:
         queued += (
@@ -556,7 +568,7 @@ def invite_to_session(session: Session, panel_session: PanelSession) -> int:
                     "session_when": london_datetime(panel_session.starts_at),
                     "session_where": where,
                     "session_recorded": panel_session.recorded,
-                    "recording_consent": ledger.has_consent(session, person, "panel_recordings"),
+                    "recording_consent": person.id in recorded_ok,
                 },
             )
             is not None
