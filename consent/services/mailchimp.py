@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlmodel import Session
 
 from consent.db import settings_of
@@ -50,13 +50,15 @@ def _forget(session: Session, digest: str) -> None:
     """Erasure: older changes to this member keep no name or address, and those no longer
     to be pushed not even Mailchimp's hash of it (an unsalted MD5 of the address)."""
     table = MailchimpChange.__table__
-    session.execute(
-        update(table).where(table.c.subscriber_hash == digest).values(email=None, name=None)
-    )
+    still_to_push = table.c.status.in_(("pending", "pushing"))
     session.execute(
         update(table)
-        .where(table.c.subscriber_hash == digest, table.c.status.not_in(("pending", "pushing")))
-        .values(subscriber_hash=None)
+        .where(table.c.subscriber_hash == digest)
+        .values(
+            email=None,
+            name=None,
+            subscriber_hash=case((still_to_push, table.c.subscriber_hash), else_=None),
+        )
     )
 
 
