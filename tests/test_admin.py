@@ -32,7 +32,7 @@ from consent.models import (
     RightsRequest,
     SessionNote,
 )
-from consent.services import audit, ledger, people, preferences, reports, workshops
+from consent.services import api_keys, audit, ledger, people, preferences, reports, workshops
 from consent.timeutil import LONDON, utcnow
 from tests import factories
 from tests.admin_client import PASSWORD, code_for, make_staff, sign_in, staff_client
@@ -340,7 +340,9 @@ def world(app: Flask) -> dict[str, str]:
         session.add(request)
         session.flush()
         user = session.execute(select(AdminUser).limit(1)).scalar()
+        key, _ = api_keys.create(session, "Bookings", ["reports:read"], actor="t", actor_id=None)
         return {
+            "key_id": str(key.id),
             "public_id": person.public_id,
             "panel_id": str(panel.id),
             "session_id": str(panel_session.id),

@@ -1,6 +1,7 @@
 """Every table, imported here so SQLModel's metadata (and Alembic) sees them all."""
 
 from consent.models.admin_users import AdminUser
+from consent.models.api_keys import ApiKey
 from consent.models.audit import AuditEvent
 from consent.models.ledger import ConsentEvent, ConsentState, Notice, Purpose
 from consent.models.mailchimp import JobState, MailchimpChange
@@ -22,6 +23,7 @@ from consent.models.workshops import Booking, Workshop
 
 __all__ = [
     "AdminUser",
+    "ApiKey",
     "Attendance",
     "AuditEvent",
     "Booking",

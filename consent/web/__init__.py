@@ -61,7 +61,7 @@ def _templates(app: Flask) -> None:
 def init_app(app: Flask) -> None:
     from govuk_frontend_wtf.main import WTFormsHelpers
 
-    from consent.web import admin, components, errors, health, security, webhooks
+    from consent.web import admin, api, components, errors, health, security, webhooks
     from consent.web.public import bp as public_bp
     from mailers.outbox import OutboxWorker
 
@@ -81,4 +81,5 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(public_bp)
     admin.init_app(app)
+    api.init_app(app)
     security.csrf.exempt(webhooks.bp)

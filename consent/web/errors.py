@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from consent.errors import NotFound
 from consent.links import ExpiredLink, LinkError, RevokedLink
+from consent.web.api import http_problem, problem
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,15 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException) -> tuple[str, int] | Response:
         status = error.code or 500
-        if request.path.startswith("/api/") or request.path.startswith("/healthz"):
+        if request.path.startswith("/api/"):
+            return http_problem(error)
+        if request.path.startswith("/healthz"):
             return error.get_response()
         return page(status)
 
     @app.errorhandler(Exception)
-    def _unexpected(error: Exception) -> tuple[str, int]:
+    def _unexpected(error: Exception) -> tuple[str, int] | Response:
         log.exception("unhandled error on %s", request.endpoint)
+        if request.path.startswith("/api/"):
+            return problem(500, "Internal Server Error", "Something went wrong. Try again later.")
         return page(500)

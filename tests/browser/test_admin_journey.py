@@ -170,10 +170,22 @@ def test_every_admin_page_has_no_axe_violations(live: LiveServer, page: Page) ->
     page.get_by_role("button", name="Sign out").click()
     admin_page = page.context.new_page()
     _sign_in(admin_page, live, "admin")
-    for path in ("/admin/users", "/admin/users/new"):
+    for path in ("/admin/users", "/admin/users/new", "/admin/api-keys/new"):
         admin_page.goto(live.url + path)
         results = axe.run(admin_page)
         assert results.violations_count == 0, (path, results.generate_snapshot())
+    admin_page.get_by_role("button", name="Create key").click()
+    results = axe.run(admin_page)
+    assert results.violations_count == 0, ("key form errors", results.generate_snapshot())
+    admin_page.get_by_label("Which system will use the key?").fill("Family Hub bookings")
+    admin_page.get_by_label("Read the anonymised counts in the reports").check()
+    admin_page.get_by_role("button", name="Create key").click()
+    expect(admin_page.get_by_role("heading", level=1)).to_contain_text("Family Hub bookings")
+    results = axe.run(admin_page)
+    assert results.violations_count == 0, ("key shown", results.generate_snapshot())
+    admin_page.goto(live.url + "/admin/api-keys")
+    results = axe.run(admin_page)
+    assert results.violations_count == 0, ("key list", results.generate_snapshot())
     for path in ("/admin/sign-in",):
         fresh = page.context.browser.new_page()  # type: ignore[union-attr]
         fresh.goto(live.url + path)

@@ -144,6 +144,7 @@ def init_app(app: Flask) -> None:
 
 
 from consent.web.admin import (  # noqa: E402, F401  (registers routes)
+    api_keys,
     audit_pages,
     auth,
     dashboard,

@@ -20,14 +20,16 @@ from wtforms import (
     RadioField,
     SelectChoice,
     SelectField,
+    SelectMultipleField,
     StringField,
     SubmitField,
     TextAreaField,
 )
 from wtforms.validators import InputRequired, Length, Optional
 
+from consent.models.api_keys import SCOPES
 from consent.models.rights import REQUEST_KINDS
-from consent.web.forms import Radios, choices
+from consent.web.forms import Checkboxes, Radios, choices
 
 
 def _text(
@@ -216,6 +218,24 @@ class NewUserForm(FlaskForm):
         widget=Radios(),
     )
     submit = SubmitField("Create account", widget=GovSubmitInput())
+
+
+class ApiKeyForm(FlaskForm):
+    name = _text(
+        "Which system will use the key?",
+        "Enter the name of the system",
+        100,
+        description="For example, Family Hub bookings. Staff see this name in the audit log.",
+    )
+    scopes = SelectMultipleField(
+        "What may the key do?",
+        description="Select all that the system needs, and no more",
+        choices=[SelectChoice(scope, words) for scope, words in SCOPES.items()],
+        validators=[InputRequired("Select what the key may do")],
+        invalid_choice_message="Select only the permissions listed",
+        widget=Checkboxes(),
+    )
+    submit = SubmitField("Create key", widget=GovSubmitInput())
 
 
 class ButtonOnly(FlaskForm):
