@@ -148,7 +148,6 @@ EMAILS: dict[str, EmailSpec] = {
         "someone, probably you, asked to change their email address to this one.",
         None,
         True,
-        "name",
         "confirm_url",
     ),
     "consent_withdrawn": _spec(

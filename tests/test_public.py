@@ -30,7 +30,16 @@ from consent.models import (
     Person,
     PersonChange,
 )
-from consent.services import admin_users, ledger, notices, panels, people, preferences, signups
+from consent.services import (
+    admin_users,
+    ledger,
+    notices,
+    outbox,
+    panels,
+    people,
+    preferences,
+    signups,
+)
 from consent.timeutil import london_date, utcnow
 from tests import factories
 from tests.helpers import find_anywhere
@@ -638,6 +647,46 @@ def test_a_new_email_address_must_be_confirmed_from_it(
         {"new_email": "pat.new@example.com"},
     )
     assert same.status_code == 400 and "already have" in text(same)
+
+
+def test_the_confirmation_to_a_new_address_carries_none_of_the_persons_links(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    """The new mailbox may be a typo's stranger: it must not get the keys to the record."""
+    db = _db(app)
+    with db.transaction() as session:
+        person = people.find_by_email(session, member)
+        assert person is not None
+        person.name = "Pat Parent"
+        outbox.queue(session, "preferences_link", person=person, context={"name": person.name})
+    submit(client, _manage_path(db, member) + "/email", {"new_email": "typo@exmaple.com"})
+    [mail] = mails(db, "typo@exmaple.com")
+    body = (mail.body_text or "") + (mail.body_html or "")
+    assert "/confirm-email/" in body
+    for leak in ("/manage/", "/unsubscribe/", "Pat"):
+        assert leak not in body, leak
+    assert "List-Unsubscribe" not in json.loads(mail.headers)
+    [own] = mails(db, member, template="preferences_link")
+    assert "/manage/" in (own.body_text or "") and "List-Unsubscribe" in json.loads(own.headers)
+
+
+def test_a_confirmation_link_confirms_only_the_address_it_was_sent_to(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    db = _db(app)
+    path = _manage_path(db, member)
+    submit(client, f"{path}/email", {"new_email": "right@example.com"})
+    submit(client, f"{path}/email", {"new_email": "typo@exmaple.com"})
+    first = link_in(mails(db, "right@example.com")[-1], "confirm-email")
+    page = client.get(first)
+    assert page.status_code == 409 and "newest email" in text(page)
+    assert "typo@exmaple.com" not in text(page)
+    refused = client.post(first, data={"csrf_token": csrf(text(client.get(path)))})
+    assert refused.status_code == 409 and "newest email" in text(refused)
+    assert _person(db, member) is not None and _person(db, "typo@exmaple.com") is None
+    second = link_in(mails(db, "typo@exmaple.com")[-1], "confirm-email")
+    page = client.get(second)
+    assert page.status_code == 200 and "typo@exmaple.com" in text(page)
 
 
 def test_an_address_someone_else_uses_is_refused_only_when_confirmed(

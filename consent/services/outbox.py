@@ -51,7 +51,9 @@ def queue(
     """Queue one email to a person; returns its id, or None when it was already queued.
 
     ``dedupe_key`` makes a message once-only for ever (reminders survive retries and
-    restarts without a second copy). Mail the person did not ask for is never queued to
+    restarts without a second copy). Mail to any address but the person's own (a new
+    address not yet confirmed) carries none of their links: whoever holds that mailbox has
+    proved nothing yet. Mail the person did not ask for is never queued to
     an address on the suppression list. ``detach`` leaves the message unlinked from the
     person, so erasing them (which cancels their queued mail) does not cancel it.
     """
@@ -69,7 +71,7 @@ def queue(
         "unsubscribe_url": None,
     }
     headers: dict[str, str] = {}
-    if person.erased_at is None:
+    if person.erased_at is None and address == person.email:
         base["manage_url"] = links.link_url(settings, person, "manage")
         unsubscribe = links.link_url(
             settings, person, "unsubscribe", purpose=spec.unsubscribe_purpose

@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, select
 from sqlmodel import Session
 
 from consent import links
+from consent.db import settings_of
 from consent.errors import Conflict, InvalidInput, NotConsented, NotFound, UnknownWording
 from consent.models import (
     Booking,
@@ -256,20 +257,36 @@ def request_email_change(session: Session, person: Person, new_email: str) -> No
         raise InvalidInput("new_email", "That is the email address we already have.")
     person.pending_email = address
     person.updated_at = utcnow()
-    url = links.url_for_session(session, person, "confirm_email")
-    outbox.queue(
-        session,
-        "confirm_email",
-        person=person,
-        to=address,
-        context={"name": person.name, "confirm_url": url},
+    url = links.url_for_session(
+        session, person, "confirm_email", ref=_address_ref(session, address)
     )
+    outbox.queue(session, "confirm_email", person=person, to=address, context={"confirm_url": url})
 
 
-def confirm_email_change(session: Session, person: Person) -> str:
+def _address_ref(session: Session, address: str) -> int:
+    """A keyed fingerprint of the address a confirmation link was sent to, kept in the link.
+
+    Without it, a link would confirm whichever address was asked for last, which may be a
+    later typo that nobody has proved they own.
+    """
+    digest = people.email_hmac(settings_of(session).hash_key, "confirm-email:" + address)
+    return int(digest[:12], 16)
+
+
+def pending_email_for(session: Session, person: Person, ref: int | None) -> str:
+    """The new address this confirmation link is for, if it is still the one waiting."""
     if not person.pending_email:
         raise NotFound("There is no change of email address waiting to be confirmed.")
-    new = person.pending_email
+    if ref != _address_ref(session, person.pending_email):
+        raise Conflict(
+            "You asked for a different email address after this link was sent. "
+            "Use the link in the newest email we sent."
+        )
+    return person.pending_email
+
+
+def confirm_email_change(session: Session, person: Person, ref: int | None) -> str:
+    new = pending_email_for(session, person, ref)
     people.change_email(session, person, new, channel="email_link", actor="self")
     people.revoke_links(person)
     return new

@@ -166,19 +166,18 @@ def confirm_email(token: str) -> str | tuple[str, int]:
     if request.method == "POST" and form.validate_on_submit():
         try:
             with database().transaction() as session:
-                person, _ = resolve(session, token, "confirm_email")
-                new = preferences.confirm_email_change(session, person)
+                person, claims = resolve(session, token, "confirm_email")
+                new = preferences.confirm_email_change(session, person, claims.ref)
                 manage_url = links.url_for_session(session, person, "manage")
         except (NotFound, Conflict) as error:
             return render_template("public/confirm_problem.html", message=error.message), 409
         return render_template("public/email_changed.html", email=new, manage_url=manage_url)
-    with database().reader() as session:
-        person, _ = resolve(session, token, "confirm_email")
-        pending = person.pending_email
-    if not pending:
-        return render_template(
-            "public/confirm_problem.html", message="There is no change of email address waiting."
-        ), 409
+    try:
+        with database().reader() as session:
+            person, claims = resolve(session, token, "confirm_email")
+            pending = preferences.pending_email_for(session, person, claims.ref)
+    except (NotFound, Conflict) as error:
+        return render_template("public/confirm_problem.html", message=error.message), 409
     return render_template("public/confirm_email.html", form=form, email=pending)
 
 
