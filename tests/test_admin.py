@@ -32,7 +32,18 @@ from consent.models import (
     RightsRequest,
     SessionNote,
 )
-from consent.services import api_keys, audit, ledger, people, preferences, reports, workshops
+from consent.services import (
+    api_keys,
+    audit,
+    ledger,
+    notices,
+    panels,
+    people,
+    preferences,
+    reports,
+    signups,
+    workshops,
+)
 from consent.timeutil import LONDON, utcnow
 from tests import factories
 from tests.admin_client import PASSWORD, code_for, make_staff, sign_in, staff_client
@@ -517,14 +528,37 @@ def test_special_category_is_for_the_dpo_and_each_view_is_audited(
     app: Flask, world: dict[str, str]
 ) -> None:
     page = f"/admin/people/{world['public_id']}"
+    with _db(app).transaction() as session:
+        contact = notices.current_notice(session, notices.get_purpose(session, "panel_contact"))
+        signups.request_panel(
+            session,
+            factories.panel(session, "Riverside Parent Carer Panel"),
+            email="someone@example.com",
+            name=None,
+            phone=None,
+            profile=panels.ProfileInput(
+                postcode="RV1 2AB",
+                age_band="35 to 44",
+                special_category={"ethnicity": "Asian or Asian British"},
+            ),
+            recordings=False,
+            shown={"panel_contact": contact.id},
+        )
     coordinator = staff_client(app, "coordinator")
     assert "Mixed or multiple" not in text(coordinator.get(page))
     assert _post(coordinator, page, page + "/special").status_code == 403
     exported = json.loads(_post(coordinator, page, page + "/export").data)
     assert exported["panel_memberships"][0]["profile"]["special_category"].startswith("withheld")
     assert exported["rights_requests"].startswith("withheld")
+    [signup] = exported["unconfirmed_signups"]
+    assert signup["answers"]["profile"]["postcode"] == "RV1 2AB"
+    assert "Asian" not in json.dumps(exported) and "Mixed" not in json.dumps(exported)
     dpo = staff_client(app, "dpo")
-    assert json.loads(_post(dpo, page, page + "/export").data)["rights_requests"][0]["kind"]
+    everything = json.loads(_post(dpo, page, page + "/export").data)
+    assert everything["rights_requests"][0]["kind"]
+    assert everything["unconfirmed_signups"][0]["answers"]["profile"]["special_category"] == {
+        "ethnicity": "Asian or Asian British"
+    }
     assert "Mixed or multiple" not in text(dpo.get(page))
     shown = text(_post(dpo, page, page + "/special"))
     assert "Mixed or multiple ethnic groups" in shown

@@ -119,13 +119,22 @@ def send_link(session: Session, person: Person, actor: Actor) -> None:
     _audit(session, actor, "person.link_sent", person)
 
 
+WITHHELD = "withheld: only the DPO can see this"
+
+
 def export(session: Session, person: Person, actor: Actor) -> dict[str, Any]:
+    """Everything held, as the person would get it, less what only the DPO may see: special
+    category answers, in a membership or in a panel sign-up not yet confirmed."""
     data = rights.export_person(session, person)
     if actor.role != "dpo":
-        for membership in data["panel_memberships"]:
-            if membership["profile"]:
-                membership["profile"]["special_category"] = "withheld: only the DPO can see this"
-        data["rights_requests"] = "withheld: only the DPO can see this"
+        profiles = [membership["profile"] for membership in data["panel_memberships"]]
+        profiles += [
+            (signup["answers"] or {}).get("profile") for signup in data["unconfirmed_signups"]
+        ]
+        for profile in profiles:
+            if profile and "special_category" in profile:
+                profile["special_category"] = WITHHELD
+        data["rights_requests"] = WITHHELD
     _audit(session, actor, "person.exported", person)
     return data
 
