@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from consent import log_privacy
 from consent.config import REPO_ROOT, Settings, load_settings
@@ -28,6 +29,11 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         SETTINGS=settings,
         TESTING=settings.env == "test",
     )
+    if settings.trusted_proxies:
+        # Behind a reverse proxy every request comes from the proxy: take the client's
+        # address from the proxy's X-Forwarded-For, or every rate limit is shared by all.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     app.extensions["consent.db"] = Database(settings)
     log_privacy.install()
     logging.getLogger("consent").setLevel(settings.log_level)

@@ -108,6 +108,7 @@ class Settings:
     mailchimp_webhook_secret: str = ""
     redis_url: str = ""
     rate_limits: bool = True
+    trusted_proxies: int = 0
     run_scheduler: bool = True
     scheduler_tick: int | None = None
     scheduler_poll: int = 15
@@ -231,6 +232,7 @@ def load_settings(
         mailchimp_webhook_secret=env_map.get("CONSENT_MAILCHIMP_WEBHOOK_SECRET", ""),
         redis_url=env_map.get("CONSENT_REDIS_URL", ""),
         rate_limits=_flag("CONSENT_RATE_LIMITS", env_map.get("CONSENT_RATE_LIMITS"), default=True),
+        trusted_proxies=_int(env_map, "CONSENT_TRUSTED_PROXIES", 0),
         run_scheduler=_flag(
             "CONSENT_RUN_SCHEDULER",
             env_map.get("CONSENT_RUN_SCHEDULER"),

@@ -981,6 +981,54 @@ def test_every_public_form_shares_the_post_limit(settings: Settings) -> None:
     assert client.get("/newsletter").status_code == 200
 
 
+def test_one_click_unsubscribes_from_one_mail_provider_are_never_rate_limited(
+    settings: Settings,
+) -> None:
+    """A mail provider sends many users' one-click requests from a few addresses."""
+    app = create_app(replace(settings, rate_limits=True))
+    db = _db(app)
+    with db.transaction() as session:
+        for i in range(25):
+            factories.consenting(session, "newsletter", email=f"reader{i}@example.com")
+    client = app.test_client()
+    codes = [
+        client.post(
+            _unsubscribe_path(db, f"reader{i}@example.com", "newsletter"),
+            data="List-Unsubscribe=One-Click",
+            content_type="application/x-www-form-urlencoded",
+        ).status_code
+        for i in range(25)
+    ]
+    assert codes == [200] * 25
+    assert {_state(db, f"reader{i}@example.com", "newsletter") for i in range(25)} == {"withdrawn"}
+    refused = [submit(client, "/newsletter", {"email": "x"}).status_code for _ in range(21)]
+    assert refused[-1] == 429, "other forms keep their limit"
+    db.dispose()
+
+
+@pytest.mark.parametrize("proxies", [0, 1])
+def test_behind_a_trusted_proxy_each_client_has_its_own_limit(
+    settings: Settings, proxies: int
+) -> None:
+    app = create_app(replace(settings, rate_limits=True, trusted_proxies=proxies))
+    client = app.test_client()
+
+    def from_client(address: str) -> int:
+        page = client.get("/link")
+        return client.post(
+            "/link",
+            data={"csrf_token": csrf(text(page)), "email": f"{address}@example.com"},
+            headers={"X-Forwarded-For": address.replace("c", "203.0.113.")},
+        ).status_code
+
+    codes = [from_client(f"c{i}") for i in range(1, 8)]
+    if proxies:
+        assert codes == [200] * 7, "seven clients, one request each"
+    else:
+        assert codes[-1] == 429, "without a trusted proxy the header is ignored"
+    app.extensions["consent.db"].dispose()
+
+
 # ---- security -----------------------------------------------------------------------------
 
 

@@ -252,7 +252,8 @@ def _titles(session: Session, keys: list[str]) -> list[str]:
 def unsubscribe_post(token: str) -> str | tuple[str, int]:
     """Both the page's button and RFC 8058 one-click from a mail client land here.
 
-    No CSRF token: the signed link is the proof, and stopping mail twice is harmless.
+    No CSRF token (and no rate limit): the signed link is the proof, and stopping mail
+    twice is harmless.
     """
     one_click = request.form.get("List-Unsubscribe") == "One-Click"
     with database().transaction() as session:
