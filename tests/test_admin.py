@@ -28,6 +28,7 @@ from consent.models import (
     ConsentEvent,
     Panel,
     PanelMembership,
+    PanelSession,
     Person,
     RightsRequest,
     SessionNote,
@@ -41,6 +42,7 @@ from consent.services import (
     people,
     preferences,
     reports,
+    retention,
     signups,
     workshops,
 )
@@ -805,6 +807,40 @@ def test_a_concluded_panel_cannot_be_edited(app: Flask) -> None:
     assert "A concluded panel cannot be changed." in text(response)
     panel = _panel(app, panel_id)
     assert (panel.name, panel.status) == ("Northfield panel", "concluded")
+
+
+def test_nothing_new_is_written_about_a_concluded_panel(app: Flask) -> None:
+    """The sweep destroys a concluded panel's records once and never returns to it."""
+    db = _db(app)
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        factories.member(session, panel)
+        meeting = factories.meeting(session, panel)
+        panel_id, session_path = panel.id, f"/admin/sessions/{meeting.id}"
+    client = staff_client(app, "coordinator")
+    panel_path = f"/admin/panels/{panel_id}"
+
+    def post_then_read(page: str, path: str, data: dict[str, str] | None = None) -> str:
+        _post(client, page, path, data)
+        return text(client.get(page))
+
+    with db.transaction() as session:
+        panel = session.get(Panel, panel_id)
+        assert panel is not None
+        panel.status = "closed"
+    invited = post_then_read(session_path, session_path + "/invite")
+    assert "Invitations queued for 1 member(s)." in invited, "a closed panel still meets"
+    _post(client, panel_path + "/conclude", panel_path + "/conclude")
+    retention.sweep(db)
+    assert "Save note" not in text(client.get(session_path))
+    refused = post_then_read(session_path, session_path + "/notes", {"note": "Jane said"})
+    assert "so notes are no longer kept" in refused
+    data = {"title": "Extra", "starts_at": "2030-03-05 18:30", "format": "online"}
+    refused = post_then_read(panel_path, panel_path + "/sessions", data)
+    assert "so sessions cannot be added" in refused
+    with db.reader() as session:
+        assert session.execute(select(func.count()).select_from(SessionNote)).scalar_one() == 0
+        assert session.execute(select(func.count()).select_from(PanelSession)).scalar_one() == 1
 
 
 # ---- workshops ----------------------------------------------------------------------------

@@ -345,6 +345,13 @@ def _count_join(session: Session, panel: Panel, cleaned: dict[str, Any], at: dat
         )
 
 
+def _refuse_if_concluded(panel: Panel, what: str) -> None:
+    """A concluded panel's records are destroyed by the sweep, which never returns to it:
+    anything written about it afterwards would be kept for ever."""
+    if panel.status == "concluded":
+        raise Conflict(f"This panel has concluded, so {what}.")
+
+
 def create_session(
     session: Session,
     panel: Panel,
@@ -355,6 +362,7 @@ def create_session(
     location: str | None = None,
     recorded: bool = False,
 ) -> PanelSession:
+    _refuse_if_concluded(panel, "sessions cannot be added")
     if format not in ("online", "in_person", "hybrid"):
         raise InvalidInput("format", "Select whether the session is online, in person or both.")
     if starts_at.tzinfo is None:
@@ -526,8 +534,7 @@ def invite_to_session(session: Session, panel_session: PanelSession) -> int:
 
     panel = session.get(Panel, panel_session.panel_id)
     assert panel is not None
-    if panel.status != "open":
-        raise Conflict("This panel has concluded, so its members cannot be invited.")
+    _refuse_if_concluded(panel, "its members cannot be invited")
     if panel_session.starts_at <= utcnow():
         raise Conflict("This session has already started, so invitations cannot be sent.")
     where = panel_session.location or FORMAT_WORDS.get(panel_session.format, "")
@@ -667,6 +674,9 @@ def add_note(
         text, field="note", label="a note", max_length=TEXT_MAX, required=True, multiline=True
     )
     assert cleaned is not None
+    panel = session.get(Panel, panel_session.panel_id)
+    assert panel is not None
+    _refuse_if_concluded(panel, "notes are no longer kept")
     if membership_id is not None:
         membership = session.get(PanelMembership, membership_id)
         if membership is None or membership.panel_id != panel_session.panel_id:

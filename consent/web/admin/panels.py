@@ -199,7 +199,7 @@ def session_new(panel_id: int) -> Response:
                     object_id=created.id,
                 )
             return redirect(url_for("admin.panel_session", session_id=created.id))
-        except InvalidInput as error:
+        except (InvalidInput, Conflict) as error:
             flash(error.message)
     else:
         flash(" ".join(e for errors in form.errors.values() for e in errors))
@@ -222,7 +222,7 @@ def panel_session(session_id: int) -> str:
         notes=notes,
         note_form=NoteForm(),
         button=ButtonOnly(),
-        can_invite=panel.status == "open" and found.starts_at > utcnow(),
+        can_invite=panel.status != "concluded" and found.starts_at > utcnow(),
     )
 
 
