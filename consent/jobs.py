@@ -64,7 +64,7 @@ def record(
             entry = session.get(JobRun, run_id)
             assert entry is not None
             entry.finished_at, entry.status = utcnow(), status
-            entry.detail = json.dumps(detail, default=str)[:4000]
+            entry.detail = without_addresses(json.dumps(detail, default=str))[:4000]
 
 
 def deliver_mail(database: Database) -> dict[str, Any]:

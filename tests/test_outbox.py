@@ -17,10 +17,10 @@ import time_machine
 from sqlalchemy import func
 from sqlmodel import select
 
-from consent import create_app, links
+from consent import create_app, jobs, links
 from consent.config import Settings
 from consent.db import Database
-from consent.models import Outbox, Person
+from consent.models import JobRun, Outbox, Person
 from consent.services import outbox, people
 from consent.timeutil import utcnow
 from mailers.backends import FileBackend, RelayUnavailable, SmtpBackend
@@ -196,6 +196,22 @@ def test_temporary_refusals_retry_with_backoff_and_permanent_ones_stop(
     with time_machine.travel(retry.next_attempt_at + timedelta(seconds=1), tick=True):
         assert OutboxWorker(db).run_once().sent == 1
     assert [m["To"] for m in smtp.sink.messages] == ["later@example.com"]
+
+
+def test_the_mail_job_s_record_keeps_no_address_a_relay_quoted(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    """Job records outlive the people they mention; erasure and retention never look there."""
+    db = configured(**smtp_settings)
+    with db.transaction() as session:
+        person = factories.person(session, "jane.doe@example.com")
+        outbox.queue(session, "welcome", person=person, context={})
+    smtp.sink.refuse_data = {"jane.doe@example.com": "554 5.7.1 <jane.doe@example.com> rejected"}
+    jobs.record(db, "deliver_mail", jobs.deliver_mail)
+    with db.reader() as session:
+        [run] = session.exec(select(JobRun)).all()
+    assert run.status == "ok" and "554" in (run.detail or "") and "[email]" in (run.detail or "")
+    assert "jane.doe" not in (run.detail or "")
 
 
 def test_a_message_refused_after_it_is_sent_retries_or_stops_by_the_code(

@@ -21,6 +21,7 @@ from consent.errors import NotFound
 from consent.models import (
     Booking,
     ConsentEvent,
+    JobRun,
     Outbox,
     Panel,
     PanelMembership,
@@ -382,6 +383,21 @@ def test_a_dry_run_lists_and_changes_nothing(db: Database) -> None:
         done = retention.sweep(db)
     for kind in ("consents_expired.panel_contact", "people_erased", "mail_bodies_purged"):
         assert report.removed[kind] == done.removed[kind] > 0, kind
+
+
+def test_records_of_job_runs_are_kept_ninety_days(db: Database) -> None:
+    now = utcnow()
+    with db.transaction() as session:
+        for days in (120, 91, 89, 1):
+            started = now - timedelta(days=days)
+            session.add(JobRun(job="deliver_mail", runner="t", started_at=started, status="ok"))
+    dry = retention.sweep(db, dry_run=True, now=now)
+    assert dry.removed["job_runs_removed"] == 2
+    done = retention.sweep(db, now=now, batch_size=1)
+    assert done.removed["job_runs_removed"] == 2
+    with db.reader() as session:
+        kept = session.execute(select(JobRun.started_at).order_by(JobRun.started_at)).scalars()
+        assert [round((now - at) / timedelta(days=1)) for at in kept] == [89, 1]
 
 
 def test_a_dry_run_foretells_a_concluded_panel_and_a_finished_workshop(db: Database) -> None:

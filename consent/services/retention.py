@@ -28,13 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlmodel import Session
 
 from consent.db import Database, among
 from consent.models import (
     Booking,
     ConsentState,
+    JobRun,
     PanelMembership,
     PendingSignup,
     Person,
@@ -49,6 +50,10 @@ from consent.validation import without_addresses
 
 #: How far back to look for withdrawals whose memberships might have been missed.
 MISSED_LOOKBACK = timedelta(days=2)
+
+#: How long the record of each background job run is kept: long enough to look into a
+#: problem, short enough that a job every minute does not grow the table without end.
+JOB_RUN_KEEP = timedelta(days=90)
 
 
 @dataclass
@@ -97,6 +102,7 @@ def sweep(
         _erase_people,
         _purge_mail_bodies,
         _remove_abandoned_uploads,
+        _trim_job_runs,
     ]
     try:
         for step in steps:
@@ -401,6 +407,24 @@ def _purge_mail_bodies(database: Database, report: SweepReport, now: datetime, b
     report.removed["mail_bodies_purged"] += _batches(
         database, lambda session: outbox.purge_bodies(session, keep=keep, now=now, limit=batch)
     )
+
+
+def _trim_job_runs(database: Database, report: SweepReport, now: datetime, batch: int) -> None:
+    old = JobRun.__table__.c.started_at < now - JOB_RUN_KEEP
+    if report.dry_run:
+        with database.reader() as session:
+            number = session.execute(select(func.count()).where(old)).scalar_one()
+        if number:
+            report.removed["job_runs_removed"] += number
+            report.would.append(f"{number} record(s) of background job runs would be removed")
+        return
+
+    def trim(session: Session) -> int:
+        table = JobRun.__table__
+        ids = select(table.c.id).where(old).order_by(table.c.id).limit(batch)
+        return session.execute(delete(table).where(table.c.id.in_(ids))).rowcount or 0
+
+    report.removed["job_runs_removed"] += _batches(database, trim)
 
 
 def _remove_abandoned_uploads(
