@@ -256,8 +256,26 @@ def load_settings(
             "and List-Unsubscribe header in the emails is built from it; "
             f"it is {settings.base_url!r}."
         )
+    if settings.is_production:
+        check_production_mail(settings)
     check_keys(settings)
     return settings
+
+
+def check_production_mail(settings: Settings) -> None:
+    """Mail that is never delivered fails parents silently, and leaves live links on disk
+    or in logs; a relay password sent in the clear can be read on the way."""
+    if settings.mail_backend != "smtp":
+        raise ConfigError(
+            "CONSENT_MAIL_BACKEND must be smtp in production: the "
+            f"{settings.mail_backend} backend delivers nothing and keeps every email, links "
+            "included, on disk or in the logs."
+        )
+    if settings.smtp_username and settings.smtp_security == "none":
+        raise ConfigError(
+            "CONSENT_SMTP_SECURITY must be starttls or tls in production when "
+            "CONSENT_SMTP_USERNAME is set, or the relay password is sent unencrypted."
+        )
 
 
 def check_keys(settings: Settings) -> None:

@@ -52,6 +52,8 @@ def _production(**changes: str) -> dict[str, str]:
         "CONSENT_HASH_KEY": "h" * 44,
         "CONSENT_DATABASE_URL": "postgres://app@db.internal/consent",
         "CONSENT_BASE_URL": "https://consent.example.gov.uk/",
+        "CONSENT_MAIL_BACKEND": "smtp",
+        "CONSENT_SMTP_HOST": "relay.example.gov.uk",
         **changes,
     }
 
@@ -62,6 +64,25 @@ def test_production_with_everything_set_starts_without_the_scheduler(tmp_path: P
     assert settings.database_url == "postgresql+psycopg://app@db.internal/consent"
     assert settings.base_url == "https://consent.example.gov.uk"
     assert settings.run_scheduler is False
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"CONSENT_MAIL_BACKEND": "file"}, "CONSENT_MAIL_BACKEND must be smtp"),
+        ({"CONSENT_MAIL_BACKEND": "console"}, "CONSENT_MAIL_BACKEND must be smtp"),
+        ({"CONSENT_SMTP_USERNAME": "consent"}, "CONSENT_SMTP_SECURITY must be starttls or tls"),
+    ],
+)
+def test_production_refuses_mail_that_is_not_delivered_or_not_protected(
+    changes: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(environ=_production(**changes))
+    username = {"CONSENT_SMTP_USERNAME": "consent", "CONSENT_SMTP_SECURITY": "starttls"}
+    assert load_settings(environ=_production(**username)).smtp_username == "consent"
+    env = {k: v for k, v in _production(**changes).items() if k != "CONSENT_ENV"}
+    assert load_settings(environ=env).env == "development", "only production insists"
 
 
 @pytest.mark.parametrize("address", ["http://consent.example.gov.uk", "consent.example.gov.uk"])
