@@ -382,6 +382,17 @@ def _admin_routes(app: Flask) -> list[tuple[str, str, tuple[str, ...]]]:
     return routes
 
 
+def test_admin_pages_are_never_cached(app: Flask, world: dict[str, str]) -> None:
+    client = staff_client(app, "dpo")
+    for path in (
+        f"/admin/people/{world['public_id']}",
+        f"/admin/exports/panel/{world['panel_id']}.csv",
+        "/admin/users",
+    ):
+        assert client.get(path).headers.getlist("Cache-Control") == ["no-store"], path
+    assert app.test_client().get("/admin/sign-in").headers["Cache-Control"] == "no-store"
+
+
 def test_every_admin_route_is_guarded_by_role(app: Flask, world: dict[str, str]) -> None:
     open_routes = {"/admin/sign-in", "/admin/sign-in/code", "/admin/sign-out"}
     clients = {role: staff_client(app, role) for role in ("coordinator", "dpo", "admin")}

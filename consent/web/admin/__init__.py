@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, abort, g, redirect, request, session, url_for
+from flask import Blueprint, Flask, Response, abort, g, redirect, request, session, url_for
 from flask_login import LoginManager, UserMixin, current_user, logout_user
 
 from consent.services import admin_users, audit
@@ -125,6 +125,14 @@ def _idle_timeout() -> Any:
     session["admin_seen"] = now
     g.admin_navigation = True
     return None
+
+
+@bp.after_request
+def _never_cached(response: Response) -> Response:
+    """Admin pages show people's records: on a shared council computer, Back or the history
+    must not bring them up again after sign-out."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _lazy_user() -> dict[str, Any]:
