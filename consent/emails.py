@@ -61,11 +61,12 @@ EMAILS: dict[str, EmailSpec] = {
         *_WORKSHOP,
     ),
     "workshop_reminder": _spec(
-        "Your workshop is tomorrow",
+        "Reminder: your workshop is coming up",
         "you booked a place on a free workshop.",
         "workshops",
         False,
         *_WORKSHOP,
+        "workshop_day",
     ),
     "workshop_changed": _spec(
         "The time or place of your workshop has changed",

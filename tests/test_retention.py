@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import pytest
 import time_machine
 from flask import Flask
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, func, select, text, update
 
 from consent.config import Settings
 from consent.db import Database
@@ -672,6 +672,33 @@ def test_a_workshop_moved_to_another_day_is_reminded_again(db: Database) -> None
     assert first.body_text and second.body_text
     assert london_date(moved) not in first.body_text
     assert london_date(moved) in second.body_text
+
+
+@time_machine.travel(datetime(2030, 3, 12, 8, 0, tzinfo=LONDON), tick=False)
+def test_a_reminder_says_today_or_tomorrow_and_a_late_booking_gets_none(db: Database) -> None:
+    with db.transaction() as session:
+        evening = factories.workshop(session, days=2, title="Evening talk")
+        evening.starts_at, evening.ends_at = (
+            datetime(2030, 3, 12, 18, 0, tzinfo=LONDON),
+            datetime(2030, 3, 12, 19, 0, tzinfo=LONDON),
+        )
+        factories.booking(session, evening, "early@example.com")
+        next_day = factories.workshop(session, days=1, title="Morning talk")
+        factories.booking(session, next_day, "morning@example.com")
+    with db.transaction() as session:
+        session.execute(
+            update(Booking)
+            .where(Booking.email == "early@example.com")
+            .values(booked_at=datetime(2030, 3, 11, 9, 0, tzinfo=LONDON))
+        )
+    nine = datetime(2030, 3, 12, 9, 0, tzinfo=LONDON)
+    with time_machine.travel(nine, tick=False), db.transaction() as session:
+        factories.booking(session, workshops.get_workshop(session, evening.id), "late@example.com")
+        assert reminders.workshop_reminders(session) == 2
+    sent = {m.to_address: m.body_text or "" for m in mails(db, template="workshop_reminder")}
+    assert set(sent) == {"early@example.com", "morning@example.com"}
+    assert "your workshop is today." in sent["early@example.com"]
+    assert "your workshop is tomorrow." in sent["morning@example.com"]
 
 
 def test_recordings_consent_ends_when_panel_contact_runs_out(db: Database) -> None:

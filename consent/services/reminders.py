@@ -26,6 +26,8 @@ from consent.timeutil import london_date, london_datetime, to_london, utcnow
 RENEWAL_NOTICES = (30, 7)
 BOOKMARK = "reminders.checked_until"
 EVALUATION_WINDOW = timedelta(days=7)
+#: A booking made this close to the start gets no reminder: its booking email is fresh.
+LATE_BOOKING = timedelta(hours=12)
 
 
 def renewal_reminders(session: Session, now: datetime | None = None) -> int:
@@ -89,6 +91,8 @@ def workshop_reminders(session: Session, now: datetime | None = None) -> int:
 
     The reminder is once per booking and day, so a workshop moved to another day after its
     reminder went is reminded again before the new day; a move within the day is not.
+    Someone who booked in the last 12 hours before it starts has just had the booking
+    email, so gets no reminder.
     """
     now = now or utcnow()
     rows = session.execute(
@@ -105,7 +109,10 @@ def workshop_reminders(session: Session, now: datetime | None = None) -> int:
         )
     ).all()
     queued = 0
+    today = to_london(now).date()
     for booking, workshop, person in rows:
+        if booking.booked_at > workshop.starts_at - LATE_BOOKING:
+            continue
         queued += (
             outbox.queue(
                 session,
@@ -117,6 +124,9 @@ def workshop_reminders(session: Session, now: datetime | None = None) -> int:
                     "workshop_title": workshop.title,
                     "workshop_when": london_datetime(workshop.starts_at),
                     "workshop_location": workshop.location,
+                    "workshop_day": (
+                        "today" if to_london(workshop.starts_at).date() == today else "tomorrow"
+                    ),
                 },
             )
             is not None
