@@ -8,7 +8,7 @@ import io
 import json
 import re
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import time_machine
@@ -1070,6 +1070,27 @@ def test_a_cancelled_workshop_cannot_be_edited(app: Flask) -> None:
 
 
 # ---- rights requests ----------------------------------------------------------------------
+
+
+def test_a_request_is_overdue_only_once_its_due_day_has_ended(app: Flask) -> None:
+    email, secret = make_staff(_db(app), "dpo")
+    data = {"kind": "access", "channel": "post", "received": "2030-01-31", "requester": "Pat"}
+    for moment, overdue in (
+        (datetime(2030, 2, 1, 9, 0, tzinfo=LONDON), None),
+        (datetime(2030, 2, 28, 23, 30, tzinfo=LONDON), False),
+        (datetime(2030, 3, 1, 0, 30, tzinfo=LONDON), True),
+    ):
+        with time_machine.travel(moment, tick=False):
+            dpo = app.test_client()
+            sign_in(dpo, email, secret)
+            if overdue is None:
+                assert _post(dpo, "/admin/rights/new", "/admin/rights/new", data).status_code == 302
+                with _db(app).reader() as session:
+                    page = f"/admin/rights/{session.execute(select(RightsRequest.id)).scalar_one()}"
+                continue
+            assert ("Overdue" in text(dpo.get("/admin/rights"))) is overdue, moment
+            assert ("(overdue)" in text(dpo.get(page))) is overdue, moment
+            assert ("Overdue: 1." in text(dpo.get("/admin/"))) is overdue, moment
 
 
 def test_rights_requests_have_a_statutory_due_date(app: Flask) -> None:

@@ -16,7 +16,7 @@ from consent.models import (
     RetentionRun,
     RightsRequest,
 )
-from consent.services import mailchimp, outbox
+from consent.services import mailchimp, outbox, rights
 from consent.timeutil import utcnow
 
 
@@ -63,7 +63,9 @@ def build(session: Session, now: datetime | None = None) -> Dashboard:
     ).scalar()
     requests = RightsRequest.__table__
     overdue = session.execute(
-        select(func.count()).where(requests.c.status == "open", requests.c.due_at < now)
+        select(func.count()).where(
+            requests.c.status == "open", requests.c.due_at < rights.overdue_cutoff(now)
+        )
     ).scalar_one()
     open_count = session.execute(
         select(func.count()).where(requests.c.status == "open")

@@ -23,7 +23,7 @@ from consent.models import StatCounter
 from consent.timeutil import to_london, utcnow
 
 SUPPRESS_BELOW = 5
-_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+_MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 
 
 def period_of(moment: datetime) -> str:

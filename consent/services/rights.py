@@ -248,6 +248,13 @@ def _event(
 # ---- requests that arrive by post, phone or email -------------------------------------------
 
 
+def overdue_cutoff(now: datetime | None = None) -> datetime:
+    """A request is overdue once its due day has ended in London, not at the hour it was
+    logged on that day: due before the start of today means overdue."""
+    today = (now or utcnow()).astimezone(LONDON).date()
+    return datetime.combine(today, datetime.min.time(), tzinfo=LONDON).astimezone(UTC)
+
+
 def due_date(received: datetime) -> datetime:
     """One calendar month from receipt, as the ICO counts it: received 31 January, due the
     last day of February."""

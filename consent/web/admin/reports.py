@@ -13,7 +13,7 @@ from consent.web.admin import COORDINATOR, DPO, audited, bp, roles, staff
 
 
 def _choices() -> tuple[str, str, str, str]:
-    this_month = utcnow().strftime("%Y-%m")
+    this_month = service.period_of(utcnow())
     report = request.args.get("report", "consents")
     if report not in service.REPORTS:
         report = "consents"

@@ -8,7 +8,6 @@ from werkzeug.wrappers import Response
 from consent import loading
 from consent.errors import InvalidInput
 from consent.services import rights as service
-from consent.timeutil import utcnow
 from consent.web import database
 from consent.web.admin import DPO, bp, roles, staff
 from consent.web.admin.forms import RightsForm, RightsUpdateForm
@@ -20,7 +19,9 @@ from consent.web.forms import attach_error
 def rights() -> str:
     with database().reader() as session:
         found = service.list_requests(session)
-    return render_template("admin/rights.html", requests=found, now=utcnow())
+    return render_template(
+        "admin/rights.html", requests=found, overdue_before=service.overdue_cutoff()
+    )
 
 
 @bp.route("/rights/new", methods=["GET", "POST"])
@@ -77,5 +78,9 @@ def rights_request(request_id: int) -> str | Response | tuple[str, int]:
     if request.method == "GET":
         form.status.data, form.outcome.data = found.status, found.outcome
     return render_template(
-        "admin/rights_request.html", item=found, person=person, form=form, now=utcnow()
+        "admin/rights_request.html",
+        item=found,
+        person=person,
+        form=form,
+        overdue_before=service.overdue_cutoff(),
     ), (400 if form.errors else 200)
