@@ -607,6 +607,23 @@ def test_stop_everything_in_one_step(app: Flask, client: FlaskClient, member: st
         assert session.exec(select(PanelProfile)).all() == []
 
 
+def test_a_refusal_is_shown_as_a_problem_and_a_success_as_a_success(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    db = _db(app)
+    path = _manage_path(db, member)
+    refused = submit(client, f"{path}/bookings/99999/cancel", {}, form_page=path)
+    assert refused.status_code == 302
+    page = text(client.get(path))
+    assert "There is a problem" in page and "We could not find that booking." in page
+    assert "Success" not in page and "<title>Error: " in page
+    saved = submit(client, f"{path}/details", {"name": "Pat"})
+    assert saved.status_code == 302
+    page = text(client.get(path))
+    assert "Success" in page and "Your details are saved." in page
+    assert "There is a problem" not in page and "<title>Error: " not in page
+
+
 def test_correcting_details(app: Flask, client: FlaskClient, member: str) -> None:
     db = _db(app)
     path = _manage_path(db, member)

@@ -8,11 +8,11 @@ from datetime import timedelta
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Page
-from sqlmodel import select
+from playwright.sync_api import Page, expect
+from sqlmodel import select, update
 
 from consent import links
-from consent.models import Outbox
+from consent.models import Booking, Outbox
 from consent.services import outbox, preferences, signups, workshops
 from consent.timeutil import utcnow
 from tests import factories
@@ -135,6 +135,13 @@ def test_pages_after_actions_have_no_axe_violations(live: LiveServer, page: Page
     results = axe.run(page)
     if results.violations_count:
         failures["manage with banner"] = results.generate_snapshot()
+    with live.db.transaction() as session:
+        session.execute(update(Booking).values(cancelled_at=utcnow()))
+    page.get_by_role("button", name="Cancel booking").first.click()
+    expect(page.get_by_text("There is a problem")).to_be_visible()
+    results = axe.run(page)
+    if results.violations_count:
+        failures["manage with a problem"] = results.generate_snapshot()
     page.goto(f"{live.url}/confirm/{world['confirm']}")
     page.get_by_role("button", name="Confirm").click()
     results = axe.run(page)

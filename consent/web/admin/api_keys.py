@@ -54,7 +54,7 @@ def api_key_revoke(key_id: int) -> Response:
             key = api_keys.revoke(session, key_id, actor=me.actor, actor_id=me.user_id)
             name = key.name
     except NotFound as error:
-        flash(error.message)
+        flash(error.message, "error")
         return redirect(url_for("admin.api_key_list"))
     flash(f"The key for {name} no longer works.")
     return redirect(url_for("admin.api_key_list"))

@@ -83,7 +83,7 @@ def _panel_id() -> int | None:
 def import_preview(token: str) -> str | Response | tuple[str, int]:
     path = _upload(token)
     if path is None:
-        flash("That upload has gone. Upload the file again.")
+        flash("That upload has gone. Upload the file again.", "error")
         return redirect(url_for("admin.import_start"))
     purpose = request.args.get("purpose", "")
     try:
@@ -107,7 +107,7 @@ def import_confirm() -> str | Response | tuple[str, int]:
     form = ConfirmImportForm()
     path = _upload(form.upload.data or "") if form.validate_on_submit() else None
     if path is None:
-        flash("That upload has gone. Upload the file again.")
+        flash("That upload has gone. Upload the file again.", "error")
         return redirect(url_for("admin.import_start"))
     user = staff()
     try:

@@ -149,9 +149,9 @@ def panel_invite(panel_id: int) -> str | Response | tuple[str, int]:
             flash("Invitation sent.")
             return redirect(url_for("admin.panel", panel_id=panel_id))
         except (InvalidInput, Conflict) as error:
-            flash(error.message)
+            flash(error.message, "error")
     else:
-        flash("Enter the email address to invite.")
+        flash("Enter the email address to invite.", "error")
     return redirect(url_for("admin.panel", panel_id=panel_id))
 
 
@@ -166,7 +166,7 @@ def panel_conclude(panel_id: int) -> str | Response:
                 audited(session, "panel.concluded", object_type="panel", object_id=panel_id)
             flash("The panel has concluded. Members' panel data will be destroyed within the hour.")
         except Conflict as error:
-            flash(error.message)
+            flash(error.message, "error")
         return redirect(url_for("admin.panel", panel_id=panel_id))
     with database().reader() as session:
         found = service.get_panel(session, panel_id)
@@ -200,9 +200,9 @@ def session_new(panel_id: int) -> Response:
                 )
             return redirect(url_for("admin.panel_session", session_id=created.id))
         except (InvalidInput, Conflict) as error:
-            flash(error.message)
+            flash(error.message, "error")
     else:
-        flash(" ".join(e for errors in form.errors.values() for e in errors))
+        flash(" ".join(e for errors in form.errors.values() for e in errors), "error")
     return redirect(url_for("admin.panel", panel_id=panel_id))
 
 
@@ -248,7 +248,7 @@ def session_invite(session_id: int) -> Response:
             else "Every member on the panel has already been invited to this session."
         )
     except Conflict as error:
-        flash(error.message)
+        flash(error.message, "error")
     return redirect(url_for("admin.panel_session", session_id=session_id))
 
 
@@ -273,7 +273,7 @@ def attendance(session_id: int) -> Response:
             )
         flash("Attendance saved.")
     except (InvalidInput, NotFound) as error:
-        flash(error.message)
+        flash(error.message, "error")
     return redirect(url_for("admin.panel_session", session_id=session_id))
 
 
@@ -298,7 +298,7 @@ def session_note(session_id: int) -> Response:
                 )
             flash("Note saved.")
         except DomainError as error:
-            flash(error.message)
+            flash(error.message, "error")
     else:
-        flash("Enter a note.")
+        flash("Enter a note.", "error")
     return redirect(url_for("admin.panel_session", session_id=session_id))

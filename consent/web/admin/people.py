@@ -110,7 +110,7 @@ def send_link(public_id: str) -> BaseResponse:
                 casework.send_link(session, casework.get_person(session, public_id), actor())
             flash("We have emailed them a link to their preferences.")
         except InvalidInput as error:
-            flash(error.message)
+            flash(error.message, "error")
     return redirect(url_for("admin.person", public_id=public_id))
 
 

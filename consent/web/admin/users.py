@@ -64,7 +64,7 @@ def user_action(user_id: int, action: str) -> str | Response:
         user = admin_users.get(session, user_id)
         me = admin_users.get(session, staff().user_id)
         if user is None or me is None:
-            flash("We could not find that account.")
+            flash("We could not find that account.", "error")
             return redirect(url_for("admin.users"))
         try:
             if action == "reset-code":
@@ -75,7 +75,7 @@ def user_action(user_id: int, action: str) -> str | Response:
                 )
             admin_users.set_active(session, user, action == "activate", actor=me)
         except InvalidInput as error:
-            flash(error.message)
+            flash(error.message, "error")
             return redirect(url_for("admin.users"))
     flash("Account updated.")
     return redirect(url_for("admin.users"))

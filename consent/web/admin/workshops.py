@@ -127,7 +127,7 @@ def workshop_attendance(workshop_id: int) -> Response:
                 )
             flash("Attendance saved.")
         except DomainError as error:
-            flash(error.message)
+            flash(error.message, "error")
     return redirect(url_for("admin.workshop", workshop_id=workshop_id))
 
 
@@ -158,5 +158,5 @@ def workshop_action(workshop_id: int, action: str) -> Response:
             audited(session, f"workshop.{action}", object_type="workshop", object_id=workshop_id)
         flash(message)
     except Conflict as error:
-        flash(error.message)
+        flash(error.message, "error")
     return redirect(url_for("admin.workshop", workshop_id=workshop_id))

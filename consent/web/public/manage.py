@@ -27,9 +27,9 @@ from consent.web.public import bp
 from consent.web.public.helpers import CHANNEL_WORDS, resolve
 
 
-def _back(token: str, message: str | None = None) -> BaseResponse:
+def _back(token: str, message: str | None = None, *, error: bool = False) -> BaseResponse:
     if message:
-        flash(message)
+        flash(message, "error" if error else "message")
     return redirect(url_for("public.manage", token=token))
 
 
@@ -58,7 +58,7 @@ def change_consent(token: str) -> BaseResponse | tuple[str, int]:
                 notice_id=notice_id(form.notice.data),
             )
     except InvalidInput as error:
-        return _back(token, error.message)
+        return _back(token, error.message, error=True)
     if not changed:
         return _back(token)
     return _back(
@@ -100,7 +100,7 @@ def cancel_booking(token: str, booking_id: int) -> BaseResponse | tuple[str, int
             person, _ = resolve(session, token, "manage")
             preferences.cancel_booking(session, person, booking_id)
     except (NotFound, Conflict) as error:
-        return _back(token, error.message)
+        return _back(token, error.message, error=True)
     return _back(token, "Your booking is cancelled.")
 
 
