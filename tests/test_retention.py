@@ -17,7 +17,7 @@ from sqlalchemy import event, func, select, text, update
 
 from consent.config import Settings
 from consent.db import Database
-from consent.errors import NotFound
+from consent.errors import Conflict
 from consent.models import (
     Booking,
     ConsentEvent,
@@ -178,7 +178,7 @@ def test_a_concluded_panel_s_data_is_destroyed(db: Database) -> None:
     with db.reader() as session:
         assert session.execute(select(SessionNote)).scalars().all() == []
         meeting = session.get(PanelSession, meeting_id)
-        with pytest.raises(NotFound):
+        with pytest.raises(Conflict, match="no longer kept"):
             panels.add_note(
                 session, meeting, "After she left", author_id=author_id, membership_id=ann_id
             )
@@ -595,6 +595,30 @@ def _check_consistent(db: Database) -> None:
             else:
                 assert profile is None and state["panel_contact"].status != "given"
         assert ledger.verify(session).ok
+
+
+def test_a_membership_that_starts_near_its_limit_still_gets_a_notice(db: Database) -> None:
+    """An imported agreement can be nearly two years old: its member must not simply vanish."""
+    start = utcnow()
+    for email, days_ago in (("four@example.com", 726), ("nineteen@example.com", 711)):
+        with time_machine.travel(start - timedelta(days=days_ago), tick=False):
+            _member(db, email, "Ann Member")
+    with db.reader() as session:
+        left = {
+            row.person_id: round((row.expires_at - start) / timedelta(days=1))
+            for row in session.execute(select(PanelMembership)).scalars()
+        }
+    assert sorted(left.values()) == [4, 19]
+    for _ in range(2):
+        with time_machine.travel(start, tick=False), db.transaction() as session:
+            reminders.renewal_reminders(session)
+    assert len(mails(db, "four@example.com", template="reconsent_reminder")) == 1
+    assert len(mails(db, "nineteen@example.com", template="reconsent_reminder")) == 1
+    later = start + timedelta(days=12, hours=1)
+    with time_machine.travel(later, tick=False), db.transaction() as session:
+        reminders.renewal_reminders(session)
+    assert len(mails(db, "four@example.com", template="reconsent_reminder")) == 1
+    assert len(mails(db, "nineteen@example.com", template="reconsent_reminder")) == 2
 
 
 def test_workshop_reminders_and_evaluation_requests_are_sent_once(app: Flask, db: Database) -> None:

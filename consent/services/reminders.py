@@ -14,17 +14,17 @@ from consent.db import settings_of
 from consent.models import (
     Booking,
     ConsentState,
+    Outbox,
     Panel,
     PanelMembership,
     Person,
     Purpose,
     Workshop,
 )
-from consent.services import bookmarks, outbox
+from consent.services import outbox
 from consent.timeutil import london_date, london_datetime, to_london, utcnow
 
 RENEWAL_NOTICES = (30, 7)
-BOOKMARK = "reminders.checked_until"
 EVALUATION_WINDOW = timedelta(days=7)
 #: A booking made this close to the start gets no reminder: its booking email is fresh.
 LATE_BOOKING = timedelta(hours=12)
@@ -33,21 +33,20 @@ LATE_BOOKING = timedelta(hours=12)
 def renewal_reminders(session: Session, now: datetime | None = None) -> int:
     """30 and 7 days before a membership's limit, ask the member whether to stay.
 
-    Each run looks at limits falling between the last run's horizon and this run's, so a
-    scheduler that was down catches up instead of skipping anyone.
+    Each notice goes to every membership whose limit falls inside its window (the 30-day
+    notice up to 7 days before) and has not had it for that limit yet. So a membership
+    that starts close to its limit (an import of an old agreement), or a scheduler that
+    was down, still gets a late notice rather than none.
     """
     now = now or utcnow()
-    checked = bookmarks.get(session, BOOKMARK)
-    since = datetime.fromisoformat(checked) if checked else now - timedelta(hours=2)
     settings = settings_of(session)
     queued = 0
     member = PanelMembership.__table__
-    for days in RENEWAL_NOTICES:
+    for days, after in zip(RENEWAL_NOTICES, (*RENEWAL_NOTICES[1:], 0), strict=True):
         window = and_(
             member.c.left_at.is_(None),
-            member.c.expires_at > since + timedelta(days=days),
+            member.c.expires_at > now + timedelta(days=after),
             member.c.expires_at <= now + timedelta(days=days),
-            member.c.expires_at > now,
         )
         rows = session.execute(
             select(PanelMembership, Panel, Person, ConsentState.given_at)
@@ -63,8 +62,16 @@ def renewal_reminders(session: Session, now: datetime | None = None) -> int:
             )
             .where(window, Person.erased_at.is_(None), ConsentState.status == "given")
         ).all()
+        keys = {row[0].id: f"renewal:{row[0].id}:{row[0].expires_at:%Y%m%d}:{days}" for row in rows}
+        sent = set(
+            session.execute(
+                select(Outbox.dedupe_key).where(Outbox.dedupe_key.in_(list(keys.values())))
+            ).scalars()
+        )
         for membership, panel, person, given_at in rows:
-            key = f"renewal:{membership.id}:{membership.expires_at:%Y%m%d}:{days}"
+            key = keys[membership.id]
+            if key in sent:
+                continue
             renew_url = links.link_url(settings, person, "renew", purpose="panel_contact")
             queued += (
                 outbox.queue(
@@ -82,7 +89,6 @@ def renewal_reminders(session: Session, now: datetime | None = None) -> int:
                 )
                 is not None
             )
-    bookmarks.put(session, BOOKMARK, now.isoformat())
     return queued
 
 
