@@ -1,0 +1,69 @@
+"""The production server as it is started: gunicorn with the repository's gunicorn.conf.py."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from consent.config import REPO_ROOT, Settings
+from tests.smtp_sink import free_port
+
+TOKEN = "eyJwIjoiYWJjIn0.secret-looking-token-abc123"
+
+
+def _get(port: int, path: str) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_gunicorn_writes_the_application_s_access_log_without_tokens(
+    settings: Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    env.update(
+        CONSENT_ENV="test",
+        CONSENT_INSTANCE_PATH=str(settings.instance_path),
+        CONSENT_DATABASE_URL=settings.database_url,
+        CONSENT_SECRET_KEYS=settings.secret_keys[0],
+        CONSENT_FIELD_KEYS=settings.field_keys[0],
+        CONSENT_HASH_KEY=settings.hash_key,
+        CONSENT_RUN_SCHEDULER="off",
+        CONSENT_MAIL_WAKE="off",
+        CONSENT_BIND=f"127.0.0.1:{port}",
+        CONSENT_WORKERS="1",
+    )
+    log = tmp_path / "gunicorn.log"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "consent.wsgi:app"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if _get(port, "/healthz") == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert _get(port, f"/manage/{TOKEN}") == 400
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    written = log.read_text()
+    assert "consent.access GET /healthz 200" in written
+    assert "consent.access GET /manage/[redacted] 400" in written
+    assert "secret-looking-token" not in written
