@@ -51,11 +51,11 @@ def queue(
     """Queue one email to a person; returns its id, or None when it was already queued.
 
     ``dedupe_key`` makes a message once-only for ever (reminders survive retries and
-    restarts without a second copy). Mail to any address but the person's own (a new
-    address not yet confirmed) carries none of their links: whoever holds that mailbox has
-    proved nothing yet. Mail the person did not ask for is never queued to
-    an address on the suppression list. ``detach`` leaves the message unlinked from the
-    person, so erasing them (which cancels their queued mail) does not cancel it.
+    restarts without a second copy). Mail the person did not ask for is never queued to
+    an address on the suppression list. Mail to any address but the person's own (a new
+    address not yet confirmed) carries none of their links: whoever holds that mailbox
+    has proved nothing yet. ``detach`` leaves the message unlinked from the person, so
+    erasing them (which cancels their queued mail) does not cancel it.
     """
     spec = emails.EMAILS[template]
     settings = settings_of(session)

@@ -19,7 +19,7 @@ from consent.web.forms import attach_error
 def api_key_list() -> str:
     with database().reader() as session:
         keys = api_keys.all_keys(session)
-    return render_template("admin/api_keys.html", keys=keys, scopes=SCOPES, button=ButtonOnly())
+    return render_template("admin/api_keys.html", keys=keys, scopes=SCOPES)
 
 
 @bp.route("/api-keys/new", methods=["GET", "POST"])
