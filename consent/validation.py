@@ -134,3 +134,8 @@ def normalise_postcode(value: str | None, *, field: str = "postcode") -> str | N
     if not match:
         raise InvalidInput(field, "Enter a real postcode, like SW1A 1AA.")
     return f"{match.group(1)} {match.group(2)}"
+
+
+def spreadsheet_safe(value: str) -> str:
+    """Stop a spreadsheet treating a cell someone typed as a formula (CSV injection)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value

@@ -1319,6 +1319,19 @@ def test_reports_suppress_small_numbers(app: Flask) -> None:
     assert reports.suppressed(0) == "0"
 
 
+def test_report_csvs_never_carry_a_formula(app: Flask) -> None:
+    """Panel names are typed by staff; a spreadsheet must not run one as a formula."""
+    with _db(app).transaction() as session:
+        panel = factories.panel(session, name="=HYPERLINK(1)")
+        for _ in range(6):
+            factories.member(session, panel)
+    month = utcnow().astimezone(LONDON).strftime("%Y-%m")
+    client = staff_client(app, "coordinator")
+    body = client.get(f"/admin/reports.csv?report=panel_joins&start={month}&end={month}")
+    rows = list(csv.reader(io.StringIO(body.get_data(as_text=True))))
+    assert ["'=HYPERLINK(1)", "panel.joined", "all", "all", "6"] in rows
+
+
 def test_special_category_breakdowns_are_for_the_dpo_and_small_groups_stay_hidden(
     app: Flask,
 ) -> None:

@@ -13,6 +13,7 @@ from sqlmodel import Session
 from consent.models import Booking, ConsentState, PanelMembership, Person
 from consent.services import notices, panels, workshops
 from consent.timeutil import london_datetime
+from consent.validation import spreadsheet_safe
 
 KINDS = ("purpose", "panel", "workshop")
 PAGE = 5000
@@ -89,10 +90,5 @@ def workshop_list(session: Session, workshop_id: int) -> Iterator[str]:
 
 def _line(values: list[str]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer).writerow([_safe(v) for v in values])
+    csv.writer(buffer).writerow([spreadsheet_safe(v) for v in values])
     return buffer.getvalue()
-
-
-def _safe(value: str) -> str:
-    """Stop a spreadsheet treating a cell someone typed as a formula (CSV injection)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value

@@ -21,6 +21,7 @@ from sqlmodel import Session
 from consent.errors import InvalidInput
 from consent.models import StatCounter
 from consent.timeutil import to_london, utcnow
+from consent.validation import spreadsheet_safe
 
 SUPPRESS_BELOW = 5
 _MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
@@ -217,7 +218,6 @@ def as_csv(cells: list[Cell], names: dict[str, str]) -> str:
     writer = csv.writer(buffer)
     writer.writerow(["scope", "measure", "breakdown", "value", "count"])
     for cell in cells:
-        writer.writerow(
-            [names.get(cell.scope, cell.scope), cell.metric, cell.dimension, cell.value, cell.shown]
-        )
+        row = [names.get(cell.scope, cell.scope), cell.metric, cell.dimension, cell.value]
+        writer.writerow([spreadsheet_safe(text) for text in row] + [cell.shown])
     return buffer.getvalue()
