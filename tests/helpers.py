@@ -1,7 +1,9 @@
-"""Helpers for tests that look at the database the way an auditor would: raw."""
+"""Helpers for tests that look at the database the way an auditor would (raw), and for
+tests that start the application as a child process."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -10,6 +12,8 @@ from typing import Any
 
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
+
+from consent.config import Settings
 
 
 @contextmanager
@@ -99,3 +103,19 @@ def deliver_and_purge(database: Any) -> None:
     with tempfile.TemporaryDirectory() as folder:
         OutboxWorker(database, FileBackend(Path(folder))).run_once()
     OutboxWorker(database).purge(keep=timedelta(0))
+
+
+def child_environment(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment for a child process of the app with these test settings, and none of
+    the developer's own CONSENT_ settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    env.update(
+        CONSENT_ENV="test",
+        CONSENT_INSTANCE_PATH=str(settings.instance_path),
+        CONSENT_DATABASE_URL=settings.database_url,
+        CONSENT_SECRET_KEYS=",".join(settings.secret_keys),
+        CONSENT_FIELD_KEYS=",".join(settings.field_keys),
+        CONSENT_HASH_KEY=settings.hash_key,
+    )
+    env.update(extra)
+    return env

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,22 +16,13 @@ from consent.db import Database
 from consent.models import AdminUser, Panel, Person
 from consent.services import ledger
 from tests import factories
-from tests.helpers import tamper
+from tests.helpers import child_environment, tamper
 
 
 def run(
     settings: Settings, *args: str, extra: dict[str, str] | None = None, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
-    env.update(
-        CONSENT_ENV="test",
-        CONSENT_INSTANCE_PATH=str(settings.instance_path),
-        CONSENT_DATABASE_URL=settings.database_url,
-        CONSENT_SECRET_KEYS=",".join(settings.secret_keys),
-        CONSENT_FIELD_KEYS=",".join(settings.field_keys),
-        CONSENT_HASH_KEY=settings.hash_key,
-    )
-    env.update(extra or {})
+    env = child_environment(settings, **(extra or {}))
     return subprocess.run(
         [sys.executable, "-m", "consent.cli", *args],
         env=env,
@@ -213,14 +203,9 @@ def test_consent_run_serves_the_app_and_its_jobs(db: Database, settings: Setting
     from tests.smtp_sink import free_port
 
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
-    env.update(
+    env = child_environment(
+        settings,
         CONSENT_ENV="development",
-        CONSENT_INSTANCE_PATH=str(settings.instance_path),
-        CONSENT_DATABASE_URL=settings.database_url,
-        CONSENT_SECRET_KEYS=settings.secret_keys[0],
-        CONSENT_FIELD_KEYS=settings.field_keys[0],
-        CONSENT_HASH_KEY=settings.hash_key,
         CONSENT_SCHEDULER_TICK="1",
         CONSENT_SCHEDULER_POLL="1",
     )

@@ -50,7 +50,7 @@ from consent.services import (
 from consent.timeutil import LONDON, london_date, utcnow
 from mailers.outbox import OutboxWorker
 from tests import factories
-from tests.helpers import deliver_and_purge, find_anywhere
+from tests.helpers import child_environment, deliver_and_purge, find_anywhere
 from tests.web import csrf, link_in, mails
 from tests.web import text as page_text
 
@@ -532,15 +532,7 @@ def test_a_sweep_killed_part_way_leaves_no_half_erased_person(
                 session, f"many{index}@example.com", name=f"Member Number{index}"
             )
             factories.member(session, panel, person, special={"needs": f"need {index}"})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
-    env.update(
-        CONSENT_ENV="test",
-        CONSENT_INSTANCE_PATH=str(settings.instance_path),
-        CONSENT_DATABASE_URL=settings.database_url,
-        CONSENT_SECRET_KEYS=settings.secret_keys[0],
-        CONSENT_FIELD_KEYS=settings.field_keys[0],
-        CONSENT_HASH_KEY=settings.hash_key,
-    )
+    env = child_environment(settings)
     command = [sys.executable, "-m", "consent.cli", "retention", "run", "--batch-size", "15"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60

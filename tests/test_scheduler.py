@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from consent.config import REPO_ROOT, Settings
 from consent.db import Database
 from consent.models import JobRun
 from consent.timeutil import utcnow
+from tests.helpers import child_environment
 
 JOB_NAMES = {
     "deliver_mail",
@@ -77,14 +77,8 @@ def test_runs_missed_while_down_are_caught_up_once(settings: Settings) -> None:
 
 
 def _start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
-    env.update(
-        CONSENT_ENV="test",
-        CONSENT_INSTANCE_PATH=str(settings.instance_path),
-        CONSENT_DATABASE_URL=settings.database_url,
-        CONSENT_SECRET_KEYS=settings.secret_keys[0],
-        CONSENT_FIELD_KEYS=settings.field_keys[0],
-        CONSENT_HASH_KEY=settings.hash_key,
+    env = child_environment(
+        settings,
         CONSENT_SCHEDULER_TICK="2",
         CONSENT_SCHEDULER_POLL="1",
         CONSENT_MAIL_BACKEND="file",

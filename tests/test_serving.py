@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import http.client
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from consent.config import REPO_ROOT, Settings
+from tests.helpers import child_environment
 from tests.smtp_sink import free_port
 
 TOKEN = "eyJwIjoiYWJjIn0.secret-looking-token-abc123"
@@ -28,14 +28,8 @@ def test_gunicorn_writes_the_application_s_access_log_without_tokens(
     settings: Settings, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
-    env.update(
-        CONSENT_ENV="test",
-        CONSENT_INSTANCE_PATH=str(settings.instance_path),
-        CONSENT_DATABASE_URL=settings.database_url,
-        CONSENT_SECRET_KEYS=settings.secret_keys[0],
-        CONSENT_FIELD_KEYS=settings.field_keys[0],
-        CONSENT_HASH_KEY=settings.hash_key,
+    env = child_environment(
+        settings,
         CONSENT_RUN_SCHEDULER="off",
         CONSENT_MAIL_WAKE="off",
         CONSENT_BIND=f"127.0.0.1:{port}",
