@@ -138,6 +138,11 @@ class Cell:
     def shown(self) -> str:
         return WITHHELD if self.withheld else suppressed(self.count)
 
+    @property
+    def published(self) -> int | None:
+        """The count where it may be published, or None where it is withheld or too small."""
+        return None if self.withheld or 0 < self.count < SUPPRESS_BELOW else self.count
+
 
 def _metric_filter(report: str) -> ColumnElement[bool]:
     prefix = REPORTS[report][1]

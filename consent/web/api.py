@@ -220,7 +220,7 @@ def report(session: Session, key: ApiKey, name: str) -> Response:
                     "scope_name": names.get(cell.scope, cell.scope),
                     "measure": cell.metric,
                     "value": cell.value,
-                    "count": None if cell.shown != str(cell.count) else cell.count,
+                    "count": cell.published,
                     "shown": cell.shown,
                 }
                 for cell in cells
