@@ -487,6 +487,11 @@ def test_an_administrator_makes_a_key_sees_it_once_and_revokes_it(app: Flask) ->
     revoked = admin.post(f"/admin/api-keys/{key.id}/revoke", data={"csrf_token": csrf(listing)})
     assert revoked.status_code == 302
     assert "Revoked" in text(admin.get("/admin/api-keys"))
+    with db.reader() as session:
+        revoked_by = session.execute(
+            select(AuditEvent.actor_id).where(AuditEvent.action == "api_key.revoked")
+        ).scalar_one()
+    assert revoked_by == created.actor_id
     assert _lookup(client, secret, "a@example.com").status_code == 401
 
 
