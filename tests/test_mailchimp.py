@@ -347,6 +347,7 @@ def test_webhook_address_change_is_a_correction(hook_app: Flask) -> None:
         {"type": "unsubscribe"},
         {"type": "unsubscribe", "data[email]": "not an email"},
         {"type": "unsubscribe", "data[email]": "a@example.com", "data[list_id]": "other"},
+        {"type": "unsubscribe", "data[email]": "a@example.com"},
         {"type": "upemail", "data[old_email]": "a@example.com"},
         {"type": "cleaned", "data[email]": "a@example.com", "fired_at": "yesterday"},
         {"type": "unsubscribe", "data[email]": "a@example.com\x00"},
@@ -365,7 +366,10 @@ def test_malformed_webhooks_are_a_400_and_write_nothing(hook_app: Flask, data: d
 
 
 def test_webhook_for_an_unknown_address_is_acknowledged_and_ignored(hook_app: Flask) -> None:
-    response = _hook(hook_app, {"type": "unsubscribe", "data[email]": "who@example.com"})
+    response = _hook(
+        hook_app,
+        {"type": "unsubscribe", "data[email]": "who@example.com", "data[list_id]": "list123"},
+    )
     assert response.status_code == 200
 
 

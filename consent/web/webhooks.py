@@ -1,9 +1,10 @@
 """``/webhooks/mailchimp/<secret>``: what Mailchimp tells us about the audience.
 
-A wrong secret is a 404 (the endpoint does not admit it exists); malformed data is a 400
-with nothing written. Unsubscribes and cleaned addresses become ledger withdrawals, an
-address change becomes a details correction. Other event types are acknowledged and
-ignored: we run our own double opt-in, so a subscribe in Mailchimp proves nothing.
+A wrong secret is a 404 (the endpoint does not admit it exists); malformed data, or an
+event that does not name this service's audience, is a 400 with nothing written.
+Unsubscribes and cleaned addresses become ledger withdrawals, an address change becomes a
+details correction. Other event types are acknowledged and ignored: we run our own double
+opt-in, so a subscribe in Mailchimp proves nothing.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ def mailchimp_webhook(secret: str) -> Response | tuple[str, int]:
         event = parse_webhook(request.form)
     except MalformedWebhook as exc:
         return f"Not a Mailchimp webhook we understand: {exc}.", 400
-    if event.list_id and event.list_id != settings().mailchimp_list_id:
-        return "That audience is not the one this service keeps.", 400
+    if event.list_id != settings().mailchimp_list_id:
+        return "That audience is not the one this service keeps, or none was named.", 400
     try:
         with database().transaction() as session:
             if event.type in ("unsubscribe", "cleaned") and event.email:
