@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,3 +120,13 @@ def child_environment(settings: Settings, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def send_raw(port: int, request: bytes) -> bytes:
+    """Send bytes no HTTP client would (a malformed request line) and read the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(4096):
+            answer += chunk
+    return answer

@@ -16,7 +16,7 @@ from consent.db import Database
 from consent.models import AdminUser, Panel, Person
 from consent.services import ledger
 from tests import factories
-from tests.helpers import child_environment, tamper
+from tests.helpers import child_environment, send_raw, tamper
 
 
 def run(
@@ -227,6 +227,9 @@ def test_consent_run_serves_the_app_and_its_jobs(db: Database, settings: Setting
             except OSError:
                 time.sleep(0.2)
         assert '"database":"ok"' in body.replace(" ", "")
+        token = "eyJwIjoiYWJjIn0.secret-looking-token-abc123"
+        refused = send_raw(port, f"GET /manage/{token} extra HTTP/1.1\r\n\r\n".encode())
+        assert b" 400 " in refused.split(b"\r\n")[0]
 
         from consent.models import JobRun
 
@@ -243,4 +246,5 @@ def test_consent_run_serves_the_app_and_its_jobs(db: Database, settings: Setting
         output = server.communicate(timeout=20)[0]
     assert f"Consent service running at http://127.0.0.1:{port}/" in output
     assert "emails are written as .eml files to" in output
-    assert "/manage/" not in output
+    assert "Bad request" in output and "/manage/[redacted]" in output
+    assert "secret-looking-token" not in output

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from consent.config import REPO_ROOT, Settings
-from tests.helpers import child_environment
+from tests.helpers import child_environment, send_raw
 from tests.smtp_sink import free_port
 
 TOKEN = "eyJwIjoiYWJjIn0.secret-looking-token-abc123"
@@ -54,10 +54,13 @@ def test_gunicorn_writes_the_application_s_access_log_without_tokens(
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
         assert _get(port, f"/manage/{TOKEN}") == 400
+        refused = send_raw(port, f"GET /manage/{TOKEN}\x01 HTTP/1.1\r\n\r\n".encode())
+        assert refused.startswith(b"HTTP/1.1 400")
     finally:
         server.terminate()
         server.wait(timeout=30)
     written = log.read_text()
     assert "consent.access GET /healthz 200" in written
     assert "consent.access GET /manage/[redacted] 400" in written
+    assert "Invalid HTTP request line: 'GET /manage/[redacted] HTTP/1.1'" in written
     assert "secret-looking-token" not in written

@@ -19,7 +19,7 @@ from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 from itsdangerous import URLSafeTimedSerializer
 
-from consent.validation import without_addresses
+from consent.log_privacy import SECRET_SEGMENTS, loggable
 
 #: Methods that only read. Every rate limit here is on POST, so these are never limited.
 READING = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -97,18 +97,10 @@ _ALWAYS = (
     ("Permissions-Policy", "camera=(), microphone=(), geolocation=()"),
 )
 
-#: Path segments that carry a signed token or a secret: logged as [redacted].
-_SECRET_PATH = re.compile(
-    r"^/(manage|unsubscribe|confirm|join|renew|confirm-email|feedback|webhooks/mailchimp)/[^/?]+"
-)
+#: Paths that carry a signed token or a secret.
+_SECRET_PATH = re.compile(rf"^/({'|'.join(map(re.escape, SECRET_SEGMENTS))})/[^/?]+")
 
 access_log = logging.getLogger("consent.access")
-
-
-def redact(path: str) -> str:
-    """A request path safe to log: no token, no secret, no email address."""
-    path = _SECRET_PATH.sub(lambda m: f"/{m.group(1)}/[redacted]", path)
-    return without_addresses(path)
 
 
 #: The bodies Werkzeug parses into ``request.form`` and ``request.files``; no other has fields.
@@ -189,7 +181,7 @@ def init_app(app: Flask) -> None:
             access_log.info(
                 "%s %s %s %.1fms",
                 request.method,
-                redact(request.path),
+                loggable(request.path),
                 response.status_code,
                 elapsed,
             )

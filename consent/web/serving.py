@@ -12,7 +12,7 @@ from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler
 
-from consent.web.security import redact
+from consent.log_privacy import loggable
 
 
 class RedactingRequestHandler(WSGIRequestHandler):
@@ -20,4 +20,4 @@ class RedactingRequestHandler(WSGIRequestHandler):
         return
 
     def log(self, type: str, message: str, *args: Any) -> None:
-        super().log(type, "%s", redact(message % args if args else message))
+        super().log(type, "%s", loggable(message % args if args else message))
