@@ -14,7 +14,7 @@ from consent import create_app
 from consent.config import Settings
 from consent.db import Database
 from consent.models import ConsentEvent, MailchimpChange, Person, PersonChange
-from consent.services import ledger, people
+from consent.services import ledger, mailchimp, people
 from consent.services.mailchimp import subscriber_hash
 from consent.timeutil import utcnow
 from mailers.mailchimp import MailchimpUnavailable, Pusher, reconcile
@@ -87,6 +87,39 @@ def test_withdrawal_unsubscribes_and_erasure_deletes_permanently(
         f"/3.0/lists/list123/members/{md5('leaving@example.com')}/actions/delete-permanent",
     ) in mailchimp_fake.requests
     assert all(c.status == "done" and c.subscriber_hash is None for c in _changes(db))
+
+
+@pytest.mark.parametrize("outcome", ["done", "retry", "failed"])
+def test_erasure_while_a_change_is_being_pushed_leaves_no_trace_whatever_its_outcome(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp, outcome: str
+) -> None:
+    """The change in flight is superseded by the erasure's delete: its late outcome keeps
+    nothing (not even Mailchimp's hash of the address) and it is never sent again."""
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="inflight@example.com")
+    with db.transaction() as session:
+        [in_flight] = mailchimp.claim(session, 10)
+        in_flight_id = in_flight.id
+    with db.transaction() as session:
+        people.erase(session, session.get(Person, person.id), channel="email_link", actor="self")
+    with db.transaction() as session:
+        if outcome == "done":
+            mailchimp.mark_done(session, [in_flight_id])
+        elif outcome == "retry":
+            mailchimp.mark_retry(session, [in_flight_id], "HTTP 503", timedelta(0))
+        else:
+            mailchimp.mark_failed(session, [in_flight_id], "HTTP 400")
+    report = _pusher(db).push()
+    assert report.pushed == 1
+    assert [m for m, _ in mailchimp_fake.requests] == ["POST"]
+    assert [(c.action, c.status) for c in _changes(db)] == [
+        ("subscribe", "superseded"),
+        ("unsubscribe", "superseded"),
+        ("delete", "done"),
+    ]
+    digest = md5("inflight@example.com")
+    assert find_anywhere(db.engine, [digest, "inflight@example.com"]) == []
 
 
 def test_a_later_change_supersedes_one_not_yet_pushed(

@@ -47,17 +47,19 @@ def _supersede(session: Session, digest: str) -> None:
 
 
 def _forget(session: Session, digest: str) -> None:
-    """Erasure: older changes to this member keep no name or address, and those no longer
-    to be pushed not even Mailchimp's hash of it (an unsalted MD5 of the address)."""
+    """Erasure: older changes to this member keep no name, address or Mailchimp's hash of it
+    (an unsalted MD5 of the address). One being pushed is superseded too: the delete queued
+    after it settles the member, so its outcome no longer matters and it is never retried."""
     table = MailchimpChange.__table__
-    still_to_push = table.c.status.in_(("pending", "pushing"))
     session.execute(
         update(table)
-        .where(table.c.subscriber_hash == digest)
+        .where(table.c.subscriber_hash == digest, table.c.status != "pending")
         .values(
             email=None,
             name=None,
-            subscriber_hash=case((still_to_push, table.c.subscriber_hash), else_=None),
+            subscriber_hash=None,
+            status=case((table.c.status == "pushing", "superseded"), else_=table.c.status),
+            done_at=case((table.c.status == "pushing", utcnow()), else_=table.c.done_at),
         )
     )
 
@@ -136,7 +138,7 @@ def mark_done(session: Session, ids: list[int], now: datetime | None = None) -> 
     table = MailchimpChange.__table__
     session.execute(
         update(table)
-        .where(table.c.id.in_(ids))
+        .where(table.c.id.in_(ids), table.c.status != "superseded")
         .values(
             status="done",
             done_at=now or utcnow(),
@@ -154,7 +156,9 @@ def mark_retry(
     """Try again later; after too many attempts the change shows as failed for a person to see."""
     now = now or utcnow()
     for change in session.execute(
-        select(MailchimpChange).where(MailchimpChange.id.in_(ids))
+        select(MailchimpChange).where(
+            MailchimpChange.id.in_(ids), MailchimpChange.status != "superseded"
+        )
     ).scalars():
         change.last_error = without_addresses(error)[:1000]
         change.status = "failed" if change.attempts >= MAX_ATTEMPTS else "pending"
@@ -166,7 +170,7 @@ def mark_failed(session: Session, ids: list[int], error: str) -> None:
     table = MailchimpChange.__table__
     session.execute(
         update(table)
-        .where(table.c.id.in_(ids))
+        .where(table.c.id.in_(ids), table.c.status != "superseded")
         .values(status="failed", last_error=without_addresses(error)[:1000])
     )
 
