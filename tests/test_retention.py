@@ -401,30 +401,49 @@ def test_records_of_job_runs_are_kept_ninety_days(db: Database) -> None:
 
 
 def test_a_dry_run_foretells_a_concluded_panel_and_a_finished_workshop(db: Database) -> None:
-    _member(db, "a@example.com", "Ann Alone")
-    _member(db, "b@example.com", "Ben Both")
+    """Including who is erased because of them: people whose last reason to be held ends."""
+    ann = _member(db, "a@example.com", "Ann Alone")
+    ben = _member(db, "b@example.com", "Ben Both")
     left = _member(db, "c@example.com", "Cat Left")
+    _member(db, "d@example.com", "Dee Stays")
+    _member(db, "d@example.com", "Dee Stays", panel="Southfield Parent Carer Panel")
     workshop_id = _booked_workshop(db)
     with db.transaction() as session:
-        ledger.withdraw(
-            session, session.get(Person, left), "panel_contact", channel="web_form", actor="self"
-        )
-        panel = session.execute(select(Panel)).scalar_one()
-        panels.conclude(session, panel)
-        panel_id = panel.id
-    with time_machine.travel(utcnow() + timedelta(days=40), tick=False):
+        factories.consenting(session, "panel_contact", email="fay@example.com")
+        factories.booking(session, workshops.get_workshop(session, workshop_id), "fay@example.com")
+    with db.reader() as session:
+        booker = people.find_by_email(session, "booker@example.com").id
+    start = utcnow()
+    with time_machine.travel(start + timedelta(days=10), tick=False):
+        assert retention.sweep(db).removed["people_erased"] == 0
+        with db.transaction() as session:
+            ledger.withdraw(
+                session,
+                session.get(Person, left),
+                "panel_contact",
+                channel="web_form",
+                actor="self",
+            )
+            panel = session.execute(
+                select(Panel).where(Panel.name == "Northfield Parent Carer Panel")
+            ).scalar_one()
+            panels.conclude(session, panel)
+            panel_id = panel.id
+    with time_machine.travel(start + timedelta(days=40), tick=False):
         with db.transaction() as session:
             workshops.close_evaluation(session, workshops.get_workshop(session, workshop_id))
         dry = retention.sweep(db, dry_run=True)
-        assert f"panel {panel_id} concluded: 2 membership(s) would end" in dry.would
-        assert f"workshop {workshop_id}: 1 booking(s) would be purged" in dry.would
+        assert f"panel {panel_id} concluded: 3 membership(s) would end" in dry.would
+        assert f"workshop {workshop_id}: 2 booking(s) would be purged" in dry.would
         with db.reader() as session:
             assert session.get(Panel, panel_id).data_destroyed_at is None
-            assert len(session.execute(select(PanelProfile)).scalars().all()) == 2
-            assert session.execute(select(Booking.purged_at)).scalar_one() is None
+            assert len(session.execute(select(PanelProfile)).scalars().all()) == 4
+            assert set(session.execute(select(Booking.purged_at)).scalars()) == {None}
         done = retention.sweep(db)
-    for kind in ("memberships_panel_concluded", "bookings_purged"):
-        assert dry.removed[kind] == done.removed[kind] > 0
+        erased = {line for line in dry.would if "would be erased" in line}
+    assert erased == {f"person {i} would be erased: nothing held" for i in (ann, ben, left, booker)}
+    for kind in ("memberships_panel_concluded", "bookings_purged", "people_erased"):
+        assert dry.removed[kind] == done.removed[kind] > 0, kind
 
 
 def test_each_run_leaves_proof(db: Database) -> None:

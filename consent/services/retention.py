@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -36,6 +36,7 @@ from consent.models import (
     Booking,
     ConsentState,
     JobRun,
+    Panel,
     PanelMembership,
     PendingSignup,
     Person,
@@ -238,22 +239,23 @@ def _end_memberships_without_consent(
     )
 
 
+def _concluding_panels(session: Session) -> list[int]:
+    """Panels concluded by a coordinator whose data the sweep has still to destroy."""
+    return list(
+        session.execute(
+            select(Panel.id).where(Panel.status == "concluded", Panel.data_destroyed_at.is_(None))
+        ).scalars()
+    )
+
+
 def _destroy_concluded_panels(
     database: Database, report: SweepReport, now: datetime, batch: int
 ) -> None:
     """A concluded panel: end every membership, destroy its data, and end the panel-contact
     consent of members who are on no other panel, since there is nothing left to contact
     them about."""
-    from consent.models import Panel
-
     with database.reader() as session:
-        concluded = list(
-            session.execute(
-                select(Panel.id).where(
-                    Panel.status == "concluded", Panel.data_destroyed_at.is_(None)
-                )
-            ).scalars()
-        )
+        concluded = _concluding_panels(session)
     member = PanelMembership.__table__
     for panel_id in concluded:
         if report.dry_run:
@@ -313,19 +315,23 @@ def _destroy_concluded_panels(
 # ---- workshops, sign-ups, mail ------------------------------------------------------------
 
 
+def _workshops_to_purge(session: Session, database: Database, now: datetime) -> list[int]:
+    """Workshops whose keep time has passed and whose bookers' details are still held."""
+    keep = timedelta(days=database.settings.workshop_keep_days)
+    return list(
+        session.execute(
+            select(Workshop.id).where(
+                Workshop.details_purged_at.is_(None), Workshop.ends_at <= now - keep
+            )
+        ).scalars()
+    )
+
+
 def _purge_workshop_details(
     database: Database, report: SweepReport, now: datetime, batch: int
 ) -> None:
-    keep = timedelta(days=database.settings.workshop_keep_days)
     with database.reader() as session:
-        due = list(
-            session.execute(
-                select(Workshop.id).where(
-                    Workshop.details_purged_at.is_(None),
-                    Workshop.ends_at <= now - keep,
-                )
-            ).scalars()
-        )
+        due = _workshops_to_purge(session, database, now)
     booking = Booking.__table__
     for workshop_id in due:
         if report.dry_run:
@@ -440,31 +446,66 @@ def _remove_abandoned_uploads(
 # ---- people -------------------------------------------------------------------------------
 
 
-def holders(session: Session, person_ids: list[int], now: datetime) -> set[int]:
+@dataclass(frozen=True)
+class Ending:
+    """What a dry run knows the sweep's earlier steps will end before it looks at people."""
+
+    panels: Sequence[int] = ()
+    workshops: Sequence[int] = ()
+
+
+def holders(
+    session: Session, person_ids: list[int], now: datetime, ending: Ending = Ending()
+) -> set[int]:
     """Which of these people we still have a reason to hold: consent, panel, booking, sign-up,
     or an open rights request (an access request must not be answered with 'nothing held').
 
     A consent or membership past its time limit is no reason: the sweep ends them first,
-    and a dry run, which ends nothing, must see the same.
+    and a dry run, which ends nothing, must see the same. For the same reason a dry run
+    says what is ``ending``: concluded panels, whose memberships the sweep ends first along
+    with the panel consents of members on no other panel, and workshops whose bookings it
+    purges first.
     """
     state, member = ConsentState.__table__, PanelMembership.__table__
     booking, pending = Booking.__table__, PendingSignup.__table__
     request = RightsRequest.__table__
+    live_membership = and_(member.c.left_at.is_(None), member.c.expires_at > now)
+    consents = select(state.c.person_id).where(
+        among(state.c.person_id, person_ids),
+        state.c.status == "given",
+        or_(state.c.expires_at.is_(None), state.c.expires_at > now),
+    )
+    memberships = select(member.c.person_id).where(
+        among(member.c.person_id, person_ids), live_membership
+    )
+    bookings = select(booking.c.person_id).where(
+        among(booking.c.person_id, person_ids), booking.c.purged_at.is_(None)
+    )
+    if ending.workshops:
+        bookings = bookings.where(booking.c.workshop_id.not_in(ending.workshops))
+    if ending.panels:
+        panel_keys = select(Purpose.id).where(
+            Purpose.key.in_((ledger.PANEL_CONTACT, ledger.RECORDINGS))
+        )
+        leaving = select(member.c.person_id).where(
+            member.c.left_at.is_(None), member.c.panel_id.in_(ending.panels)
+        )
+        staying = select(member.c.person_id).where(
+            live_membership, member.c.panel_id.not_in(ending.panels)
+        )
+        consents = consents.where(
+            or_(
+                state.c.purpose_id.not_in(panel_keys),
+                state.c.person_id.not_in(leaving),
+                state.c.person_id.in_(staying),
+            )
+        )
+        memberships = memberships.where(member.c.panel_id.not_in(ending.panels))
     held: set[int] = set()
     for query in (
-        select(state.c.person_id).where(
-            among(state.c.person_id, person_ids),
-            state.c.status == "given",
-            or_(state.c.expires_at.is_(None), state.c.expires_at > now),
-        ),
-        select(member.c.person_id).where(
-            among(member.c.person_id, person_ids),
-            member.c.left_at.is_(None),
-            member.c.expires_at > now,
-        ),
-        select(booking.c.person_id).where(
-            among(booking.c.person_id, person_ids), booking.c.purged_at.is_(None)
-        ),
+        consents,
+        memberships,
+        bookings,
         select(pending.c.person_id).where(
             among(pending.c.person_id, person_ids),
             pending.c.expires_at > now,
@@ -490,15 +531,30 @@ def _erase_people(database: Database, report: SweepReport, now: datetime, batch:
         )
 
     if report.dry_run:
-        state = ConsentState.__table__
+        state, member = ConsentState.__table__, PanelMembership.__table__
+        booking = Booking.__table__
         running_out = select(state.c.person_id).where(
             state.c.status == "given", state.c.expires_at <= now
         )
-        due_or_running_out = and_(
-            person.c.erased_at.is_(None),
-            or_(person.c.review_at <= now, person.c.id.in_(running_out)),
-        )
         with database.reader() as session:
+            ending = Ending(
+                _concluding_panels(session), _workshops_to_purge(session, database, now)
+            )
+            leaving = select(member.c.person_id).where(
+                member.c.panel_id.in_(ending.panels), member.c.left_at.is_(None)
+            )
+            booked = select(booking.c.person_id).where(
+                booking.c.workshop_id.in_(ending.workshops), booking.c.purged_at.is_(None)
+            )
+            due_or_running_out = and_(
+                person.c.erased_at.is_(None),
+                or_(
+                    person.c.review_at <= now,
+                    person.c.id.in_(running_out),
+                    person.c.id.in_(leaving),
+                    person.c.id.in_(booked),
+                ),
+            )
             after = 0
             while True:
                 ids = list(
@@ -511,7 +567,7 @@ def _erase_people(database: Database, report: SweepReport, now: datetime, batch:
                 )
                 if not ids:
                     break
-                held = holders(session, ids, now)
+                held = holders(session, ids, now, ending)
                 for person_id in ids:
                     if person_id not in held:
                         report.would.append(f"person {person_id} would be erased: nothing held")
