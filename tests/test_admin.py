@@ -1358,8 +1358,12 @@ def test_special_category_breakdowns_are_for_the_dpo_and_small_groups_stay_hidde
     assert "Asian or Asian British,7" in body and "White,withheld" in body
     assert "fewer than 5" in body
     page = f"/admin/panels/{panel_id}"
-    summary = text(_post(coordinator, page, f"{page}/diversity"))
+    summary = text(_post(dpo, page, f"{page}/diversity"))
     assert ">7<" in summary and "withheld" in summary and ">6<" not in summary
+    assert "Asian or Asian British" in summary
+    limited = text(_post(coordinator, page, f"{page}/diversity"))
+    assert "Age group" in limited and "shown only to the data protection officer" in limited
+    assert "Asian" not in limited and ">7<" not in limited
 
 
 def test_the_audit_log_records_admin_actions_and_verifies(

@@ -464,15 +464,22 @@ def members(
     return [MemberRow(m, p, pr) for m, p, pr in rows], total
 
 
-def diversity(session: Session, panel: Panel) -> dict[str, list[tuple[str, str]]]:
+def diversity(
+    session: Session, panel: Panel, *, special_category: bool
+) -> dict[str, list[tuple[str, str]]]:
     """Current members' answers as counts per question, with counts under five suppressed.
 
-    Individual answers are decrypted only in memory, to be counted; no one sees them here.
+    Individual answers are decrypted only in memory, to be counted. Live counts change
+    by one as a named member joins or leaves, so comparing two views gives that member's
+    answer away: special category answers are counted only for the data protection
+    officer (``special_category``), as in the reports.
     """
     cipher = cipher_for(session)
     tallies: dict[str, Counter[str]] = {
         q.key: Counter() for q in options().special_category if not q.free_text
     }
+    if not special_category:
+        tallies = {}
     tallies["age_band"] = Counter()
     for profile in session.execute(
         select(PanelProfile)
@@ -480,6 +487,8 @@ def diversity(session: Session, panel: Panel) -> dict[str, list[tuple[str, str]]
         .where(PanelMembership.panel_id == panel.id, PanelMembership.left_at.is_(None))
     ).scalars():
         tallies["age_band"][profile.age_band or "Not answered"] += 1
+        if not special_category:
+            continue
         answers = cipher.decrypt_json(profile.special_category) if profile.special_category else {}
         for key in tallies:
             if key != "age_band":

@@ -123,11 +123,14 @@ def panel_diversity(panel_id: int) -> str | Response:
         return redirect(url_for("admin.panel", panel_id=panel_id))
     with database().transaction() as session:
         found = service.get_panel(session, panel_id)
-        summary = service.diversity(session, found)
+        special = staff().role == DPO
+        summary = service.diversity(session, found, special_category=special)
         audited(session, "panel.diversity_viewed", object_type="panel", object_id=panel_id)
     labels = {q.key: q.label for q in options().special_category}
     labels["age_band"] = "Age group"
-    return render_template("admin/diversity.html", panel=found, summary=summary, labels=labels)
+    return render_template(
+        "admin/diversity.html", panel=found, summary=summary, labels=labels, special=special
+    )
 
 
 @bp.post("/panels/<int:panel_id>/invite")
