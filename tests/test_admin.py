@@ -217,6 +217,19 @@ def test_a_deactivated_account_is_signed_out_at_once(app: Flask) -> None:
     assert coordinator.get("/admin/people").status_code == 302
 
 
+def test_signing_out_ends_the_session_even_for_a_copy_of_its_cookie(app: Flask) -> None:
+    dpo = staff_client(app, "dpo")
+    copied = app.test_client()
+    for cookie in dpo._cookies.values():  # a cookie taken from the browser before sign-out
+        copied.set_cookie(cookie.key, cookie.value, domain=cookie.domain, path=cookie.path)
+    assert copied.get("/admin/audit").status_code == 200
+    page = text(dpo.get("/admin/people"))
+    signed_out = dpo.post("/admin/sign-out", data={"csrf_token": csrf(page)})
+    assert signed_out.status_code == 302 and "/admin/sign-in" in signed_out.location
+    assert dpo.get("/admin/people").status_code == 302
+    assert copied.get("/admin/audit").status_code == 302
+
+
 def _shown(page: str, label: str) -> str:
     """A value the account details page shows once, beside its label."""
     match = re.search(rf">{label}</dt><dd[^>]*><code>([^<]+)</code>", page)

@@ -174,6 +174,14 @@ def all_users(session: Session) -> list[AdminUser]:
     return list(session.exec(select(AdminUser).order_by(AdminUser.email)))
 
 
+def end_sessions(session: Session, user_id: int) -> None:
+    """Signing out: the session is a signed cookie, so only a new version stops a copy of it
+    (in another browser, or taken from this one) from working on."""
+    user = session.get(AdminUser, user_id)
+    if user is not None:
+        user.session_version += 1
+
+
 def set_active(session: Session, user: AdminUser, active: bool, *, actor: AdminUser) -> None:
     if user.id == actor.id and not active:
         raise InvalidInput("active", "You cannot deactivate your own account.")

@@ -74,6 +74,9 @@ def code() -> str | Response | tuple[str, int]:
 
 @bp.post("/sign-out")
 def sign_out() -> Response:
+    if current_user.is_authenticated:
+        with database().transaction() as db_session:
+            admin_users.end_sessions(db_session, current_user.user_id)
     logout_user()
     session.clear()
     return redirect(url_for("admin.sign_in"))
