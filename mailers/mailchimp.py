@@ -87,7 +87,7 @@ def _member_body(change: MailchimpChange) -> dict[str, Any]:
     if change.action == "unsubscribe":
         return {"status": "unsubscribed"}
     if change.action == "update_email":
-        return {"email_address": change.email}
+        return {"email_address": change.email, "status": "subscribed"}
     return {}
 
 
@@ -111,6 +111,8 @@ def _outcome(change: MailchimpChange, status: int) -> str:
         return "done"
     if status == 404 and change.action in ("unsubscribe", "delete"):
         return "done"
+    if status == 404 and change.action == "update_email":
+        return "missing"
     if _retryable(status):
         return "retry"
     return "failed"
@@ -164,8 +166,10 @@ class Pusher:
         done = [i for i, (outcome, _) in results.items() if outcome == "done"]
         retry = {i: error for i, (outcome, error) in results.items() if outcome == "retry"}
         failed = {i: error for i, (outcome, error) in results.items() if outcome == "failed"}
+        missing = [i for i, (outcome, _) in results.items() if outcome == "missing"]
         with self.database.transaction() as session:
             queue.mark_done(session, done)
+            queue.mark_moved_missing(session, missing)
             for change_id, error in retry.items():
                 queue.mark_retry(session, [change_id], error, RETRY_DELAY)
             for change_id, error in failed.items():

@@ -10,7 +10,7 @@ import time_machine
 from flask import Flask
 from sqlmodel import select
 
-from consent import create_app
+from consent import create_app, links
 from consent.config import Settings
 from consent.db import Database
 from consent.models import ConsentEvent, MailchimpChange, Person, PersonChange
@@ -254,6 +254,78 @@ def test_an_address_change_moves_the_member(
     assert mailchimp_fake.members[md5("new@example.com")]["email_address"] == "new@example.com"
 
 
+def _change_email(db: Database, person_id: int | None, new: str) -> None:
+    with db.transaction() as session:
+        people.change_email(
+            session, session.get(Person, person_id), new, channel="email_link", actor="self"
+        )
+
+
+def test_an_address_changed_before_the_first_push_is_subscribed_at_the_new_address(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="first@example.com")
+    _change_email(db, person.id, "second@example.com")
+    report = _pusher(db).push()
+    assert (report.pushed, report.failed) == (1, 0)
+    assert set(mailchimp_fake.members) == {md5("second@example.com")}
+    member = mailchimp_fake.members[md5("second@example.com")]
+    assert member["status"] == "subscribed" and member["timestamp_opt"]
+    assert [(c.action, c.status) for c in _changes(db)] == [
+        ("subscribe", "superseded"),
+        ("subscribe", "done"),
+    ]
+
+
+def test_a_withdrawal_after_an_address_change_is_not_undone_by_it(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="first@example.com")
+    _change_email(db, person.id, "second@example.com")
+    with db.transaction() as session:
+        ledger.withdraw(
+            session, session.get(Person, person.id), "newsletter", channel="web_form", actor="self"
+        )
+    report = _pusher(db).push()
+    assert (report.pushed, report.failed) == (1, 0)
+    assert mailchimp_fake.members == {}
+    assert not any(method == "PUT" for method, _ in mailchimp_fake.requests)
+
+
+def test_erasure_before_an_address_change_is_pushed_deletes_the_member_at_either_address(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="first@example.com")
+    _pusher(db).push()
+    _change_email(db, person.id, "second@example.com")
+    with db.transaction() as session:
+        people.erase(session, session.get(Person, person.id), channel="email_link", actor="self")
+    report = _pusher(db).push()
+    assert report.failed == 0
+    assert mailchimp_fake.members == {}
+    needles = ["first@example.com", "second@example.com"]
+    assert find_anywhere(db.engine, needles + [md5(a) for a in needles]) == []
+
+
+def test_a_change_refused_for_good_keeps_no_address(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        factories.consenting(session, "newsletter", email="refused@example.com")
+    mailchimp_fake.member_failures[md5("refused@example.com")] = 400
+    assert _pusher(db).push().failed == 1
+    [change] = _changes(db)
+    assert (change.status, change.email, change.name) == ("failed", None, None)
+    assert change.subscriber_hash == md5("refused@example.com")
+
+
 def test_reconciliation_records_unsubscribes_and_cleans_since_the_last_run(
     configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
 ) -> None:
@@ -355,7 +427,9 @@ def test_webhook_unsubscribe_and_cleaned_are_withdrawals(hook_app: Flask) -> Non
 def test_webhook_address_change_is_a_correction(hook_app: Flask) -> None:
     db: Database = hook_app.extensions["consent.db"]
     with db.transaction() as session:
-        factories.consenting(session, "newsletter", email="before@example.com")
+        person = factories.consenting(session, "newsletter", email="before@example.com")
+        old_link = "/manage/" + links.make_token(db.settings, person, "manage")
+    assert hook_app.test_client().get(old_link).status_code == 200
     response = _hook(
         hook_app,
         {
@@ -370,6 +444,7 @@ def test_webhook_address_change_is_a_correction(hook_app: Flask) -> None:
         assert people.find_by_email(session, "after@example.com") is not None
         change = session.exec(select(PersonChange)).one()
         assert (change.fields, change.channel) == ("email", "mailchimp_webhook")
+    assert hook_app.test_client().get(old_link).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,8 @@ class MailchimpChange(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     action: str = Field(max_length=16)
     subscriber_hash: str | None = Field(default=None, max_length=32, index=True)
+    #: Whose change this is, so that erasure finds every change of theirs, under any address.
+    person_id: int | None = Field(default=None, foreign_key="person.id", index=True)
     email: str | None = Field(default=None, max_length=254)
     name: str | None = Field(default=None, max_length=200)
     opt_in_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlmodel import Session
 
 from consent.db import settings_of
@@ -46,40 +46,24 @@ def _supersede(session: Session, digest: str) -> None:
     )
 
 
-def _forget(session: Session, digest: str) -> None:
-    """Erasure: older changes to this member keep no name, address or Mailchimp's hash of it
-    (an unsalted MD5 of the address). One being pushed is superseded too: the delete queued
-    after it settles the member, so its outcome no longer matters and it is never retried."""
-    table = MailchimpChange.__table__
-    session.execute(
-        update(table)
-        .where(table.c.subscriber_hash == digest, table.c.status != "pending")
-        .values(
-            email=None,
-            name=None,
-            subscriber_hash=None,
-            status=case((table.c.status == "pushing", "superseded"), else_=table.c.status),
-            done_at=case((table.c.status == "pushing", utcnow()), else_=table.c.done_at),
-        )
-    )
-
-
-def _queue(session: Session, action: str, member: str, **values: object) -> None:
-    """Queue a change to the member whose current address is ``member``."""
-    if not enabled(session):
-        return
-    digest = subscriber_hash(member)
+def _queue(
+    session: Session, action: str, digest: str, person_id: int | None, **values: object
+) -> MailchimpChange:
+    """Queue a change to the member Mailchimp knows by ``digest`` (its hash of the address)."""
     _supersede(session, digest)
-    session.add(MailchimpChange(action=action, subscriber_hash=digest, **values))
+    change = MailchimpChange(action=action, subscriber_hash=digest, person_id=person_id, **values)
+    session.add(change)
     session.flush()
+    return change
 
 
 def queue_subscribe(session: Session, person: Person, opt_in_at: datetime) -> None:
-    if person.email:
+    if person.email and enabled(session):
         _queue(
             session,
             "subscribe",
-            person.email,
+            subscriber_hash(person.email),
+            person.id,
             email=person.email,
             name=person.name,
             opt_in_at=opt_in_at,
@@ -87,18 +71,56 @@ def queue_subscribe(session: Session, person: Person, opt_in_at: datetime) -> No
 
 
 def queue_unsubscribe(session: Session, person: Person) -> None:
-    if person.email:
-        _queue(session, "unsubscribe", person.email)
+    if person.email and enabled(session):
+        _queue(session, "unsubscribe", subscriber_hash(person.email), person.id)
 
 
-def queue_delete(session: Session, email: str) -> None:
-    """Erasure: Mailchimp must forget the address too; only its hash is kept, until pushed."""
-    _queue(session, "delete", email)
-    _forget(session, subscriber_hash(email))
+def queue_delete(session: Session, person_id: int, email: str) -> None:
+    """Erasure: Mailchimp must forget the person too, under whichever address it has them.
+
+    An address change not yet pushed leaves them under the old one, so that is deleted as
+    well. Every earlier change of theirs keeps no name, address or hash (an unsalted MD5 of
+    the address); one being pushed is superseded, since the delete settles the member, so
+    its late outcome changes nothing. Only the deletes keep their hash, until pushed.
+    """
+    if not enabled(session):
+        return
+    table = MailchimpChange.__table__
+    ours = or_(table.c.person_id == person_id, table.c.subscriber_hash == subscriber_hash(email))
+    unsettled = session.execute(
+        select(table.c.subscriber_hash).where(ours, table.c.status.in_(("pending", "pushing")))
+    ).scalars()
+    digests = {subscriber_hash(email)} | {digest for digest in unsettled if digest}
+    deletes = [_queue(session, "delete", digest, person_id).id for digest in sorted(digests)]
+    in_flight = table.c.status == "pushing"
+    session.execute(
+        update(table)
+        .where(or_(ours, table.c.subscriber_hash.in_(digests)), table.c.id.not_in(deletes))
+        .values(
+            email=None,
+            name=None,
+            subscriber_hash=None,
+            status=case((in_flight, "superseded"), else_=table.c.status),
+            done_at=case((in_flight, utcnow()), else_=table.c.done_at),
+        )
+    )
 
 
-def queue_email_change(session: Session, old_email: str, new_email: str) -> None:
-    _queue(session, "update_email", old_email, email=new_email)
+def queue_email_change(
+    session: Session, person: Person, old_email: str, new_email: str, opt_in_at: datetime | None
+) -> None:
+    """Move the member to the new address, still subscribed. If Mailchimp never had them
+    (the first subscribe had not been pushed), the pusher subscribes the new address."""
+    if enabled(session):
+        _queue(
+            session,
+            "update_email",
+            subscriber_hash(old_email),
+            person.id,
+            email=new_email,
+            name=person.name,
+            opt_in_at=opt_in_at,
+        )
 
 
 def claim(session: Session, limit: int, now: datetime | None = None) -> list[MailchimpChange]:
@@ -163,16 +185,48 @@ def mark_retry(
         change.last_error = without_addresses(error)[:1000]
         change.status = "failed" if change.attempts >= MAX_ATTEMPTS else "pending"
         change.next_attempt_at = now + delay
+        if change.status == "failed":
+            change.email = change.name = None
     session.flush()
 
 
 def mark_failed(session: Session, ids: list[int], error: str) -> None:
+    """Refused for good: never sent again, so it keeps no name or address, only the hash
+    by which staff can look the member up in Mailchimp."""
     table = MailchimpChange.__table__
     session.execute(
         update(table)
         .where(table.c.id.in_(ids), table.c.status != "superseded")
-        .values(status="failed", last_error=without_addresses(error)[:1000])
+        .values(status="failed", email=None, name=None, last_error=without_addresses(error)[:1000])
     )
+
+
+def mark_moved_missing(session: Session, ids: list[int], now: datetime | None = None) -> None:
+    """Mailchimp had no member at the old address of an address change: subscribe the new
+    address instead, unless a later change of the person's (a withdrawal, say) is queued."""
+    now = now or utcnow()
+    table = MailchimpChange.__table__
+    for change in session.execute(
+        select(MailchimpChange).where(
+            MailchimpChange.id.in_(ids), MailchimpChange.status != "superseded"
+        )
+    ).scalars():
+        later = session.execute(
+            select(table.c.id).where(
+                table.c.id > change.id,
+                table.c.person_id == change.person_id
+                if change.person_id is not None
+                else table.c.subscriber_hash == subscriber_hash(change.email or ""),
+            )
+        ).first()
+        if change.email and later is None:
+            change.action, change.status = "subscribe", "pending"
+            change.subscriber_hash = subscriber_hash(change.email)
+            change.next_attempt_at = now
+        else:
+            change.status, change.done_at = "done", now
+            change.email = change.name = change.subscriber_hash = None
+    session.flush()
 
 
 def record_unsubscribe(session: Session, email: str, *, reason: str, actor: str) -> bool:
@@ -199,7 +253,7 @@ def record_email_change(session: Session, old_email: str, new_email: str, *, act
     person = people.find_by_email(session, old_email)
     if person is None:
         return False
-    return people.change_email(
+    changed = people.change_email(
         session,
         person,
         new_email,
@@ -207,6 +261,7 @@ def record_email_change(session: Session, old_email: str, new_email: str, *, act
         actor=actor,
         note="Address changed in Mailchimp",
     )
+    return changed
 
 
 def sync_state(session: Session) -> dict[str, int]:

@@ -183,12 +183,14 @@ def change_email(
         raise Conflict("That email address is already used by someone else on our records.")
     from consent.services import mailchimp
 
+    newsletter = ledger.states_for(session, person).get("newsletter")
     if (
         person.email
         and channel != mailchimp.CHANNEL
-        and ledger.has_consent(session, person, "newsletter")
+        and newsletter
+        and newsletter.status == "given"
     ):
-        mailchimp.queue_email_change(session, person.email, normalised)
+        mailchimp.queue_email_change(session, person, person.email, normalised, newsletter.given_at)
     person.email = normalised
     person.pending_email = None
     person.updated_at = utcnow()
@@ -283,7 +285,7 @@ def scrub(
     )
     for person_id, email in living:
         if email and person_id in newsletter_people:
-            mailchimp.queue_delete(session, email)
+            mailchimp.queue_delete(session, person_id, email)
     counts["memberships"] = panels.delete_all_for_people(session, ids)
     session.execute(delete(PendingSignup).where(among(PendingSignup.person_id, ids)))
     counts["bookings"] = int(
