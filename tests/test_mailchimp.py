@@ -444,7 +444,7 @@ def test_webhook_address_change_is_a_correction(hook_app: Flask) -> None:
         assert people.find_by_email(session, "after@example.com") is not None
         change = session.exec(select(PersonChange)).one()
         assert (change.fields, change.channel) == ("email", "mailchimp_webhook")
-    assert hook_app.test_client().get(old_link).status_code == 200
+    assert hook_app.test_client().get(old_link).status_code == 410
 
 
 @pytest.mark.parametrize(

@@ -249,7 +249,8 @@ def record_unsubscribe(session: Session, email: str, *, reason: str, actor: str)
 
 
 def record_email_change(session: Session, old_email: str, new_email: str, *, actor: str) -> bool:
-    """The person changed their address in Mailchimp: correct it here too."""
+    """The person changed their address in Mailchimp: correct it here too. Links sent to
+    the old address stop working, as when they change it on their preferences page."""
     person = people.find_by_email(session, old_email)
     if person is None:
         return False
@@ -261,6 +262,8 @@ def record_email_change(session: Session, old_email: str, new_email: str, *, act
         actor=actor,
         note="Address changed in Mailchimp",
     )
+    if changed:
+        people.revoke_links(person)
     return changed
 
 
