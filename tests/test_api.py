@@ -368,6 +368,33 @@ def test_lookups_are_limited_per_key(settings: Settings) -> None:
     db.dispose()
 
 
+def test_refused_lookups_do_not_use_up_a_key_s_allowance(settings: Settings) -> None:
+    """A key's prefix is shown on the admin page and in the audit log; calls with a made-up
+    secret after it are refused without counting against the real key, and too many
+    refusals from one address are stopped."""
+    app = create_app(replace(settings, rate_limits=True))
+    app.config["API_LOOKUP_LIMIT"] = "3 per minute"
+    app.config["API_REFUSED_LIMIT"] = "5 per minute"
+    db = _db(app)
+    _, real = _key(db, "consents:read")
+    forged = real[: real.rindex("_") + 1] + "A" * 43
+    attacker = app.test_client()
+    attacks = [
+        attacker.post(
+            "/api/v1/consents/lookup",
+            json={"email": "a@example.com"},
+            headers=_auth(forged),
+            environ_base={"REMOTE_ADDR": "203.0.113.9"},
+        ).status_code
+        for _ in range(6)
+    ]
+    assert attacks == [401] * 5 + [429]
+    system = app.test_client()
+    codes = [_lookup(system, real, "a@example.com").status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    db.dispose()
+
+
 # ---- purposes and reports -------------------------------------------------------------------
 
 

@@ -28,6 +28,8 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 #: Lookups one key may make: plenty for a system checking people as it contacts them.
 LOOKUP_LIMIT = "600 per minute"
+#: Lookups refused for want of a working key, per address: a misconfigured system, or a guess.
+REFUSED_LIMIT = "30 per minute"
 
 View = Callable[..., Response]
 
@@ -96,10 +98,24 @@ def _lookup_limit() -> str:
     return str(current_app.config.get("API_LOOKUP_LIMIT", LOOKUP_LIMIT))
 
 
+def _refused_limit() -> str:
+    return str(current_app.config.get("API_REFUSED_LIMIT", REFUSED_LIMIT))
+
+
 def _limit_key() -> str:
     """Lookups are counted per key, or per address for a request without one."""
     prefix = api_keys.prefix_of(_presented() or "")
     return f"api-key:{prefix}" if prefix else get_remote_address()
+
+
+def _authenticated(response: Response) -> bool:
+    """Only a call the key was accepted for counts against it: a key's prefix is no secret,
+    and refused calls bearing it must not use up the real key's allowance."""
+    return response.status_code != 401
+
+
+def _refused(response: Response) -> bool:
+    return response.status_code == 401
 
 
 def _time(moment: datetime | None) -> str | None:
@@ -144,7 +160,8 @@ def purposes(session: Session, key: ApiKey) -> Response:
 
 
 @bp.post("/consents/lookup")
-@limiter.limit(_lookup_limit, key_func=_limit_key)
+@limiter.limit(_lookup_limit, key_func=_limit_key, deduct_when=_authenticated)
+@limiter.limit(_refused_limit, key_func=get_remote_address, deduct_when=_refused)
 @keyed("consents:read")
 def consent_lookup(session: Session, key: ApiKey) -> Response:
     if request.mimetype != "application/json":
