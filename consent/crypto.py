@@ -1,8 +1,8 @@
 """Field encryption for special category data, with several keys so keys can rotate.
 
 Values are encrypted with the newest key of ``CONSENT_FIELD_KEYS`` and decrypted with any
-of them; :func:`rotate_all` re-encrypts every stored value under the newest key, after
-which older keys can be retired.
+of them; :func:`rotate_all` re-encrypts every stored value under the newest key (padding
+JSON values stored before padding was added), after which older keys can be retired.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from consent.db import settings_of
+
+#: Every answer chosen from a list, all questions at their longest, fits in one block.
+PAD_BLOCK = 512
 
 
 class FieldCipher:
@@ -46,7 +49,10 @@ class FieldCipher:
             ) from exc
 
     def encrypt_json(self, value: Any) -> str:
-        return self.encrypt(json.dumps(value, sort_keys=True, ensure_ascii=False))
+        """Padded with spaces to a whole number of blocks before encrypting: Fernet keeps the
+        length, and answers picked from a list would otherwise be told apart by it."""
+        text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+        return self.encrypt(text + " " * (-len(text.encode("utf-8")) % PAD_BLOCK))
 
     def decrypt_json(self, token: str) -> Any:
         return json.loads(self.decrypt(token))
@@ -58,6 +64,10 @@ class UndecryptableField(RuntimeError):
 
 def cipher_for(session: Session) -> FieldCipher:
     return FieldCipher(settings_of(session).field_keys)
+
+
+#: Columns holding JSON, re-padded as they are re-encrypted (values from before padding).
+_JSON_COLUMNS = {("panel_profile", "special_category"), ("pending_signup", "payload")}
 
 
 def encrypted_columns() -> list[tuple[Any, Any]]:
@@ -77,6 +87,7 @@ def rotate_all(session: Session, batch_size: int = 500) -> dict[str, int]:
     cipher = cipher_for(session)
     counts: dict[str, int] = {}
     for model, column in encrypted_columns():
+        padded = (model.__tablename__, column.key) in _JSON_COLUMNS
         done = 0
         last_id = 0
         while True:
@@ -92,7 +103,13 @@ def rotate_all(session: Session, batch_size: int = 500) -> dict[str, int]:
                 session.execute(
                     model.__table__.update()
                     .where(model.__table__.c.id == row_id)
-                    .values({column.key: cipher.rotate(token)})
+                    .values(
+                        {
+                            column.key: cipher.encrypt_json(cipher.decrypt_json(token))
+                            if padded
+                            else cipher.rotate(token)
+                        }
+                    )
                 )
                 done += 1
             last_id = rows[-1][0]

@@ -12,6 +12,7 @@ from sqlmodel import select
 from consent import crypto
 from consent.db import Database
 from consent.models import PanelProfile
+from consent.options import options
 from tests import factories
 from tests.helpers import find_anywhere
 
@@ -52,3 +53,40 @@ def test_a_missing_key_is_a_clear_error_not_garbage() -> None:
     token = crypto.FieldCipher([Fernet.generate_key().decode()]).encrypt("x")
     with pytest.raises(crypto.UndecryptableField):
         crypto.FieldCipher([Fernet.generate_key().decode()]).decrypt(token)
+
+
+def test_answers_from_a_list_cannot_be_told_apart_by_the_ciphertext_s_length(
+    db: Database,
+) -> None:
+    """Fernet keeps the length of what it encrypts; every answer chosen from the lists,
+    alone or all at their longest, must come out the same length."""
+    questions = [q for q in options().special_category if not q.free_text]
+    profiles: list[dict[str, str]] = [{}]
+    profiles += [{q.key: answer} for q in questions for answer in q.options]
+    profiles.append({q.key: max(q.options, key=len) for q in questions})
+    cipher = crypto.FieldCipher(db.settings.field_keys)
+    lengths = {len(cipher.encrypt_json(profile)) for profile in profiles}
+    assert len(lengths) == 1, lengths
+    assert all(cipher.decrypt_json(cipher.encrypt_json(p)) == p for p in profiles)
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        for answer in ("White", "Black, Black British, Caribbean or African"):
+            factories.member(session, panel, special={"ethnicity": answer})
+    with db.engine.connect() as conn:
+        stored = conn.execute(text("SELECT special_category FROM panel_profile")).scalars().all()
+    assert len({len(token) for token in stored}) == 1
+
+
+def test_rotation_pads_answers_stored_before_padding(db: Database) -> None:
+    cipher = crypto.FieldCipher(db.settings.field_keys)
+    with db.transaction() as session:
+        factories.member(session, factories.panel(session), special={"ethnicity": "White"})
+    unpadded = cipher.encrypt('{"ethnicity": "White"}')
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE panel_profile SET special_category = :t"), {"t": unpadded})
+    with db.transaction() as session:
+        crypto.rotate_all(session)
+    with db.reader() as session:
+        stored = session.exec(select(PanelProfile)).one().special_category
+    assert len(stored) == len(cipher.encrypt_json({"ethnicity": "White"})) > len(unpadded)
+    assert cipher.decrypt_json(stored) == {"ethnicity": "White"}
