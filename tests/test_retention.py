@@ -773,3 +773,31 @@ def test_renewing_after_expiry_is_refused_clearly(app: Flask, db: Database) -> N
     page = client.get(f"/renew/{token}")
     response = client.post(f"/renew/{token}", data={"csrf_token": csrf(page_text(page))})
     assert response.status_code == 409 and "already ended" in page_text(response)
+
+
+def test_a_phone_number_goes_with_the_last_panel_membership(db: Database) -> None:
+    """It is asked for only so the Family Hub can call about meetings; someone kept for
+    the newsletter keeps no phone number once they are on no panel."""
+    with db.transaction() as session:
+        first, second = factories.panel(session), factories.panel(session, name="Southfield")
+        one = factories.consenting(session, "newsletter", email="one@example.com")
+        both = factories.consenting(session, "newsletter", email="both@example.com")
+        for someone, on in ((one, [first]), (both, [first, second])):
+            people.correct_details(
+                session, someone, {"phone": "07700 900123"}, channel="web_form", actor="self"
+            )
+            for panel in on:
+                factories.member(session, panel, someone)
+        first_id, ids = first.id, (one.id, both.id)
+    with db.transaction() as session:
+        panels.conclude(session, session.get(Panel, first_id))
+    retention.sweep(db)
+    with db.reader() as session:
+        one, both = (session.get(Person, i) for i in ids)
+        assert one.email == "one@example.com" and one.phone is None
+        assert both.phone == "+447700900123"
+    with db.transaction() as session:
+        both = session.get(Person, ids[1])
+        ledger.withdraw(session, both, "panel_contact", channel="web_form", actor="self")
+        assert both.phone is None
+    assert find_anywhere(db.engine, ["7700900123"]) == []

@@ -88,17 +88,42 @@ def end_memberships_of(
         lambda state: state.identity[0] in ended,
         ["left_at", "left_reason", "data_destroyed_at"],
     )
+    _forget_phones(session, person_ids)
     return len(ids)
 
 
+def _forget_phones(session: Session, person_ids: list[int]) -> None:
+    """A phone number is asked for only so the Family Hub team can call about panel meetings,
+    so it goes with the person's last membership."""
+    member, person = PanelMembership.__table__, Person.__table__
+    staying = select(member.c.person_id).where(
+        among(member.c.person_id, person_ids), member.c.left_at.is_(None)
+    )
+    gone = set(
+        session.execute(
+            select(person.c.id).where(
+                among(person.c.id, person_ids),
+                person.c.id.not_in(staying),
+                person.c.phone.is_not(None),
+            )
+        ).scalars()
+    )
+    if gone:
+        session.execute(update(person).where(among(person.c.id, sorted(gone))).values(phone=None))
+        _expire_loaded(session, lambda state: state.identity[0] in gone, ["phone"], Person)
+
+
 def _expire_loaded(
-    session: Session, changed: Callable[[InstanceState[Any]], bool], fields: list[str]
+    session: Session,
+    changed: Callable[[InstanceState[Any]], bool],
+    fields: list[str],
+    model: type = PanelMembership,
 ) -> None:
-    """Keep memberships this session holds in step with a statement that changed their rows,
+    """Keep objects this session holds in step with a statement that changed their rows,
     without loading any: the changed fields are read again when next used."""
     for state in list(session.identity_map.all_states()):
         instance = state.obj()
-        if instance is not None and isinstance(instance, PanelMembership) and changed(state):
+        if instance is not None and isinstance(instance, model) and changed(state):
             session.expire(instance, fields)
 
 
