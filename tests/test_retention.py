@@ -801,3 +801,36 @@ def test_a_phone_number_goes_with_the_last_panel_membership(db: Database) -> Non
         ledger.withdraw(session, both, "panel_contact", channel="web_form", actor="self")
         assert both.phone is None
     assert find_anywhere(db.engine, ["7700900123"]) == []
+
+
+def test_sending_the_join_form_again_updates_answers_but_is_not_another_join(
+    db: Database,
+) -> None:
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        someone = factories.person(session, "again@example.com")
+        factories.member(session, panel, someone, postcode="NE1 4ST")
+    joined = _counters(db)
+    assert joined[("panel.joined", f"panel:{panel.id}", "all", "all")] == 1
+    with db.transaction() as session:
+        again = factories.member(
+            session,
+            session.get(Panel, panel.id),
+            session.get(Person, someone.id),
+            postcode="SW9 8QZ",
+        )
+        profile = session.execute(
+            select(PanelProfile).where(PanelProfile.membership_id == again.id)
+        ).scalar_one()
+        assert profile.postcode == "SW9 8QZ"
+    assert _counters(db) == joined
+    with db.transaction() as session:
+        ledger.withdraw(
+            session,
+            session.get(Person, someone.id),
+            "panel_contact",
+            channel="web_form",
+            actor="self",
+        )
+        factories.member(session, session.get(Panel, panel.id), session.get(Person, someone.id))
+    assert _counters(db)[("panel.joined", f"panel:{panel.id}", "all", "all")] == 2

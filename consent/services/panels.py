@@ -278,7 +278,9 @@ def join(
 ) -> PanelMembership:
     """Join (or rejoin) a panel: records panel-contact consent and the member's profile.
 
-    ``shown`` holds the notice versions the person was shown, when known.
+    A member sending the form again updates their answers but is not counted as joining
+    again: the counts go into the council's returns. ``shown`` holds the notice versions
+    the person was shown, when known.
     """
     if panel.status != "open":
         raise Conflict("This panel is not taking new members.")
@@ -313,6 +315,7 @@ def join(
             PanelMembership.panel_id == panel.id, PanelMembership.person_id == person.id
         )
     ).first()
+    joining = membership is None or membership.left_at is not None
     if membership is None:
         membership = PanelMembership(
             panel_id=panel.id, person_id=person.id, joined_at=at, expires_at=state.expires_at
@@ -324,7 +327,8 @@ def join(
     membership.expires_at = state.expires_at
     session.flush()
     _save_profile(session, membership, cleaned)
-    _count_join(session, panel, cleaned, at)
+    if joining:
+        _count_join(session, panel, cleaned, at)
     return membership
 
 
