@@ -846,15 +846,27 @@ def test_rfc_8058_one_click_unsubscribe_is_idempotent(
     assert mails(db, member) == []
 
 
-def test_unsubscribe_without_a_purpose_stops_everything(
-    app: Flask, client: FlaskClient, member: str
+@pytest.mark.parametrize("one_click", [False, True])
+def test_unsubscribe_without_a_purpose_stops_all_mail_but_does_not_leave_the_panel(
+    app: Flask, client: FlaskClient, member: str, one_click: bool
 ) -> None:
+    """Leaving a panel destroys the member's panel information at once: only the
+    preferences page, which says so, does that, never a mail app's button."""
     db = _db(app)
     path = _unsubscribe_path(db, member, None)
-    assert "Leaving the panel" in text(client.get(path))
-    client.post(path)
-    for key in ("newsletter", "workshops", "panel_contact"):
+    page = text(client.get(path))
+    assert "Leaving the panel" not in page and "does not take you off the Parent Carer" in page
+    if one_click:
+        client.post(
+            path,
+            data="List-Unsubscribe=One-Click",
+            content_type="application/x-www-form-urlencoded",
+        )
+    else:
+        client.post(path)
+    for key in ("newsletter", "workshops"):
         assert _state(db, member, key) == "withdrawn"
+    assert _state(db, member, "panel_contact") == "given"
 
 
 def test_unsubscribe_after_erasure_says_so(app: Flask, client: FlaskClient, member: str) -> None:

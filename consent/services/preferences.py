@@ -221,14 +221,20 @@ def withdraw_all(
     return withdrawn
 
 
+#: What a link for no one purpose never stops: leaving a panel destroys the member's panel
+#: information at once, which a mail app's one-click button must not do unseen.
+_PANEL_KEYS = (ledger.PANEL_CONTACT, ledger.RECORDINGS)
+
+
 def withdrawal_scope(session: Session, person: Person, purpose_key: str | None) -> list[str]:
     """What withdrawing one purpose stops (panel contact takes recordings with it), or, with
-    no purpose, every consent in force: shown before an unsubscribe and confirmed after."""
+    no purpose, every consent in force but panel membership: shown before an unsubscribe
+    and confirmed after."""
     given = [
         key for key, state in ledger.states_for(session, person).items() if state.status == "given"
     ]
     if purpose_key is None:
-        return given
+        return [key for key in given if key not in _PANEL_KEYS]
     follows = (ledger.RECORDINGS,) if purpose_key == ledger.PANEL_CONTACT else ()
     return [key for key in given if key == purpose_key or (key in follows and purpose_key in given)]
 

@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from consent import links
 from consent.errors import Conflict, InvalidInput, NotFound
-from consent.services import audit, notices, outbox, people, preferences, rights
+from consent.services import audit, ledger, notices, outbox, people, preferences, rights
 from consent.web import database, security, settings
 from consent.web.forms import (
     ButtonForm,
@@ -235,11 +235,15 @@ def unsubscribe(token: str) -> str | tuple[str, int]:
             raise
         scope = preferences.withdrawal_scope(session, person, claims.purpose)
         titles = _titles(session, scope)
+        stays_on_panel = claims.purpose is None and ledger.has_consent(
+            session, person, ledger.PANEL_CONTACT
+        )
     return render_template(
         "public/unsubscribe.html",
         form=ButtonForm(),
         titles=titles,
         leaves_panel="panel_contact" in scope,
+        stays_on_panel=stays_on_panel,
     )
 
 
