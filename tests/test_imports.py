@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from consent.db import Database
@@ -78,3 +79,14 @@ def test_a_panel_import_adds_people_who_agreed_for_another_panel(
             select(func.count()).where(ConsentEvent.person_id == elsewhere)
         ).scalar_one()
         assert events_after == events_before, "no new consent is invented for her"
+
+
+def test_agreement_to_recordings_cannot_be_imported(db: Database, tmp_path: Path) -> None:
+    """The ledger lets only a panel member agree to recordings; a bulk import would skip
+    that check and record it for people on no panel."""
+    path = _csv(tmp_path, "norec@example.com")
+    with db.transaction() as session, pytest.raises(imports.ImportRefused) as refused:
+        imports.commit(session, path, "panel_recordings", actor="c", actor_id=None, source="t")
+    assert "cannot be imported" in refused.value.message
+    with db.reader() as session:
+        assert people.find_by_email(session, "norec@example.com") is None

@@ -279,7 +279,17 @@ def _classify(session: Session, rows: list[_Row], purpose_id: int, panel: Panel 
     )
 
 
+#: Purposes that cannot be imported: agreeing to recordings is for members only, and the
+#: ledger checks each person is one, which a bulk import does not.
+NOT_IMPORTED = ("panel_recordings",)
+
+
 def _panel(session: Session, purpose_key: str, panel_id: int | None) -> Panel | None:
+    if purpose_key in NOT_IMPORTED:
+        raise ImportRefused(
+            "Agreement to recording panel meetings cannot be imported. Members give it "
+            "when they join, on their preferences page, or at a meeting."
+        )
     if purpose_key != "panel_contact":
         if panel_id is not None:
             raise ImportRefused("A panel can only be chosen when importing panel members.")

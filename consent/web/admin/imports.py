@@ -34,7 +34,11 @@ def _upload(token: str) -> Path | None:
 def _form() -> ImportForm:
     form = ImportForm()
     with database().reader() as session:
-        form.purpose.choices = [SelectChoice(p.key, p.title) for p in notices.all_purposes(session)]
+        form.purpose.choices = [
+            SelectChoice(p.key, p.title)
+            for p in notices.all_purposes(session)
+            if p.key not in service.NOT_IMPORTED
+        ]
         choices = [("", "Not a panel import")] + [
             (str(p.id), p.name) for p in panels.all_panels(session) if p.status != "concluded"
         ]
