@@ -884,12 +884,15 @@ def test_running_a_workshop(app: Flask) -> None:
     _post(client, path, path + "/send-evaluation")
     _post(client, path, path + "/close-evaluation")
     assert [m.template for m in mails(db, "bob@example.com")] == ["workshop_evaluation"]
+    assert "Cancel the workshop" not in text(client.get(path))
     _post(client, path, path + "/cancel")
-    assert mails(db, "bob@example.com")[-1].template == "workshop_cancelled"
+    assert "has already started, so it cannot be cancelled" in text(client.get(path))
+    assert [m.template for m in mails(db, "bob@example.com")] == ["workshop_evaluation"]
     with db.reader() as session:
         booking = session.get(Booking, booking_id)
         assert booking.attended is True
-        assert workshops.get_workshop(session, workshop_id).evaluation_closed_at is not None
+        found = workshops.get_workshop(session, workshop_id)
+        assert found.evaluation_closed_at is not None and found.status == "scheduled"
 
 
 def test_workshop_form_errors(app: Flask) -> None:

@@ -292,9 +292,15 @@ def bookings_of(session: Session, workshop: Workshop) -> list[Booking]:
 
 
 def cancel_workshop(session: Session, workshop: Workshop) -> int:
-    """Cancel, and tell everyone booked by email. Returns how many were told."""
+    """Cancel, and tell everyone booked by email. Returns how many were told.
+
+    Once it has started it has happened: telling people it is cancelled would be wrong,
+    and it would stop the requests for their feedback.
+    """
     if workshop.status == "cancelled":
         raise Conflict("This workshop is already cancelled.")
+    if workshop.starts_at <= utcnow():
+        raise Conflict("This workshop has already started, so it cannot be cancelled.")
     workshop.status = "cancelled"
     told = _tell_bookers(session, workshop, "workshop_cancelled", once="workshop-cancelled")
     session.flush()

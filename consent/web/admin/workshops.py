@@ -8,7 +8,7 @@ from werkzeug.wrappers import Response
 from consent.errors import Conflict, DomainError, InvalidInput
 from consent.services import reminders
 from consent.services import workshops as service
-from consent.timeutil import london_input, parse_london
+from consent.timeutil import london_input, parse_london, utcnow
 from consent.validation import whole_number
 from consent.web import database
 from consent.web.admin import COORDINATOR, DPO, audited, bp, roles
@@ -104,7 +104,11 @@ def workshop(workshop_id: int) -> str:
         found = service.get_workshop(session, workshop_id)
         bookings = service.bookings_of(session, found)
     return render_template(
-        "admin/workshop.html", workshop=found, bookings=bookings, button=ButtonOnly()
+        "admin/workshop.html",
+        workshop=found,
+        bookings=bookings,
+        button=ButtonOnly(),
+        can_cancel=found.starts_at > utcnow(),
     )
 
 
