@@ -1333,6 +1333,15 @@ def test_reports_suppress_small_numbers(app: Flask) -> None:
     bad = client.get("/admin/reports?start=March")
     assert bad.status_code == 400 and "like 2027-03" in text(bad)
     assert reports.suppressed(0) == "0"
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        for _ in range(6):
+            factories.member(session, panel)
+    switched = client.get(
+        f"/admin/reports?report=panel_joins&dimension=purpose&start={month}&end={month}"
+    )
+    assert "Nothing recorded" not in text(switched) and ">6<" in text(switched)
+    assert '<option value="all" selected>' in switched.get_data(as_text=True)
 
 
 def test_report_csvs_never_carry_a_formula(app: Flask) -> None:

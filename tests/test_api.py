@@ -438,6 +438,12 @@ def test_reports_give_counts_and_withhold_small_ones(app: Flask) -> None:
     assert rows["workshops"]["count"] is None and rows["workshops"]["shown"] == "fewer than 5"
     assert rows["family_hub_events"]["count"] is None
     assert rows["family_hub_events"]["shown"] == "withheld"
+    plain = client.get(
+        "/api/v1/reports/consents",
+        query_string={"from": month, "to": month},
+        headers=_auth(secret),
+    ).get_json()
+    assert plain["breakdown"] == "purpose" and plain["rows"] == response.get_json()["rows"]
 
 
 def test_bad_report_requests_are_refused_plainly(app: Flask) -> None:

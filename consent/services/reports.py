@@ -196,6 +196,21 @@ def table(
     return cells
 
 
+def default_dimension(report: str) -> str:
+    """Consents are only ever counted by purpose; everything else has an overall count."""
+    return "purpose" if report == "consents" else "all"
+
+
+def dimension_for(session: Session, report: str, asked: str | None) -> str:
+    """The breakdown asked for if this report has it, else the report's own default: a
+    breakdown kept from another report would show an empty table."""
+    if asked and (
+        is_special_category(asked) or asked in dimensions(session, report, special_category=True)
+    ):
+        return asked
+    return default_dimension(report)
+
+
 def dimensions(session: Session, report: str, *, special_category: bool = False) -> list[str]:
     counter = StatCounter.__table__
     metric = _metric_filter(report)

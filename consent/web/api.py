@@ -210,13 +210,14 @@ def report(session: Session, key: ApiKey, name: str) -> Response:
             f"There is no report called {name!r}.",
             reports=sorted(reports.REPORTS),
         )
+    breakdown = request.args.get("breakdown") or reports.default_dimension(name)
     try:
         cells = reports.table(
             session,
             name,
             start=request.args.get("from", ""),
             end=request.args.get("to", ""),
-            dimension=request.args.get("breakdown", "all"),
+            dimension=breakdown,
         )
     except InvalidInput as error:
         if error.field == "dimension":
@@ -230,7 +231,7 @@ def report(session: Session, key: ApiKey, name: str) -> Response:
             "title": reports.REPORTS[name][0],
             "from": request.args["from"],
             "to": request.args["to"],
-            "breakdown": request.args.get("breakdown", "all"),
+            "breakdown": breakdown,
             "rows": [
                 {
                     "scope": cell.scope,

@@ -208,7 +208,10 @@ _PATHS: dict[str, Any] = {
                     "name": "breakdown",
                     "in": "query",
                     "required": False,
-                    "schema": {"type": "string", "default": "all"},
+                    "description": "What to break the counts down by: `purpose` for the "
+                    "consents report (its default), `all` (the default) or a recorded "
+                    "breakdown such as `age_band` for the others.",
+                    "schema": {"type": "string"},
                 },
             ],
             "responses": {

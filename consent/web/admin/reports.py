@@ -19,7 +19,7 @@ def _choices() -> tuple[str, str, str, str]:
         report = "consents"
     start = request.args.get("start") or f"{int(this_month[:4]) - 1}{this_month[4:]}"
     end = request.args.get("end") or this_month
-    dimension = request.args.get("dimension") or ("purpose" if report == "consents" else "all")
+    dimension = request.args.get("dimension") or service.default_dimension(report)
     return report, start, end, dimension
 
 
@@ -31,6 +31,7 @@ def reports() -> str | tuple[str, int]:
     cells: list[service.Cell] = []
     special = staff().role == DPO
     with database().reader() as session:
+        dimension = service.dimension_for(session, report, dimension)
         try:
             cells = service.table(
                 session, report, start=start, end=end, dimension=dimension, special_category=special
@@ -58,6 +59,7 @@ def reports() -> str | tuple[str, int]:
 def reports_csv() -> Response | tuple[str, int]:
     report, start, end, dimension = _choices()
     with database().reader() as session:
+        dimension = service.dimension_for(session, report, dimension)
         try:
             cells = service.table(
                 session,
