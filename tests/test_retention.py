@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
@@ -834,3 +834,21 @@ def test_sending_the_join_form_again_updates_answers_but_is_not_another_join(
         )
         factories.member(session, session.get(Panel, panel.id), session.get(Person, someone.id))
     assert _counters(db)[("panel.joined", f"panel:{panel.id}", "all", "all")] == 2
+
+
+def test_memberships_ending_soon_are_grouped_by_the_day_in_london(db: Database) -> None:
+    """A member who joined at half past midnight in summer sees their London date on their
+    own pages; the DPO's list of what will end must say the same day."""
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        for joined in (
+            # Two years is 730 days, so these end on 29 June 2028 at 23:30 UTC, which is
+            # 00:30 on 30 June in London; at noon on 29 June; at 09:00 on 30 June.
+            datetime(2026, 6, 30, 23, 30, tzinfo=UTC),
+            datetime(2026, 6, 30, 12, 0, tzinfo=UTC),
+            datetime(2026, 7, 1, 9, 0, tzinfo=UTC),
+        ):
+            factories.member(session, panel, at=joined)
+    with db.reader() as session:
+        soon = retention.upcoming(session, datetime(2028, 6, 1, tzinfo=UTC), timedelta(days=90))
+    assert soon == [("29 June 2028", 1), ("30 June 2028", 2)]

@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlmodel import Session
@@ -46,7 +46,7 @@ from consent.models import (
     Workshop,
 )
 from consent.services import imports, ledger, outbox, panels, people, signups
-from consent.timeutil import utcnow
+from consent.timeutil import LONDON, london_date, to_london, utcnow
 from consent.validation import without_addresses
 
 #: How far back to look for withdrawals whose memberships might have been missed.
@@ -608,15 +608,28 @@ def _erase_unheld(session: Session, report: SweepReport, ids: list[int], now: da
         report.removed["people_erased"] += counts["people"]
 
 
-def upcoming(session: Session, now: datetime, within: timedelta) -> list[tuple[object, int]]:
-    """Panel memberships reaching their two-year limit soon, per day: what the sweep will
-    remove unless members renew."""
+def upcoming(session: Session, now: datetime, within: timedelta) -> list[tuple[str, int]]:
+    """Panel memberships reaching their two-year limit soon, per London day (as members see
+    the date on their own pages): what the sweep will remove unless members renew.
+
+    Counted per UTC hour in the database, since London is a whole number of hours ahead
+    of UTC, and each hour put on its London day here.
+    """
     member = PanelMembership.__table__
-    day = func.date(member.c.expires_at)
+    if session.get_bind().dialect.name == "postgresql":
+        hour = func.date_trunc("hour", func.timezone("UTC", member.c.expires_at))
+    else:
+        hour = func.strftime("%Y-%m-%d %H:00:00", member.c.expires_at)
     rows = session.execute(
-        select(day, func.count())
+        select(hour, func.count())
         .where(member.c.left_at.is_(None), member.c.expires_at <= now + within)
-        .group_by(day)
-        .order_by(day)
+        .group_by(hour)
     ).all()
-    return [(when, number) for when, number in rows]
+    days: Counter[date] = Counter()
+    for started, number in rows:
+        moment = started if isinstance(started, datetime) else datetime.fromisoformat(started)
+        days[to_london(moment.replace(tzinfo=UTC)).date()] += number
+    return [
+        (london_date(datetime(day.year, day.month, day.day, 12, tzinfo=LONDON)), days[day])
+        for day in sorted(days)
+    ]
