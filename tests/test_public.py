@@ -38,6 +38,7 @@ from consent.services import (
     panels,
     people,
     preferences,
+    retention,
     signups,
 )
 from consent.timeutil import london_date, utcnow
@@ -446,6 +447,20 @@ def test_an_invitation_to_a_panel_that_has_since_closed_says_so(
         assert session.exec(select(func.count()).select_from(PanelMembership)).one() == 0
 
 
+def test_joining_from_an_invitation_keeps_the_name_typed(app: Flask, client: FlaskClient) -> None:
+    db = _db(app)
+    panel_id = _panel(db)
+    with db.transaction() as session:
+        panels.invite(
+            session, panels.get_panel(session, panel_id), email="rowan@example.com", name=None
+        )
+    join = link_in(mails(db, "rowan@example.com")[0], "join")
+    assert "You have joined" in text(submit(client, join, {**JOIN, "name": "Rowan Invited"}))
+    with db.reader() as session:
+        person = people.find_by_email(session, "rowan@example.com")
+        assert (person.name, person.phone) == ("Rowan Invited", "+447700900123")
+
+
 # ---- manage ---------------------------------------------------------------------------------
 
 
@@ -456,6 +471,19 @@ def member(app: Flask) -> str:
         person = factories.consenting(session, "newsletter", "workshops", email="pat@example.com")
         factories.member(session, factories.panel(session), person)
     return "pat@example.com"
+
+
+def test_a_panel_that_closed_is_not_said_to_have_ended_after_two_years(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    db = _db(app)
+    with db.transaction() as session:
+        panel = session.exec(select(Panel)).one()
+        panels.conclude(session, panel)
+    retention.sweep(db)
+    assert _state(db, member, "panel_contact") == "expired"
+    page = text(client.get(_manage_path(db, member)))
+    assert "Ended when the panel closed" in page and "Ended after two years" not in page
 
 
 def test_manage_shows_every_purpose_and_when_and_how(

@@ -76,6 +76,9 @@ class PurposeView:
     def given(self) -> bool:
         return self.state is not None and self.state.status == "given"
 
+    #: Expired because the panel closed, not because two years passed.
+    panel_closed: bool = False
+
 
 @dataclass(frozen=True)
 class Overview:
@@ -155,14 +158,35 @@ def overview(session: Session, person: Person) -> Overview:
     catalogue = notice_catalogue.current(
         session, needs={state.notice_id for state in states.values()}
     )
+    closed = _panel_closed_at(session, person, catalogue.purposes, states)
     views = []
     for purpose in catalogue.purposes:
         state = states.get(purpose.id)
         agreed = catalogue.notices.get(state.notice_id) if state else None
-        views.append(PurposeView(purpose, catalogue.newest[purpose.id], state, agreed))
+        ended = state is not None and state.status == "expired" and state.changed_at in closed
+        views.append(PurposeView(purpose, catalogue.newest[purpose.id], state, agreed, ended))
     memberships = [PanelPlace(*row) for row in _MEMBERSHIPS.rows(session, params)]
     bookings = [UpcomingBooking(*row) for row in _BOOKINGS.rows(session, params)]
     return Overview(person, views, memberships, bookings)
+
+
+def _panel_closed_at(
+    session: Session, person: Person, purposes: list[Purpose], states: dict[int, ConsentNow]
+) -> set[datetime]:
+    """When the sweep ended this person's memberships because a panel concluded; it expires
+    their panel consents at that same moment. Asked only once panel contact has expired."""
+    contact = next((p.id for p in purposes if p.key == ledger.PANEL_CONTACT), None)
+    state = states.get(contact) if contact is not None else None
+    if state is None or state.status != "expired":
+        return set()
+    return set(
+        session.execute(
+            select(PanelMembership.left_at).where(
+                PanelMembership.person_id == person.id,
+                PanelMembership.left_reason == "panel_concluded",
+            )
+        ).scalars()
+    )
 
 
 def _titles(session: Session, keys: list[str]) -> list[str]:

@@ -364,13 +364,10 @@ def join_invited(token: str) -> str | tuple[str, int]:
             with database().transaction() as session:
                 person, claims = resolve(session, token, "join")
                 notices_shown = {key: session.get(Notice, number) for key, number in ticked.items()}
-                if form.phone.data:
+                typed = {"name": form.name.data, "phone": form.phone.data}
+                if changes := {field: value for field, value in typed.items() if value}:
                     people.correct_details(
-                        session,
-                        person,
-                        {"phone": form.phone.data},
-                        channel="email_link",
-                        actor="self",
+                        session, person, changes, channel="email_link", actor="self"
                     )
                 panels.join(
                     session,
