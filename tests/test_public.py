@@ -38,8 +38,10 @@ from consent.services import (
     panels,
     people,
     preferences,
+    reminders,
     retention,
     signups,
+    workshops,
 )
 from consent.timeutil import london_date, utcnow
 from tests import factories
@@ -635,6 +637,16 @@ def test_stop_everything_in_one_step(app: Flask, client: FlaskClient, member: st
         assert session.exec(select(PanelProfile)).all() == []
 
 
+def test_stop_everything_also_stops_booking_reminders(app: Flask, client: FlaskClient) -> None:
+    db = _db(app)
+    _booked(db, "bea@example.com")
+    path = _manage_path(db, "bea@example.com")
+    done = _post_manage(client, path, "stop-everything", {})
+    assert "You will not get any more emails" in text(client.get(done.location))
+    with db.transaction() as session:
+        assert reminders.workshop_reminders(session) == 0
+
+
 def test_a_refusal_is_shown_as_a_problem_and_a_success_as_a_success(
     app: Flask, client: FlaskClient, member: str
 ) -> None:
@@ -895,6 +907,63 @@ def test_unsubscribe_without_a_purpose_stops_all_mail_but_does_not_leave_the_pan
     for key in ("newsletter", "workshops"):
         assert _state(db, member, key) == "withdrawn"
     assert _state(db, member, "panel_contact") == "given"
+
+
+def _booked(db: Database, email: str) -> int:
+    """A booking made well ahead (reminders skip last-minute ones) on a workshop tomorrow."""
+    with time_machine.travel(utcnow() - timedelta(days=2), tick=False), db.transaction() as s:
+        booking, _ = workshops.book_and_confirm(
+            s,
+            factories.workshop(s, days=3),
+            name="Bea Booker",
+            email=email,
+            setting=None,
+            district="Riverside",
+            job_role="Volunteer",
+            opt_ins={},
+        )
+        return booking.id
+
+
+@pytest.mark.parametrize("one_click", [False, True])
+def test_unsubscribing_from_a_booking_email_stops_its_reminders_and_feedback_requests(
+    app: Flask, client: FlaskClient, one_click: bool
+) -> None:
+    """The booker never asked for news of workshops; the link in their booking email must
+    still stop something: the reminder and the feedback request. The place stays booked."""
+    db = _db(app)
+    booking_id = _booked(db, "bea@example.com")
+    [booked] = mails(db, "bea@example.com", template="workshop_booked")
+    path = link_in(booked, "unsubscribe")
+    page = text(client.get(path))
+    assert "Reminders and requests for feedback" in page and "not subscribed" not in page
+    if one_click:
+        client.post(
+            path,
+            data="List-Unsubscribe=One-Click",
+            content_type="application/x-www-form-urlencoded",
+        )
+    else:
+        assert "Reminders and requests for feedback" in text(client.post(path))
+    with db.transaction() as session:
+        assert reminders.workshop_reminders(session) == 0
+    with time_machine.travel(utcnow() + timedelta(days=2)), db.transaction() as session:
+        assert reminders.evaluation_requests(session) == 0
+    with db.reader() as session:
+        assert session.get(Booking, booking_id).cancelled_at is None
+    assert "nothing to stop" in text(client.get(path)).lower()
+
+
+def test_a_booker_whose_address_was_suppressed_still_gets_the_reminder(app: Flask) -> None:
+    """Suppression keeps mail people did not ask for from an address they once erased;
+    a reminder about a place they have since booked is mail they asked for."""
+    db = _db(app)
+    with db.transaction() as session:
+        earlier = factories.consenting(session, "newsletter", email="back@example.com")
+        people.erase(session, earlier, channel="email_link", actor="self")
+    _booked(db, "back@example.com")
+    with db.transaction() as session:
+        assert reminders.workshop_reminders(session) == 1
 
 
 def test_unsubscribe_after_erasure_says_so(app: Flask, client: FlaskClient, member: str) -> None:

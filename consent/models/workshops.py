@@ -49,4 +49,6 @@ class Booking(SQLModel, table=True):
     evaluation: str | None = Field(default=None, sa_type=Text)
     booked_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     cancelled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: The booker asked for no reminder or feedback request (an unsubscribe link).
+    mail_stopped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     purged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select, update
 from sqlmodel import Session
 
 from consent import links
@@ -231,10 +231,41 @@ def set_consent(
     return event is not None
 
 
+def _mail_to_stop(person: Person) -> Any:
+    booking = Booking.__table__.c
+    return (
+        booking.person_id == person.id,
+        booking.cancelled_at.is_(None),
+        booking.purged_at.is_(None),
+        booking.mail_stopped_at.is_(None),
+    )
+
+
+def booking_mail_scope(session: Session, person: Person, purpose_key: str | None) -> int:
+    """How many bookings' reminders and feedback requests an unsubscribe link would stop.
+
+    Booking emails carry a link for workshops; someone who booked without asking for news
+    of workshops would otherwise press it and stop nothing. The places stay booked.
+    """
+    if purpose_key not in (None, "workshops"):
+        return 0
+    return int(session.execute(select(func.count()).where(*_mail_to_stop(person))).scalar_one())
+
+
+def stop_booking_mail(session: Session, person: Person) -> int:
+    """No more reminders or feedback requests for any of the person's bookings."""
+    table = Booking.__table__
+    result = session.execute(
+        update(table).where(*_mail_to_stop(person)).values(mail_stopped_at=utcnow())
+    )
+    return int(result.rowcount or 0)
+
+
 def withdraw_all(
     session: Session, person: Person, *, channel: str = "email_link", notify: bool = True
 ) -> list[str]:
-    """Withdraw every consent in force, in one step."""
+    """Withdraw every consent in force, and stop every booking's reminders, in one step."""
+    stop_booking_mail(session, person)
     withdrawn = []
     for key, state in ledger.states_for(session, person).items():
         if state.status == "given":
@@ -271,6 +302,8 @@ def unsubscribe(
     stopped = withdrawal_scope(session, person, purpose_key)
     for key in stopped:
         ledger.withdraw(session, person, key, channel=channel, actor="self")
+    if purpose_key in (None, "workshops"):
+        stop_booking_mail(session, person)
     if not one_click:
         confirm_withdrawal(session, person, stopped)
     return stopped

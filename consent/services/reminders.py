@@ -110,6 +110,7 @@ def workshop_reminders(session: Session, now: datetime | None = None) -> int:
             Workshop.starts_at > now,
             Workshop.starts_at <= now + timedelta(days=1),
             Booking.cancelled_at.is_(None),
+            Booking.mail_stopped_at.is_(None),
             Booking.purged_at.is_(None),
             Person.erased_at.is_(None),
         )
@@ -168,6 +169,7 @@ def evaluation_requests(
             *window,
             Workshop.evaluation_closed_at.is_(None),
             Booking.cancelled_at.is_(None),
+            Booking.mail_stopped_at.is_(None),
             Booking.purged_at.is_(None),
             Booking.attended.is_not(False),
             Person.erased_at.is_(None),

@@ -81,8 +81,9 @@ def stop_everything(token: str) -> BaseResponse | tuple[str, int]:
         return _bad_request()
     with database().transaction() as session:
         person, _ = resolve(session, token, "manage")
+        bookings = preferences.booking_mail_scope(session, person, None)
         stopped = preferences.withdraw_all(session, person)
-    if not stopped:
+    if not stopped and not bookings:
         return _back(token, "There was nothing to stop.")
     return _back(
         token,
@@ -223,6 +224,10 @@ def delete(token: str) -> str | tuple[str, int]:
 
 # ---- unsubscribe --------------------------------------------------------------------------
 
+BOOKING_MAIL = (
+    "Reminders and requests for feedback about workshops you have booked (your places stay booked)"
+)
+
 
 @bp.get("/unsubscribe/<token>")
 def unsubscribe(token: str) -> str | tuple[str, int]:
@@ -235,6 +240,8 @@ def unsubscribe(token: str) -> str | tuple[str, int]:
             raise
         scope = preferences.withdrawal_scope(session, person, claims.purpose)
         titles = _titles(session, scope)
+        if preferences.booking_mail_scope(session, person, claims.purpose):
+            titles.append(BOOKING_MAIL)
         stays_on_panel = claims.purpose is None and ledger.has_consent(
             session, person, ledger.PANEL_CONTACT
         )
@@ -267,8 +274,9 @@ def unsubscribe_post(token: str) -> str | tuple[str, int]:
             if error.erased:
                 return render_template("public/unsubscribed.html", stopped=[], erased=True)
             raise
+        bookings = preferences.booking_mail_scope(session, person, claims.purpose)
         stopped = preferences.unsubscribe(session, person, claims.purpose, one_click=one_click)
-        titles = _titles(session, stopped)
+        titles = _titles(session, stopped) + ([BOOKING_MAIL] if bookings else [])
     if one_click:
         return "Unsubscribed.", 200
     return render_template("public/unsubscribed.html", stopped=titles, erased=False)
