@@ -19,6 +19,7 @@ from werkzeug.test import TestResponse
 from consent import create_app, links
 from consent.config import Settings
 from consent.db import Database
+from consent.errors import Conflict
 from consent.models import (
     Booking,
     ConsentEvent,
@@ -964,6 +965,31 @@ def test_a_booker_whose_address_was_suppressed_still_gets_the_reminder(app: Flas
     _booked(db, "back@example.com")
     with db.transaction() as session:
         assert reminders.workshop_reminders(session) == 1
+
+
+def test_unsubscribing_from_an_invitation_stops_further_invitations(
+    app: Flask, client: FlaskClient
+) -> None:
+    db = _db(app)
+    panel_id = _panel(db)
+    with db.transaction() as session:
+        panels.invite(
+            session, panels.get_panel(session, panel_id), email="no@example.com", name=None
+        )
+    path = link_in(mails(db, "no@example.com")[0], "unsubscribe")
+    assert "Invitations to join a Parent Carer Panel" in text(client.get(path))
+    client.post(
+        path, data="List-Unsubscribe=One-Click", content_type="application/x-www-form-urlencoded"
+    )
+    with db.transaction() as session, pytest.raises(Conflict) as refused:
+        panels.invite(
+            session, panels.get_panel(session, panel_id), email="no@example.com", name=None
+        )
+    assert "asked not to be contacted" in refused.value.message
+    assert "nothing to stop" in text(client.get(path)).lower()
+    assert "You have joined" in text(
+        submit(client, link_in(mails(db, "no@example.com")[0], "join"), dict(JOIN))
+    ), "the person can still join with the link they were sent"
 
 
 def test_unsubscribe_after_erasure_says_so(app: Flask, client: FlaskClient, member: str) -> None:

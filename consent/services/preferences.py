@@ -252,6 +252,16 @@ def booking_mail_scope(session: Session, person: Person, purpose_key: str | None
     return int(session.execute(select(func.count()).where(*_mail_to_stop(person))).scalar_one())
 
 
+def declines_invitations(session: Session, person: Person, purpose_key: str | None) -> bool:
+    """Whether a panel link would stop invitations: someone invited but not on a panel has
+    no panel consent to withdraw, yet 'stop' must stop the next coordinator's invitation."""
+    if purpose_key != ledger.PANEL_CONTACT or not person.email:
+        return False
+    if ledger.has_consent(session, person, ledger.PANEL_CONTACT):
+        return False
+    return not people.is_suppressed(session, person.email)
+
+
 def stop_booking_mail(session: Session, person: Person) -> int:
     """No more reminders or feedback requests for any of the person's bookings."""
     table = Booking.__table__
@@ -299,6 +309,8 @@ def unsubscribe(
 ) -> list[str]:
     """Stop what the link covers. Idempotent: a second press finds nothing left to stop."""
     channel = "one_click_unsubscribe" if one_click else "email_link"
+    if declines_invitations(session, person, purpose_key):
+        people.suppress(session, person.email or "", reason="declined_invitation")
     stopped = withdrawal_scope(session, person, purpose_key)
     for key in stopped:
         ledger.withdraw(session, person, key, channel=channel, actor="self")

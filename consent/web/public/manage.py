@@ -227,6 +227,7 @@ def delete(token: str) -> str | tuple[str, int]:
 BOOKING_MAIL = (
     "Reminders and requests for feedback about workshops you have booked (your places stay booked)"
 )
+INVITATIONS = "Invitations to join a Parent Carer Panel"
 
 
 @bp.get("/unsubscribe/<token>")
@@ -242,6 +243,8 @@ def unsubscribe(token: str) -> str | tuple[str, int]:
         titles = _titles(session, scope)
         if preferences.booking_mail_scope(session, person, claims.purpose):
             titles.append(BOOKING_MAIL)
+        if preferences.declines_invitations(session, person, claims.purpose):
+            titles.append(INVITATIONS)
         stays_on_panel = claims.purpose is None and ledger.has_consent(
             session, person, ledger.PANEL_CONTACT
         )
@@ -275,8 +278,10 @@ def unsubscribe_post(token: str) -> str | tuple[str, int]:
                 return render_template("public/unsubscribed.html", stopped=[], erased=True)
             raise
         bookings = preferences.booking_mail_scope(session, person, claims.purpose)
+        declines = preferences.declines_invitations(session, person, claims.purpose)
         stopped = preferences.unsubscribe(session, person, claims.purpose, one_click=one_click)
         titles = _titles(session, stopped) + ([BOOKING_MAIL] if bookings else [])
+        titles += [INVITATIONS] if declines else []
     if one_click:
         return "Unsubscribed.", 200
     return render_template("public/unsubscribed.html", stopped=titles, erased=False)
