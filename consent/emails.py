@@ -46,6 +46,15 @@ EMAILS: dict[str, EmailSpec] = {
         "name",
         "confirm_url",
     ),
+    "confirm_subscription": _spec(
+        "Confirm the emails you asked for",
+        "someone, probably you, asked for emails from us at this address.",
+        None,
+        True,
+        "name",
+        "confirm_url",
+        "asked_for",
+    ),
     "welcome": _spec(
         "You are subscribed to the Family Hubs newsletter",
         "you confirmed you want the Family Hubs newsletter.",

@@ -119,6 +119,25 @@ def test_newsletter_sign_up_needs_confirmation_by_a_post(app: Flask, client: Fla
         assert session.exec(select(func.count()).select_from(ConsentEvent)).one() == 1
 
 
+def test_the_confirmation_names_what_was_asked_for(app: Flask, client: FlaskClient) -> None:
+    """Ticking only Family Hub events must not be confirmed as 'the newsletter'."""
+    db = _db(app)
+    submit(client, "/newsletter", {"email": "events@example.com", "family_hub_events": "y"})
+    [mail] = mails(db, "events@example.com")
+    assert mail.template == "confirm_subscription"
+    with db.reader() as session:
+        title = notices.get_purpose(session, "family_hub_events").title
+    for body in (mail.body_text or "", mail.body_html or ""):
+        assert title in body and "newsletter" not in body.lower()
+    assert "newsletter" not in mail.subject.lower()
+    done = client.post(
+        link_in(mail, "confirm"),
+        data={"csrf_token": csrf(text(client.get(link_in(mail, "confirm"))))},
+    )
+    assert "You are signed up" in text(done)
+    assert _state(db, "events@example.com", "family_hub_events") == "given"
+
+
 def test_the_version_shown_is_the_version_recorded(app: Flask, client: FlaskClient) -> None:
     db = _db(app)
     page = text(client.get("/newsletter"))

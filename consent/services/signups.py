@@ -74,9 +74,13 @@ def request_subscription(
     session.add(pending)
     session.flush()
     confirm_url = links.url_for_session(session, person, "confirm", ref=pending.id)
-    outbox.queue(
-        session, template, person=person, context={"name": person.name, "confirm_url": confirm_url}
-    )
+    context: dict[str, object] = {"name": person.name, "confirm_url": confirm_url}
+    if template == "confirm_newsletter" and set(shown) != {"newsletter"}:
+        template = "confirm_subscription"
+        context["asked_for"] = [
+            notices.get_purpose(session, key).title for key in SUBSCRIBABLE if key in shown
+        ]
+    outbox.queue(session, template, person=person, context=context)
     return pending
 
 
