@@ -138,6 +138,33 @@ def test_the_confirmation_names_what_was_asked_for(app: Flask, client: FlaskClie
     assert _state(db, "events@example.com", "family_hub_events") == "given"
 
 
+def test_a_form_cannot_name_someone_else_s_record_until_its_link_is_used(
+    app: Flask, client: FlaskClient
+) -> None:
+    """Our emails greet people by the name on their record; a stranger typing their
+    address into a form must not choose it."""
+    db = _db(app)
+    with db.transaction() as session:
+        factories.consenting(session, "workshops", email="quiet@example.com")
+    submit(
+        client,
+        "/newsletter",
+        {"email": "quiet@example.com", "name": "Someone Else", "newsletter": "y"},
+    )
+    with db.reader() as session:
+        person = people.find_by_email(session, "quiet@example.com")
+        assert person.name is None
+        assert session.exec(select(PersonChange)).all() == []
+    [mail] = mails(db, "quiet@example.com", template="confirm_newsletter")
+    assert "Someone Else" not in (mail.body_text or "")
+    confirm = link_in(mail, "confirm")
+    client.post(confirm, data={"csrf_token": csrf(text(client.get(confirm)))})
+    with db.reader() as session:
+        assert people.find_by_email(session, "quiet@example.com").name == "Someone Else"
+        [change] = session.exec(select(PersonChange)).all()
+        assert change.fields == "name"
+
+
 def test_the_version_shown_is_the_version_recorded(app: Flask, client: FlaskClient) -> None:
     db = _db(app)
     page = text(client.get("/newsletter"))

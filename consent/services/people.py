@@ -85,13 +85,20 @@ def get_by_public_id(session: Session, public_id: str) -> Person:
     return person
 
 
-def find_or_create(session: Session, email: str, *, name: str | None = None) -> Person:
-    """One person per mailbox: an existing record is reused, a name only fills a blank."""
+def find_or_create(
+    session: Session, email: str, *, name: str | None = None, fill_name: bool = True
+) -> Person:
+    """One person per mailbox: an existing record is reused, a name only fills a blank.
+
+    A public form proves nothing about the mailbox until its link is used, so it passes
+    ``fill_name=False`` and applies the name on confirmation: otherwise anyone could name
+    someone else's record, and our emails would greet them by it.
+    """
     normalised = normalise_email(email)
     cleaned_name = clean_text(name, field="name", label="your name")
     person = loading.person_by_email.get(session, normalised)
     if person is not None:
-        if cleaned_name and not person.name:
+        if cleaned_name and not person.name and fill_name:
             person.name = cleaned_name
             person.updated_at = utcnow()
         return person

@@ -64,11 +64,12 @@ def request_subscription(
     unknown = set(shown) - set(SUBSCRIBABLE)
     if unknown:
         raise InvalidInput("consent", "That cannot be signed up to here.")
-    person = people.find_or_create(session, email, name=name)
+    person = people.find_or_create(session, email, name=name, fill_name=False)
     pending = PendingSignup(
         person_id=person.id,
         kind="subscribe",
         notices=json.dumps(_check_shown(session, shown), sort_keys=True),
+        payload=cipher_for(session).encrypt_json({"name": name}) if name else None,
         expires_at=_expiry(session),
     )
     session.add(pending)
@@ -106,8 +107,13 @@ def request_panel(
         shown = {k: v for k, v in shown.items() if k != "panel_recordings"}
     panels.clean_profile(profile)
     cleaned_phone = normalise_phone(phone)
-    person = people.find_or_create(session, email, name=name)
-    payload = {"profile": asdict(profile), "recordings": recordings, "phone": cleaned_phone}
+    person = people.find_or_create(session, email, name=name, fill_name=False)
+    payload = {
+        "profile": asdict(profile),
+        "recordings": recordings,
+        "phone": cleaned_phone,
+        "name": name,
+    }
     pending = PendingSignup(
         person_id=person.id,
         kind="panel",
@@ -159,9 +165,13 @@ def confirm(session: Session, person: Person, pending: PendingSignup) -> list[st
         raise LinkUsed("You have already confirmed this.")
     shown: dict[str, int] = json.loads(pending.notices)
     given: list[str] = []
+    data = cipher_for(session).decrypt_json(pending.payload) if pending.payload else {}
+    if data.get("name") and not person.name:
+        people.correct_details(
+            session, person, {"name": data["name"]}, channel="web_form", actor="self"
+        )
     if pending.kind == "panel":
         panel = panels.get_panel(session, pending.panel_id or 0)
-        data = cipher_for(session).decrypt_json(pending.payload or "{}")
         profile = panels.ProfileInput(**data["profile"])
         if data.get("phone"):
             people.correct_details(

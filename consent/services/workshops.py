@@ -122,7 +122,7 @@ def book(
         return existing, False
     if places_taken(session, workshop) >= workshop.capacity:
         raise Conflict("This workshop is full.")
-    person: Person = people.find_or_create(session, address, name=cleaned_name)
+    person: Person = people.find_or_create(session, address, name=cleaned_name, fill_name=False)
     if existing is None:
         existing = Booking(workshop_id=workshop.id, email=address)
         session.add(existing)
