@@ -895,6 +895,42 @@ def test_running_a_workshop(app: Flask) -> None:
         assert found.evaluation_closed_at is not None and found.status == "scheduled"
 
 
+def test_attendance_corrections_and_cancellations_are_counted_once(app: Flask) -> None:
+    db = _db(app)
+    with time_machine.travel(utcnow() - timedelta(days=3), tick=False), db.transaction() as session:
+        workshop = factories.workshop(session, days=2)
+        came = factories.booking(session, workshop, "came@example.com").id
+        gone = factories.booking(session, workshop, "gone@example.com")
+        preferences.cancel_booking(session, session.get(Person, gone.person_id), gone.id)
+        workshop_id, month = workshop.id, reports.period_of(workshop.starts_at)
+    client = staff_client(app, "coordinator")
+    path = f"/admin/workshops/{workshop_id}"
+    for answer in ("no", "yes", "no", "yes", "yes"):
+        _post(client, path, path + "/attendance", {"booking": str(came), "attended": answer})
+
+    def counted(report: str) -> int:
+        with db.reader() as session:
+            cells = reports.table(session, report, start=month, end=month)
+        return sum(cell.count for cell in cells)
+
+    assert counted("attendance") == 1
+    assert counted("cancellations") == 1 and counted("bookings") == 2
+
+
+def test_panel_attendance_needs_an_answer(app: Flask) -> None:
+    db = _db(app)
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        membership = factories.member(session, panel)
+        meeting = factories.meeting(session, panel, days=0)
+        path, membership_id = f"/admin/sessions/{meeting.id}", membership.id
+    client = staff_client(app, "coordinator")
+    _post(client, path, path + "/attendance", {"membership": str(membership_id)})
+    assert "Select whether they came to the session" in text(client.get(path))
+    with db.reader() as session:
+        assert session.execute(select(Attendance)).scalars().all() == []
+
+
 def test_workshop_form_errors(app: Flask) -> None:
     client = staff_client(app, "coordinator")
     response = _post(

@@ -121,6 +121,8 @@ REPORTS: dict[str, tuple[str, str]] = {
     "panel_joins": ("People joining panels", "panel.joined"),
     "panel_leavers": ("People leaving panels, by reason", "panel.left."),
     "bookings": ("Workshop bookings", "workshop.booked"),
+    "cancellations": ("Workshop bookings cancelled by the booker", "workshop.cancelled"),
+    "attendance": ("People who came to workshops", "workshop.attended"),
     "feedback": ("Workshop feedback", "workshop.evaluated"),
 }
 

@@ -342,11 +342,19 @@ def _tell_bookers(
 
 
 def set_attended(session: Session, workshop: Workshop, booking_id: int, attended: bool) -> Booking:
+    """Record whether a booker came. Counted in the workshop's own month, so a correction
+    (came, then did not come, or the other way) moves the same count back."""
     booking = session.get(Booking, booking_id) if isinstance(booking_id, int) else None
     if booking is None or booking.workshop_id != workshop.id or booking.purged_at is not None:
         raise NotFound("We could not find that booking.")
-    if booking.attended is None and attended:
-        reports.count(session, "workshop.attended", scope=f"workshop:{workshop.id}")
+    if bool(booking.attended) != attended:
+        reports.count(
+            session,
+            "workshop.attended",
+            scope=f"workshop:{workshop.id}",
+            at=workshop.starts_at,
+            by=1 if attended else -1,
+        )
     booking.attended = attended
     session.flush()
     return booking

@@ -261,14 +261,17 @@ def attendance(session_id: int) -> Response:
     if not ButtonOnly().validate_on_submit():
         return redirect(url_for("admin.panel_session", session_id=session_id))
     membership = request.form.get("membership", "")
+    came = request.form.get("attended")
     try:
+        if came not in ("yes", "no"):
+            raise InvalidInput("attended", "Select whether they came to the session.")
         with database().transaction() as session:
             found = service.get_session(session, session_id)
             service.record_attendance(
                 session,
                 found,
                 whole_number(membership) or 0,
-                attended=request.form.get("attended") == "yes",
+                attended=came == "yes",
                 recording_consent=request.form.get("recording") == "yes",
             )
             audited(
