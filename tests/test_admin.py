@@ -8,7 +8,7 @@ import io
 import json
 import re
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
@@ -1378,6 +1378,36 @@ def test_reports_suppress_small_numbers(app: Flask) -> None:
     )
     assert "Nothing recorded" not in text(switched) and ">6<" in text(switched)
     assert '<option value="all" selected>' in switched.get_data(as_text=True)
+
+
+def test_a_small_month_cannot_be_worked_out_from_overlapping_periods(app: Flask) -> None:
+    """January's two under-18s must not be found as (January and February) less February."""
+    db = _db(app)
+    january, february = datetime(2027, 1, 15, tzinfo=UTC), datetime(2027, 2, 15, tzinfo=UTC)
+    with db.transaction() as session:
+        for at, under_18, older in ((january, 2, 9), (february, 6, 8)):
+            for band, number in (("Under 18", under_18), ("25 to 34", older)):
+                reports.count(
+                    session,
+                    "panel.joined",
+                    scope="panel:1",
+                    dimension="age_band",
+                    value=band,
+                    at=at,
+                    by=number,
+                )
+
+    def published(start: str, end: str) -> dict[str, int | None]:
+        with db.reader() as session:
+            cells = reports.table(
+                session, "panel_joins", start=start, end=end, dimension="age_band"
+            )
+        return {cell.value: cell.published for cell in cells}
+
+    both, feb = published("2027-01", "2027-02"), published("2027-02", "2027-02")
+    assert feb == {"Under 18": 6, "25 to 34": 8}
+    assert both == {"Under 18": None, "25 to 34": None}
+    assert published("2027-01", "2027-01") == {"Under 18": None, "25 to 34": None}
 
 
 def test_report_csvs_never_carry_a_formula(app: Flask) -> None:

@@ -86,14 +86,15 @@ def suppressed(value: int) -> str:
     return "fewer than 5" if 0 < value < SUPPRESS_BELOW else str(value)
 
 
-def withheld_too(counts: list[int]) -> set[int]:
-    """Positions of counts to withhold besides the small ones, for counts shown side by side.
+def withheld_too(counts: list[int], hidden: frozenset[int] = frozenset()) -> set[int]:
+    """Positions of counts to withhold besides the small ones (and those already ``hidden``),
+    for counts shown side by side.
 
     When only one count in a breakdown is suppressed, it can be worked out from the total;
     the next smallest is withheld as well, so it cannot.
     """
-    small = [i for i, count in enumerate(counts) if 0 < count < SUPPRESS_BELOW]
-    others = [i for i, count in enumerate(counts) if count >= SUPPRESS_BELOW]
+    small = [i for i, n in enumerate(counts) if 0 < n < SUPPRESS_BELOW or i in hidden]
+    others = [i for i, n in enumerate(counts) if n >= SUPPRESS_BELOW and i not in hidden]
     if len(small) != 1 or not others:
         return set()
     return {min(others, key=lambda i: counts[i])}
@@ -163,7 +164,11 @@ def table(
 ) -> list[Cell]:
     """Counts summed over the months from ``start`` to ``end`` (YYYY-MM), one row per scope,
     metric and value. Small numbers are suppressed when shown, never when stored; special
-    category breakdowns only when ``special_category`` is allowed."""
+    category breakdowns only when ``special_category`` is allowed.
+
+    A sum over months is withheld if any one month of it is small: otherwise a table for
+    January and February, less one for February, would give January's small count.
+    """
     if report not in REPORTS:
         raise InvalidInput("report", "Select a report.")
     if is_special_category(dimension) and not special_category:
@@ -173,26 +178,31 @@ def table(
             raise InvalidInput(label, "Enter a month like 2027-03.")
     counter = StatCounter.__table__
     metric = _metric_filter(report)
+    keys = (counter.c.scope, counter.c.metric, counter.c.dimension, counter.c.value)
     rows = session.execute(
-        select(
-            counter.c.scope,
-            counter.c.metric,
-            counter.c.dimension,
-            counter.c.value,
-            func.sum(counter.c.count),
-        )
+        select(*keys, func.sum(counter.c.count))
         .where(metric, counter.c.period.between(start, end), counter.c.dimension == dimension)
-        .group_by(counter.c.scope, counter.c.metric, counter.c.dimension, counter.c.value)
-        .order_by(counter.c.scope, counter.c.metric, counter.c.value)
+        .group_by(*keys, counter.c.period)
     ).all()
-    cells = [Cell(*row[:4], int(row[4])) for row in rows]
+    totals: dict[tuple[str, str, str, str], int] = {}
+    small_month: set[tuple[str, str, str, str]] = set()
+    for scope, name, breakdown, value, number in rows:
+        key = (scope, name, breakdown, value)
+        totals[key] = totals.get(key, 0) + int(number)
+        if 0 < number < SUPPRESS_BELOW:
+            small_month.add(key)
+    cells = [
+        Cell(*key, total, withheld=key in small_month and total >= SUPPRESS_BELOW)
+        for key, total in sorted(totals.items(), key=lambda item: (item[0][:2], item[0][3]))
+    ]
     if dimension == "all":
         return cells
     groups: dict[tuple[str, str], list[int]] = {}
     for index, cell in enumerate(cells):
         groups.setdefault((cell.scope, cell.metric), []).append(index)
     for members in groups.values():
-        for position in withheld_too([cells[i].count for i in members]):
+        hidden = frozenset(n for n, i in enumerate(members) if cells[i].withheld)
+        for position in withheld_too([cells[i].count for i in members], hidden):
             index = members[position]
             cells[index] = replace(cells[index], withheld=True)
     return cells
