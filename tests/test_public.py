@@ -535,6 +535,22 @@ def test_a_panel_that_closed_is_not_said_to_have_ended_after_two_years(
     assert "Ended when the panel closed" in page and "Ended after two years" not in page
 
 
+def test_a_member_corrects_their_panel_answers_from_the_preferences_page(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    db = _db(app)
+    page = client.get(_manage_path(db, member)).get_data(as_text=True)
+    form_path = re.search(r'href="(/panels/\d+/join)"', page)
+    assert form_path and "fill in the panel form again" in page
+    submit(client, form_path.group(1), {**JOIN, "email": member, "postcode": "SW9 8QZ"})
+    confirm = link_in(mails(db, member, template="confirm_panel")[-1], "confirm")
+    client.post(confirm, data={"csrf_token": csrf(text(client.get(confirm)))})
+    with db.reader() as session:
+        [profile] = session.exec(select(PanelProfile)).all()
+        assert profile.postcode == "SW9 8QZ"
+        assert session.exec(select(func.count()).select_from(PanelMembership)).one() == 1
+
+
 def test_manage_shows_every_purpose_and_when_and_how(
     app: Flask, client: FlaskClient, member: str
 ) -> None:

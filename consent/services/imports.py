@@ -503,8 +503,9 @@ def _write(
 def _add_members(
     session: Session, panel: Panel, entries: list[tuple[int, datetime, datetime]], now: datetime
 ) -> None:
-    """Memberships with empty profiles for (person, joined, expires); the member fills in the
-    profile from their preferences page, as the spreadsheet holds none of it."""
+    """Memberships with empty profiles for (person, joined, expires), as the spreadsheet holds
+    none of it; the member can fill it in through the panel's form, linked from their
+    preferences page."""
     for person_id, joined_at, expires_at in entries:
         membership_id = session.execute(
             insert(PanelMembership.__table__).returning(PanelMembership.__table__.c.id),

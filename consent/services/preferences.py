@@ -50,8 +50,10 @@ class ConsentNow:
 class PanelPlace:
     """A panel the person is on, and until when."""
 
+    panel_id: int
     panel_name: str
     family_hub: str
+    panel_status: str
     joined_at: datetime
     expires_at: datetime
 
@@ -113,8 +115,10 @@ def _memberships(_dialect: str) -> Any:
     return _filling(
         PanelPlace,
         select(
+            panel.id.label("panel_id"),
             panel.name.label("panel_name"),
             panel.family_hub,
+            panel.status.label("panel_status"),
             membership.joined_at,
             membership.expires_at,
         )
