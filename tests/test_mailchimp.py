@@ -296,14 +296,22 @@ def test_a_withdrawal_after_an_address_change_is_not_undone_by_it(
     assert not any(method == "PUT" for method, _ in mailchimp_fake.requests)
 
 
-def test_erasure_before_an_address_change_is_pushed_deletes_the_member_at_either_address(
-    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+@pytest.mark.parametrize("refused", [False, True])
+def test_erasure_before_an_address_change_is_done_deletes_the_member_at_either_address(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp, refused: bool
 ) -> None:
+    """The change may still be queued, or Mailchimp may have refused it for good: either
+    way the member is still under the old address."""
     db = configured(**mailchimp_settings)
     with db.transaction() as session:
         person = factories.consenting(session, "newsletter", email="first@example.com")
     _pusher(db).push()
     _change_email(db, person.id, "second@example.com")
+    if refused:
+        mailchimp_fake.member_failures[md5("first@example.com")] = 400
+        assert _pusher(db).push().failed == 1
+        del mailchimp_fake.member_failures[md5("first@example.com")]
+        assert md5("first@example.com") in mailchimp_fake.members
     with db.transaction() as session:
         people.erase(session, session.get(Person, person.id), channel="email_link", actor="self")
     report = _pusher(db).push()

@@ -78,19 +78,20 @@ def queue_unsubscribe(session: Session, person: Person) -> None:
 def queue_delete(session: Session, person_id: int, email: str) -> None:
     """Erasure: Mailchimp must forget the person too, under whichever address it has them.
 
-    An address change not yet pushed leaves them under the old one, so that is deleted as
-    well. Every earlier change of theirs keeps no name, address or hash (an unsalted MD5 of
-    the address); one being pushed is superseded, since the delete settles the member, so
-    its late outcome changes nothing. Only the deletes keep their hash, until pushed.
+    An address change not yet pushed, or refused for good, leaves them under the old one,
+    so that is deleted as well (a change keeps its hash until it is pushed). Every earlier
+    change of theirs keeps no name, address or hash (an unsalted MD5 of the address); one
+    being pushed is superseded, since the delete settles the member, so its late outcome
+    changes nothing. Only the deletes keep their hash, until pushed.
     """
     if not enabled(session):
         return
     table = MailchimpChange.__table__
     ours = or_(table.c.person_id == person_id, table.c.subscriber_hash == subscriber_hash(email))
-    unsettled = session.execute(
-        select(table.c.subscriber_hash).where(ours, table.c.status.in_(("pending", "pushing")))
+    known = session.execute(
+        select(table.c.subscriber_hash).where(ours, table.c.subscriber_hash.is_not(None))
     ).scalars()
-    digests = {subscriber_hash(email)} | {digest for digest in unsettled if digest}
+    digests = {subscriber_hash(email)} | set(known)
     deletes = [_queue(session, "delete", digest, person_id).id for digest in sorted(digests)]
     in_flight = table.c.status == "pushing"
     session.execute(
