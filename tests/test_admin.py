@@ -1410,6 +1410,45 @@ def test_a_small_month_cannot_be_worked_out_from_overlapping_periods(app: Flask)
     assert published("2027-01", "2027-01") == {"Under 18": None, "25 to 34": None}
 
 
+def test_a_small_month_cannot_be_worked_out_from_the_count_withheld_beside_it(
+    app: Flask,
+) -> None:
+    """January 2, 6 and 50; February 10, 100 and 5. January withholds its 6 beside the 2;
+    the two months together must not publish 106 against February's 100, which with
+    January's 50 and its total of 58 would give the 2 away."""
+    db = _db(app)
+    months = {
+        datetime(2027, 1, 15, tzinfo=UTC): {"Under 18": 2, "18 to 24": 6, "25 to 34": 50},
+        datetime(2027, 2, 15, tzinfo=UTC): {"Under 18": 10, "18 to 24": 100, "25 to 34": 5},
+    }
+    with db.transaction() as session:
+        for at, bands in months.items():
+            for band, number in bands.items():
+                for dimension, value in (("age_band", band), ("all", "all")):
+                    reports.count(
+                        session,
+                        "panel.joined",
+                        scope="panel:1",
+                        dimension=dimension,
+                        value=value,
+                        at=at,
+                        by=number,
+                    )
+
+    def published(start: str, end: str) -> dict[str, int | None]:
+        with db.reader() as session:
+            cells = reports.table(
+                session, "panel_joins", start=start, end=end, dimension="age_band"
+            )
+        return {cell.value: cell.published for cell in cells}
+
+    january = published("2027-01", "2027-01")
+    assert january == {"Under 18": None, "18 to 24": None, "25 to 34": 50}
+    both, february = published("2027-01", "2027-02"), published("2027-02", "2027-02")
+    assert february == {"Under 18": 10, "18 to 24": 100, "25 to 34": 5}
+    assert both["18 to 24"] is None and both["Under 18"] is None
+
+
 def test_report_csvs_never_carry_a_formula(app: Flask) -> None:
     """Panel names are typed by staff; a spreadsheet must not run one as a formula."""
     with _db(app).transaction() as session:

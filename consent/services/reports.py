@@ -166,8 +166,9 @@ def table(
     metric and value. Small numbers are suppressed when shown, never when stored; special
     category breakdowns only when ``special_category`` is allowed.
 
-    A sum over months is withheld if any one month of it is small: otherwise a table for
-    January and February, less one for February, would give January's small count.
+    A sum over months is published only if it is published in each month's own table:
+    otherwise a table for January and February, less one for February, would give
+    January's small count (or the count withheld beside it, and from that the small one).
     """
     if report not in REPORTS:
         raise InvalidInput("report", "Select a report.")
@@ -180,19 +181,27 @@ def table(
     metric = _metric_filter(report)
     keys = (counter.c.scope, counter.c.metric, counter.c.dimension, counter.c.value)
     rows = session.execute(
-        select(*keys, func.sum(counter.c.count))
+        select(*keys, counter.c.period, func.sum(counter.c.count))
         .where(metric, counter.c.period.between(start, end), counter.c.dimension == dimension)
         .group_by(*keys, counter.c.period)
     ).all()
-    totals: dict[tuple[str, str, str, str], int] = {}
-    small_month: set[tuple[str, str, str, str]] = set()
-    for scope, name, breakdown, value, number in rows:
+    Key = tuple[str, str, str, str]
+    totals: dict[Key, int] = {}
+    months: dict[tuple[str, str, str], dict[Key, int]] = {}
+    for scope, name, breakdown, value, period, number in rows:
         key = (scope, name, breakdown, value)
         totals[key] = totals.get(key, 0) + int(number)
-        if 0 < number < SUPPRESS_BELOW:
-            small_month.add(key)
+        months.setdefault((period, scope, name), {})[key] = int(number)
+    hidden_in_a_month: set[Key] = set()
+    for group in months.values():
+        members = list(group)
+        counts = [group[key] for key in members]
+        extra = withheld_too(counts) if dimension != "all" else set()
+        for position, key in enumerate(members):
+            if 0 < counts[position] < SUPPRESS_BELOW or position in extra:
+                hidden_in_a_month.add(key)
     cells = [
-        Cell(*key, total, withheld=key in small_month and total >= SUPPRESS_BELOW)
+        Cell(*key, total, withheld=key in hidden_in_a_month and total >= SUPPRESS_BELOW)
         for key, total in sorted(totals.items(), key=lambda item: (item[0][:2], item[0][3]))
     ]
     if dimension == "all":
@@ -200,10 +209,10 @@ def table(
     groups: dict[tuple[str, str], list[int]] = {}
     for index, cell in enumerate(cells):
         groups.setdefault((cell.scope, cell.metric), []).append(index)
-    for members in groups.values():
-        hidden = frozenset(n for n, i in enumerate(members) if cells[i].withheld)
-        for position in withheld_too([cells[i].count for i in members], hidden):
-            index = members[position]
+    for indexes in groups.values():
+        hidden = frozenset(n for n, i in enumerate(indexes) if cells[i].withheld)
+        for position in withheld_too([cells[i].count for i in indexes], hidden):
+            index = indexes[position]
             cells[index] = replace(cells[index], withheld=True)
     return cells
 
