@@ -1043,11 +1043,19 @@ def test_unsubscribing_from_an_invitation_stops_further_invitations(
     client.post(
         path, data="List-Unsubscribe=One-Click", content_type="application/x-www-form-urlencoded"
     )
+    with db.transaction() as session:
+        ledger.give(
+            session,
+            people.find_by_email(session, "no@example.com"),
+            "newsletter",
+            channel="web_form",
+            actor="self",
+        )
     with db.transaction() as session, pytest.raises(Conflict) as refused:
         panels.invite(
             session, panels.get_panel(session, panel_id), email="no@example.com", name=None
         )
-    assert "asked not to be contacted" in refused.value.message
+    assert "asked not to be invited to panels" in refused.value.message
     assert "nothing to stop" in text(client.get(path)).lower()
     assert "You have joined" in text(
         submit(client, link_in(mails(db, "no@example.com")[0], "join"), dict(JOIN))

@@ -37,6 +37,8 @@ class Person(SQLModel, table=True):
     erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     #: When retention should next check whether anything is still held for this person.
     review_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    #: They asked, from an invitation's link, not to be invited to panels again.
+    invitations_declined_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     @property
     def is_erased(self) -> bool:

@@ -259,11 +259,9 @@ def booking_mail_scope(session: Session, person: Person, purpose_key: str | None
 def declines_invitations(session: Session, person: Person, purpose_key: str | None) -> bool:
     """Whether a panel link would stop invitations: someone invited but not on a panel has
     no panel consent to withdraw, yet 'stop' must stop the next coordinator's invitation."""
-    if purpose_key != ledger.PANEL_CONTACT or not person.email:
+    if purpose_key != ledger.PANEL_CONTACT or person.invitations_declined_at is not None:
         return False
-    if ledger.has_consent(session, person, ledger.PANEL_CONTACT):
-        return False
-    return not people.is_suppressed(session, person.email)
+    return not ledger.has_consent(session, person, ledger.PANEL_CONTACT)
 
 
 def stop_booking_mail(session: Session, person: Person) -> int:
@@ -314,7 +312,7 @@ def unsubscribe(
     """Stop what the link covers. Idempotent: a second press finds nothing left to stop."""
     channel = "one_click_unsubscribe" if one_click else "email_link"
     if declines_invitations(session, person, purpose_key):
-        people.suppress(session, person.email or "", reason="declined_invitation")
+        person.invitations_declined_at = utcnow()
     stopped = withdrawal_scope(session, person, purpose_key)
     for key in stopped:
         ledger.withdraw(session, person, key, channel=channel, actor="self")
