@@ -905,8 +905,9 @@ def test_attendance_corrections_and_cancellations_are_counted_once(app: Flask) -
         workshop_id, month = workshop.id, reports.period_of(workshop.starts_at)
     client = staff_client(app, "coordinator")
     path = f"/admin/workshops/{workshop_id}"
-    for answer in ("no", "yes", "no", "yes", "yes"):
+    for answer in ("no", "yes", "no", "yes", "yes", ""):
         _post(client, path, path + "/attendance", {"booking": str(came), "attended": answer})
+    assert "Select whether they came to the workshop" in text(client.get(path))
 
     def counted(report: str) -> int:
         with db.reader() as session:

@@ -165,6 +165,23 @@ def test_a_form_cannot_name_someone_else_s_record_until_its_link_is_used(
         assert change.fields == "name"
 
 
+def test_the_unsubscribe_link_in_a_confirmation_stops_only_what_it_was_about(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    """Anyone can make us send a confirmation to any address; its link must not stop the
+    subscriber's other emails."""
+    db = _db(app)
+    submit(client, "/newsletter", {"email": member, "family_hub_events": "y"})
+    [mail] = mails(db, member, template="confirm_subscription")
+    client.post(
+        link_in(mail, "unsubscribe"),
+        data="List-Unsubscribe=One-Click",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert _state(db, member, "newsletter") == "given"
+    assert _state(db, member, "workshops") == "given"
+
+
 def test_the_version_shown_is_the_version_recorded(app: Flask, client: FlaskClient) -> None:
     db = _db(app)
     page = text(client.get("/newsletter"))

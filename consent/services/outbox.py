@@ -47,6 +47,7 @@ def queue(
     purge_on_send: bool = False,
     detach: bool = False,
     not_before: datetime | None = None,
+    unsubscribe_purpose: str | None = None,
 ) -> int | None:
     """Queue one email to a person; returns its id, or None when it was already queued.
 
@@ -56,6 +57,8 @@ def queue(
     address not yet confirmed) carries none of their links: whoever holds that mailbox
     has proved nothing yet. ``detach`` leaves the message unlinked from the person, so
     erasing them (which cancels their queued mail) does not cancel it.
+    ``unsubscribe_purpose`` names what its unsubscribe link stops, where the template's
+    own purpose is not specific enough.
     """
     spec = emails.EMAILS[template]
     settings = settings_of(session)
@@ -74,7 +77,7 @@ def queue(
     if person.erased_at is None and address == person.email:
         base["manage_url"] = links.link_url(settings, person, "manage")
         unsubscribe = links.link_url(
-            settings, person, "unsubscribe", purpose=spec.unsubscribe_purpose
+            settings, person, "unsubscribe", purpose=unsubscribe_purpose or spec.unsubscribe_purpose
         )
         base["unsubscribe_url"] = unsubscribe
         headers = {

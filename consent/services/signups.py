@@ -76,12 +76,11 @@ def request_subscription(
     session.flush()
     confirm_url = links.url_for_session(session, person, "confirm", ref=pending.id)
     context: dict[str, object] = {"name": person.name, "confirm_url": confirm_url}
-    if template == "confirm_newsletter" and set(shown) != {"newsletter"}:
+    asked = [key for key in SUBSCRIBABLE if key in shown]
+    if template == "confirm_newsletter" and asked != ["newsletter"]:
         template = "confirm_subscription"
-        context["asked_for"] = [
-            notices.get_purpose(session, key).title for key in SUBSCRIBABLE if key in shown
-        ]
-    outbox.queue(session, template, person=person, context=context)
+        context["asked_for"] = [notices.get_purpose(session, key).title for key in asked]
+    outbox.queue(session, template, person=person, context=context, unsubscribe_purpose=asked[0])
     return pending
 
 

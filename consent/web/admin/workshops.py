@@ -117,15 +117,13 @@ def workshop(workshop_id: int) -> str:
 def workshop_attendance(workshop_id: int) -> Response:
     if ButtonOnly().validate_on_submit():
         booking = request.form.get("booking", "")
+        came = request.form.get("attended")
         try:
+            if came not in ("yes", "no"):
+                raise InvalidInput("attended", "Select whether they came to the workshop.")
             with database().transaction() as session:
                 found = service.get_workshop(session, workshop_id)
-                service.set_attended(
-                    session,
-                    found,
-                    whole_number(booking) or 0,
-                    request.form.get("attended") == "yes",
-                )
+                service.set_attended(session, found, whole_number(booking) or 0, came == "yes")
                 audited(
                     session, "workshop.attendance", object_type="workshop", object_id=workshop_id
                 )
