@@ -235,6 +235,54 @@ def set_consent(
     return event is not None
 
 
+@dataclass(frozen=True)
+class Stopping:
+    """What an unsubscribe link (or 'stop everything') stops: shown on the page before, and
+    what was done after. Booking mail and invitations are not consents, so they are
+    counted beside the purposes."""
+
+    purposes: list[str]
+    bookings: int = 0
+    invitations: bool = False
+    #: A link for no one purpose leaves a panel member on their panel.
+    keeps_panel: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.purposes or self.bookings or self.invitations)
+
+
+#: What a link for no one purpose never stops: leaving a panel destroys the member's panel
+#: information at once, which a mail app's one-click button must not do unseen.
+_PANEL_KEYS = (ledger.PANEL_CONTACT, ledger.RECORDINGS)
+#: Links that also stop booking reminders and feedback requests: booking emails carry a
+#: workshops link, and someone who booked without asking for news of workshops would
+#: otherwise press it and stop nothing. The places stay booked.
+_STOPS_BOOKING_MAIL = (None, "workshops")
+
+
+def _given(session: Session, person: Person) -> list[str]:
+    return [
+        key for key, state in ledger.states_for(session, person).items() if state.status == "given"
+    ]
+
+
+def _withdrawn_by(given: list[str], purpose_key: str | None) -> list[str]:
+    if purpose_key is None:
+        return [key for key in given if key not in _PANEL_KEYS]
+    follows = (ledger.RECORDINGS,) if purpose_key == ledger.PANEL_CONTACT else ()
+    return [key for key in given if key == purpose_key or (key in follows and purpose_key in given)]
+
+
+def _declines(person: Person, purpose_key: str | None, purposes: list[str]) -> bool:
+    """A panel link pressed by someone on no panel (invited only) has no consent to
+    withdraw, yet 'stop' must stop the next coordinator's invitation."""
+    return (
+        purpose_key == ledger.PANEL_CONTACT
+        and not purposes
+        and person.invitations_declined_at is None
+    )
+
+
 def _mail_to_stop(person: Person) -> Any:
     booking = Booking.__table__.c
     return (
@@ -245,26 +293,7 @@ def _mail_to_stop(person: Person) -> Any:
     )
 
 
-def booking_mail_scope(session: Session, person: Person, purpose_key: str | None) -> int:
-    """How many bookings' reminders and feedback requests an unsubscribe link would stop.
-
-    Booking emails carry a link for workshops; someone who booked without asking for news
-    of workshops would otherwise press it and stop nothing. The places stay booked.
-    """
-    if purpose_key not in (None, "workshops"):
-        return 0
-    return int(session.execute(select(func.count()).where(*_mail_to_stop(person))).scalar_one())
-
-
-def declines_invitations(session: Session, person: Person, purpose_key: str | None) -> bool:
-    """Whether a panel link would stop invitations: someone invited but not on a panel has
-    no panel consent to withdraw, yet 'stop' must stop the next coordinator's invitation."""
-    if purpose_key != ledger.PANEL_CONTACT or person.invitations_declined_at is not None:
-        return False
-    return not ledger.has_consent(session, person, ledger.PANEL_CONTACT)
-
-
-def stop_booking_mail(session: Session, person: Person) -> int:
+def _stop_booking_mail(session: Session, person: Person) -> int:
     """No more reminders or feedback requests for any of the person's bookings."""
     table = Booking.__table__
     result = session.execute(
@@ -273,54 +302,55 @@ def stop_booking_mail(session: Session, person: Person) -> int:
     return int(result.rowcount or 0)
 
 
-def withdraw_all(
-    session: Session, person: Person, *, channel: str = "email_link", notify: bool = True
-) -> list[str]:
-    """Withdraw every consent in force, and stop every booking's reminders, in one step."""
-    stop_booking_mail(session, person)
-    withdrawn = []
-    for key, state in ledger.states_for(session, person).items():
-        if state.status == "given":
-            ledger.withdraw(session, person, key, channel=channel, actor="self")
-            withdrawn.append(key)
-    if notify:
-        confirm_withdrawal(session, person, withdrawn)
-    return withdrawn
-
-
-#: What a link for no one purpose never stops: leaving a panel destroys the member's panel
-#: information at once, which a mail app's one-click button must not do unseen.
-_PANEL_KEYS = (ledger.PANEL_CONTACT, ledger.RECORDINGS)
-
-
 def withdrawal_scope(session: Session, person: Person, purpose_key: str | None) -> list[str]:
     """What withdrawing one purpose stops (panel contact takes recordings with it), or, with
-    no purpose, every consent in force but panel membership: shown before an unsubscribe
-    and confirmed after."""
-    given = [
-        key for key, state in ledger.states_for(session, person).items() if state.status == "given"
-    ]
-    if purpose_key is None:
-        return [key for key in given if key not in _PANEL_KEYS]
-    follows = (ledger.RECORDINGS,) if purpose_key == ledger.PANEL_CONTACT else ()
-    return [key for key in given if key == purpose_key or (key in follows and purpose_key in given)]
+    no purpose, every consent in force but panel membership."""
+    return _withdrawn_by(_given(session, person), purpose_key)
+
+
+def unsubscribe_scope(session: Session, person: Person, purpose_key: str | None) -> Stopping:
+    """What pressing an unsubscribe link's button would stop; changes nothing."""
+    given = _given(session, person)
+    purposes = _withdrawn_by(given, purpose_key)
+    bookings = 0
+    if purpose_key in _STOPS_BOOKING_MAIL:
+        count = select(func.count()).where(*_mail_to_stop(person))
+        bookings = int(session.execute(count).scalar_one())
+    return Stopping(
+        purposes,
+        bookings,
+        _declines(person, purpose_key, purposes),
+        keeps_panel=purpose_key is None and ledger.PANEL_CONTACT in given,
+    )
 
 
 def unsubscribe(
     session: Session, person: Person, purpose_key: str | None, *, one_click: bool
-) -> list[str]:
+) -> Stopping:
     """Stop what the link covers. Idempotent: a second press finds nothing left to stop."""
     channel = "one_click_unsubscribe" if one_click else "email_link"
-    if declines_invitations(session, person, purpose_key):
-        person.invitations_declined_at = utcnow()
-    stopped = withdrawal_scope(session, person, purpose_key)
-    for key in stopped:
+    purposes = withdrawal_scope(session, person, purpose_key)
+    for key in purposes:
         ledger.withdraw(session, person, key, channel=channel, actor="self")
-    if purpose_key in (None, "workshops"):
-        stop_booking_mail(session, person)
+    bookings = _stop_booking_mail(session, person) if purpose_key in _STOPS_BOOKING_MAIL else 0
+    declines = _declines(person, purpose_key, purposes)
+    if declines:
+        person.invitations_declined_at = utcnow()
     if not one_click:
-        confirm_withdrawal(session, person, stopped)
-    return stopped
+        confirm_withdrawal(session, person, purposes)
+    return Stopping(purposes, bookings, declines)
+
+
+def withdraw_all(
+    session: Session, person: Person, *, channel: str = "email_link", notify: bool = True
+) -> Stopping:
+    """Withdraw every consent in force, and stop every booking's reminders, in one step."""
+    withdrawn = _given(session, person)
+    for key in withdrawn:
+        ledger.withdraw(session, person, key, channel=channel, actor="self")
+    if notify:
+        confirm_withdrawal(session, person, withdrawn)
+    return Stopping(withdrawn, _stop_booking_mail(session, person))
 
 
 def request_email_change(session: Session, person: Person, new_email: str) -> None:

@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from consent import links
 from consent.errors import Conflict, InvalidInput, NotFound
-from consent.services import audit, ledger, notices, outbox, people, preferences, rights
+from consent.services import audit, notices, outbox, people, preferences, rights
 from consent.web import database, security, settings
 from consent.web.forms import (
     ButtonForm,
@@ -81,9 +81,8 @@ def stop_everything(token: str) -> BaseResponse | tuple[str, int]:
         return _bad_request()
     with database().transaction() as session:
         person, _ = resolve(session, token, "manage")
-        bookings = preferences.booking_mail_scope(session, person, None)
         stopped = preferences.withdraw_all(session, person)
-    if not stopped and not bookings:
+    if not stopped:
         return _back(token, "There was nothing to stop.")
     return _back(
         token,
@@ -239,26 +238,25 @@ def unsubscribe(token: str) -> str | tuple[str, int]:
             if error.erased:
                 return render_template("public/unsubscribed.html", stopped=[], erased=True)
             raise
-        scope = preferences.withdrawal_scope(session, person, claims.purpose)
+        scope = preferences.unsubscribe_scope(session, person, claims.purpose)
         titles = _titles(session, scope)
-        if preferences.booking_mail_scope(session, person, claims.purpose):
-            titles.append(BOOKING_MAIL)
-        if preferences.declines_invitations(session, person, claims.purpose):
-            titles.append(INVITATIONS)
-        stays_on_panel = claims.purpose is None and ledger.has_consent(
-            session, person, ledger.PANEL_CONTACT
-        )
     return render_template(
         "public/unsubscribe.html",
         form=ButtonForm(),
         titles=titles,
-        leaves_panel="panel_contact" in scope,
-        stays_on_panel=stays_on_panel,
+        leaves_panel="panel_contact" in scope.purposes,
+        stays_on_panel=scope.keeps_panel,
     )
 
 
-def _titles(session: Session, keys: list[str]) -> list[str]:
-    return [notices.get_purpose(session, key).title for key in keys]
+def _titles(session: Session, stopping: preferences.Stopping) -> list[str]:
+    """What an unsubscribe stops, in the words the page and its confirmation use."""
+    titles = [notices.get_purpose(session, key).title for key in stopping.purposes]
+    if stopping.bookings:
+        titles.append(BOOKING_MAIL)
+    if stopping.invitations:
+        titles.append(INVITATIONS)
+    return titles
 
 
 @bp.post("/unsubscribe/<token>")
@@ -277,11 +275,8 @@ def unsubscribe_post(token: str) -> str | tuple[str, int]:
             if error.erased:
                 return render_template("public/unsubscribed.html", stopped=[], erased=True)
             raise
-        bookings = preferences.booking_mail_scope(session, person, claims.purpose)
-        declines = preferences.declines_invitations(session, person, claims.purpose)
         stopped = preferences.unsubscribe(session, person, claims.purpose, one_click=one_click)
-        titles = _titles(session, stopped) + ([BOOKING_MAIL] if bookings else [])
-        titles += [INVITATIONS] if declines else []
+        titles = _titles(session, stopped)
     if one_click:
         return "Unsubscribed.", 200
     return render_template("public/unsubscribed.html", stopped=titles, erased=False)
