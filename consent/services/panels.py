@@ -316,7 +316,8 @@ def join(
         )
     ).first()
     joining = membership is None or membership.left_at is not None
-    person.invitations_declined_at = None
+    if person.invitations_declined_at is not None:
+        person.invitations_declined_at = None
     if membership is None:
         membership = PanelMembership(
             panel_id=panel.id, person_id=person.id, joined_at=at, expires_at=state.expires_at

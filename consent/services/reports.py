@@ -222,12 +222,12 @@ def default_dimension(report: str) -> str:
     return "purpose" if report == "consents" else "all"
 
 
-def dimension_for(session: Session, report: str, asked: str | None) -> str:
-    """The breakdown asked for if this report has it, else the report's own default: a
-    breakdown kept from another report would show an empty table."""
-    if asked and (
-        is_special_category(asked) or asked in dimensions(session, report, special_category=True)
-    ):
+def dimension_for(report: str, asked: str | None, available: list[str]) -> str:
+    """The breakdown asked for if this report has it (``available``, from
+    :func:`dimensions`), else the report's own default: a breakdown kept from another
+    report would show an empty table. A special category one is kept, so that
+    :func:`table` can say who may see it."""
+    if asked and (asked in available or is_special_category(asked)):
         return asked
     return default_dimension(report)
 

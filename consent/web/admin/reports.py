@@ -31,7 +31,8 @@ def reports() -> str | tuple[str, int]:
     cells: list[service.Cell] = []
     special = staff().role == DPO
     with database().reader() as session:
-        dimension = service.dimension_for(session, report, dimension)
+        dimensions = service.dimensions(session, report, special_category=special)
+        dimension = service.dimension_for(report, dimension, dimensions)
         try:
             cells = service.table(
                 session, report, start=start, end=end, dimension=dimension, special_category=special
@@ -39,7 +40,6 @@ def reports() -> str | tuple[str, int]:
         except InvalidInput as problem:
             error = problem
         names = service.scope_names(session)
-        dimensions = service.dimensions(session, report, special_category=special)
     return render_template(
         "admin/reports.html",
         reports=service.REPORTS,
@@ -58,8 +58,10 @@ def reports() -> str | tuple[str, int]:
 @roles(COORDINATOR, DPO)
 def reports_csv() -> Response | tuple[str, int]:
     report, start, end, dimension = _choices()
+    special = staff().role == DPO
     with database().reader() as session:
-        dimension = service.dimension_for(session, report, dimension)
+        available = service.dimensions(session, report, special_category=special)
+        dimension = service.dimension_for(report, dimension, available)
         try:
             cells = service.table(
                 session,
@@ -67,7 +69,7 @@ def reports_csv() -> Response | tuple[str, int]:
                 start=start,
                 end=end,
                 dimension=dimension,
-                special_category=staff().role == DPO,
+                special_category=special,
             )
         except InvalidInput as problem:
             return problem.message, 400
