@@ -66,19 +66,16 @@ def cipher_for(session: Session) -> FieldCipher:
     return FieldCipher(settings_of(session).field_keys)
 
 
-#: Columns holding JSON, re-padded as they are re-encrypted (values from before padding).
-_JSON_COLUMNS = {("panel_profile", "special_category"), ("pending_signup", "payload")}
-
-
-def encrypted_columns() -> list[tuple[Any, Any]]:
-    """Every (table model, column attribute) holding ciphertext."""
+def encrypted_columns() -> list[tuple[Any, Any, bool]]:
+    """Every (table model, column attribute, holds JSON) with ciphertext. JSON values are
+    re-padded as they are re-encrypted, for values stored before padding."""
     from consent.models import AdminUser, PanelProfile, PendingSignup, SessionNote
 
     return [
-        (PanelProfile, PanelProfile.special_category),
-        (PendingSignup, PendingSignup.payload),
-        (SessionNote, SessionNote.text),
-        (AdminUser, AdminUser.totp_secret),
+        (PanelProfile, PanelProfile.special_category, True),
+        (PendingSignup, PendingSignup.payload, True),
+        (SessionNote, SessionNote.text, False),
+        (AdminUser, AdminUser.totp_secret, False),
     ]
 
 
@@ -86,8 +83,7 @@ def rotate_all(session: Session, batch_size: int = 500) -> dict[str, int]:
     """Re-encrypt every encrypted value under the newest key; returns counts per table."""
     cipher = cipher_for(session)
     counts: dict[str, int] = {}
-    for model, column in encrypted_columns():
-        padded = (model.__tablename__, column.key) in _JSON_COLUMNS
+    for model, column, padded in encrypted_columns():
         done = 0
         last_id = 0
         while True:

@@ -31,7 +31,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlmodel import Session
 
-from consent.db import Database, among
+from consent.db import Database, among, is_postgres
 from consent.models import (
     Booking,
     ConsentState,
@@ -616,7 +616,7 @@ def upcoming(session: Session, now: datetime, within: timedelta) -> list[tuple[s
     of UTC, and each hour put on its London day here.
     """
     member = PanelMembership.__table__
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         hour = func.date_trunc("hour", func.timezone("UTC", member.c.expires_at))
     else:
         hour = func.strftime("%Y-%m-%d %H:00:00", member.c.expires_at)
