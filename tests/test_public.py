@@ -13,7 +13,7 @@ import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func
-from sqlmodel import select
+from sqlmodel import Session, select
 from werkzeug.test import TestResponse
 
 from consent import create_app, links
@@ -47,7 +47,7 @@ from consent.services import (
 from consent.timeutil import london_date, utcnow
 from tests import factories
 from tests.helpers import find_anywhere
-from tests.web import csrf, link_in, mails, submit, text
+from tests.web import csrf, link_in, mails, one_click, submit, text
 
 
 def _db(app: Flask) -> Database:
@@ -173,11 +173,7 @@ def test_the_unsubscribe_link_in_a_confirmation_stops_only_what_it_was_about(
     db = _db(app)
     submit(client, "/newsletter", {"email": member, "family_hub_events": "y"})
     [mail] = mails(db, member, template="confirm_subscription")
-    client.post(
-        link_in(mail, "unsubscribe"),
-        data="List-Unsubscribe=One-Click",
-        content_type="application/x-www-form-urlencoded",
-    )
+    one_click(client, link_in(mail, "unsubscribe"))
     assert _state(db, member, "newsletter") == "given"
     assert _state(db, member, "workshops") == "given"
 
@@ -379,6 +375,10 @@ def _panel(db: Database) -> int:
         return factories.panel(session).id
 
 
+def _invite(session: Session, panel_id: int, email: str) -> None:
+    panels.invite(session, panels.get_panel(session, panel_id), email=email, name=None)
+
+
 JOIN = {
     "name": "Morgan Parent",
     "email": "morgan@example.com",
@@ -517,9 +517,7 @@ def test_joining_from_an_invitation_keeps_the_name_typed(app: Flask, client: Fla
     db = _db(app)
     panel_id = _panel(db)
     with db.transaction() as session:
-        panels.invite(
-            session, panels.get_panel(session, panel_id), email="rowan@example.com", name=None
-        )
+        _invite(session, panel_id, "rowan@example.com")
     join = link_in(mails(db, "rowan@example.com")[0], "join")
     assert "You have joined" in text(submit(client, join, {**JOIN, "name": "Rowan Invited"}))
     with db.reader() as session:
@@ -951,11 +949,7 @@ def test_rfc_8058_one_click_unsubscribe_is_idempotent(
     db = _db(app)
     path = _unsubscribe_path(db, member, "newsletter")
     for _ in range(2):
-        response = client.post(
-            path,
-            data="List-Unsubscribe=One-Click",
-            content_type="application/x-www-form-urlencoded",
-        )
+        response = one_click(client, path)
         assert response.status_code == 200
     assert _state(db, member, "newsletter") == "withdrawn"
     with db.reader() as session:
@@ -966,9 +960,9 @@ def test_rfc_8058_one_click_unsubscribe_is_idempotent(
     assert mails(db, member) == []
 
 
-@pytest.mark.parametrize("one_click", [False, True])
+@pytest.mark.parametrize("mail_app", [False, True])
 def test_unsubscribe_without_a_purpose_stops_all_mail_but_does_not_leave_the_panel(
-    app: Flask, client: FlaskClient, member: str, one_click: bool
+    app: Flask, client: FlaskClient, member: str, mail_app: bool
 ) -> None:
     """Leaving a panel destroys the member's panel information at once: only the
     preferences page, which says so, does that, never a mail app's button."""
@@ -976,12 +970,8 @@ def test_unsubscribe_without_a_purpose_stops_all_mail_but_does_not_leave_the_pan
     path = _unsubscribe_path(db, member, None)
     page = text(client.get(path))
     assert "Leaving the panel" not in page and "does not take you off the Parent Carer" in page
-    if one_click:
-        client.post(
-            path,
-            data="List-Unsubscribe=One-Click",
-            content_type="application/x-www-form-urlencoded",
-        )
+    if mail_app:
+        one_click(client, path)
     else:
         client.post(path)
     for key in ("newsletter", "workshops"):
@@ -1005,9 +995,9 @@ def _booked(db: Database, email: str) -> int:
         return booking.id
 
 
-@pytest.mark.parametrize("one_click", [False, True])
+@pytest.mark.parametrize("mail_app", [False, True])
 def test_unsubscribing_from_a_booking_email_stops_its_reminders_and_feedback_requests(
-    app: Flask, client: FlaskClient, one_click: bool
+    app: Flask, client: FlaskClient, mail_app: bool
 ) -> None:
     """The booker never asked for news of workshops; the link in their booking email must
     still stop something: the reminder and the feedback request. The place stays booked."""
@@ -1017,12 +1007,8 @@ def test_unsubscribing_from_a_booking_email_stops_its_reminders_and_feedback_req
     path = link_in(booked, "unsubscribe")
     page = text(client.get(path))
     assert "Reminders and requests for feedback" in page and "not subscribed" not in page
-    if one_click:
-        client.post(
-            path,
-            data="List-Unsubscribe=One-Click",
-            content_type="application/x-www-form-urlencoded",
-        )
+    if mail_app:
+        one_click(client, path)
     else:
         assert "Reminders and requests for feedback" in text(client.post(path))
     with db.transaction() as session:
@@ -1052,14 +1038,10 @@ def test_unsubscribing_from_an_invitation_stops_further_invitations(
     db = _db(app)
     panel_id = _panel(db)
     with db.transaction() as session:
-        panels.invite(
-            session, panels.get_panel(session, panel_id), email="no@example.com", name=None
-        )
+        _invite(session, panel_id, "no@example.com")
     path = link_in(mails(db, "no@example.com")[0], "unsubscribe")
     assert "Invitations to join a Parent Carer Panel" in text(client.get(path))
-    client.post(
-        path, data="List-Unsubscribe=One-Click", content_type="application/x-www-form-urlencoded"
-    )
+    one_click(client, path)
     with db.transaction() as session:
         ledger.give(
             session,
@@ -1069,9 +1051,7 @@ def test_unsubscribing_from_an_invitation_stops_further_invitations(
             actor="self",
         )
     with db.transaction() as session, pytest.raises(Conflict) as refused:
-        panels.invite(
-            session, panels.get_panel(session, panel_id), email="no@example.com", name=None
-        )
+        _invite(session, panel_id, "no@example.com")
     assert "asked not to be invited to panels" in refused.value.message
     assert "nothing to stop" in text(client.get(path)).lower()
     assert "You have joined" in text(
@@ -1231,11 +1211,7 @@ def test_one_click_unsubscribes_from_one_mail_provider_are_never_rate_limited(
             factories.consenting(session, "newsletter", email=f"reader{i}@example.com")
     client = app.test_client()
     codes = [
-        client.post(
-            _unsubscribe_path(db, f"reader{i}@example.com", "newsletter"),
-            data="List-Unsubscribe=One-Click",
-            content_type="application/x-www-form-urlencoded",
-        ).status_code
+        one_click(client, _unsubscribe_path(db, f"reader{i}@example.com", "newsletter")).status_code
         for i in range(25)
     ]
     assert codes == [200] * 25

@@ -90,3 +90,10 @@ def link_in(message: Outbox, kind: str) -> str:
 
 def text(response: TestResponse) -> str:
     return response.get_data(as_text=True)
+
+
+def one_click(client: FlaskClient, path: str) -> TestResponse:
+    """POST an unsubscribe link as a mail app does for RFC 8058 one-click: no token, no form."""
+    return client.post(
+        path, data="List-Unsubscribe=One-Click", content_type="application/x-www-form-urlencoded"
+    )
