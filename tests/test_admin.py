@@ -1381,47 +1381,8 @@ def test_reports_suppress_small_numbers(app: Flask) -> None:
     assert '<option value="all" selected>' in switched.get_data(as_text=True)
 
 
-def test_a_small_month_cannot_be_worked_out_from_overlapping_periods(app: Flask) -> None:
-    """January's two under-18s must not be found as (January and February) less February."""
-    db = _db(app)
-    january, february = datetime(2027, 1, 15, tzinfo=UTC), datetime(2027, 2, 15, tzinfo=UTC)
-    with db.transaction() as session:
-        for at, under_18, older in ((january, 2, 9), (february, 6, 8)):
-            for band, number in (("Under 18", under_18), ("25 to 34", older)):
-                reports.count(
-                    session,
-                    "panel.joined",
-                    scope="panel:1",
-                    dimension="age_band",
-                    value=band,
-                    at=at,
-                    by=number,
-                )
-
-    def published(start: str, end: str) -> dict[str, int | None]:
-        with db.reader() as session:
-            cells = reports.table(
-                session, "panel_joins", start=start, end=end, dimension="age_band"
-            )
-        return {cell.value: cell.published for cell in cells}
-
-    both, feb = published("2027-01", "2027-02"), published("2027-02", "2027-02")
-    assert feb == {"Under 18": 6, "25 to 34": 8}
-    assert both == {"Under 18": None, "25 to 34": None}
-    assert published("2027-01", "2027-01") == {"Under 18": None, "25 to 34": None}
-
-
-def test_a_small_month_cannot_be_worked_out_from_the_count_withheld_beside_it(
-    app: Flask,
-) -> None:
-    """January 2, 6 and 50; February 10, 100 and 5. January withholds its 6 beside the 2;
-    the two months together must not publish 106 against February's 100, which with
-    January's 50 and its total of 58 would give the 2 away."""
-    db = _db(app)
-    months = {
-        datetime(2027, 1, 15, tzinfo=UTC): {"Under 18": 2, "18 to 24": 6, "25 to 34": 50},
-        datetime(2027, 2, 15, tzinfo=UTC): {"Under 18": 10, "18 to 24": 100, "25 to 34": 5},
-    }
+def _joins_by_age(db: Database, months: dict[datetime, dict[str, int]]) -> None:
+    """Panel joins per age group in each month, with the overall count beside them."""
     with db.transaction() as session:
         for at, bands in months.items():
             for band, number in bands.items():
@@ -1436,16 +1397,51 @@ def test_a_small_month_cannot_be_worked_out_from_the_count_withheld_beside_it(
                         by=number,
                     )
 
-    def published(start: str, end: str) -> dict[str, int | None]:
-        with db.reader() as session:
-            cells = reports.table(
-                session, "panel_joins", start=start, end=end, dimension="age_band"
-            )
-        return {cell.value: cell.published for cell in cells}
 
-    january = published("2027-01", "2027-01")
+def _published_by_age(db: Database, start: str, end: str) -> dict[str, int | None]:
+    with db.reader() as session:
+        cells = reports.table(session, "panel_joins", start=start, end=end, dimension="age_band")
+    return {cell.value: cell.published for cell in cells}
+
+
+JANUARY, FEBRUARY = datetime(2027, 1, 15, tzinfo=UTC), datetime(2027, 2, 15, tzinfo=UTC)
+
+
+def test_a_small_month_cannot_be_worked_out_from_overlapping_periods(app: Flask) -> None:
+    """January's two under-18s must not be found as (January and February) less February."""
+    db = _db(app)
+    _joins_by_age(
+        db,
+        {
+            JANUARY: {"Under 18": 2, "25 to 34": 9},
+            FEBRUARY: {"Under 18": 6, "25 to 34": 8},
+        },
+    )
+    both = _published_by_age(db, "2027-01", "2027-02")
+    feb = _published_by_age(db, "2027-02", "2027-02")
+    assert feb == {"Under 18": 6, "25 to 34": 8}
+    assert both == {"Under 18": None, "25 to 34": None}
+    assert _published_by_age(db, "2027-01", "2027-01") == {"Under 18": None, "25 to 34": None}
+
+
+def test_a_small_month_cannot_be_worked_out_from_the_count_withheld_beside_it(
+    app: Flask,
+) -> None:
+    """January 2, 6 and 50; February 10, 100 and 5. January withholds its 6 beside the 2;
+    the two months together must not publish 106 against February's 100, which with
+    January's 50 and its total of 58 would give the 2 away."""
+    db = _db(app)
+    _joins_by_age(
+        db,
+        {
+            JANUARY: {"Under 18": 2, "18 to 24": 6, "25 to 34": 50},
+            FEBRUARY: {"Under 18": 10, "18 to 24": 100, "25 to 34": 5},
+        },
+    )
+    january = _published_by_age(db, "2027-01", "2027-01")
     assert january == {"Under 18": None, "18 to 24": None, "25 to 34": 50}
-    both, february = published("2027-01", "2027-02"), published("2027-02", "2027-02")
+    both = _published_by_age(db, "2027-01", "2027-02")
+    february = _published_by_age(db, "2027-02", "2027-02")
     assert february == {"Under 18": 10, "18 to 24": 100, "25 to 34": 5}
     assert both["18 to 24"] is None and both["Under 18"] is None
 
