@@ -1350,11 +1350,7 @@ def test_rows_with_problems_block_the_whole_import(app: Flask) -> None:
 def test_reports_suppress_small_numbers(app: Flask) -> None:
     db = _db(app)
     with db.transaction() as session:
-        for _ in range(7):
-            factories.consenting(session, "newsletter")
-        for _ in range(6):
-            factories.consenting(session, "family_hub_events")
-        factories.consenting(session, "workshops")
+        factories.consents_for_a_report(session)
     client = staff_client(app, "coordinator")
     month = utcnow().astimezone(LONDON).strftime("%Y-%m")
     page = text(

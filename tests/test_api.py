@@ -419,11 +419,7 @@ def test_reports_give_counts_and_withhold_small_ones(app: Flask) -> None:
     db = _db(app)
     _, secret = _key(db, "reports:read")
     with db.transaction() as session:
-        for _ in range(7):
-            factories.consenting(session, "newsletter")
-        for _ in range(6):
-            factories.consenting(session, "family_hub_events")
-        factories.consenting(session, "workshops")
+        factories.consents_for_a_report(session)
     month = utcnow().astimezone(LONDON).strftime("%Y-%m")
     client = app.test_client()
     response = client.get(

@@ -241,14 +241,7 @@ def test_an_address_change_moves_the_member(
     with db.transaction() as session:
         person = factories.consenting(session, "newsletter", email="old@example.com")
     _pusher(db).push()
-    with db.transaction() as session:
-        people.change_email(
-            session,
-            session.get(Person, person.id),
-            "new@example.com",
-            channel="email_link",
-            actor="self",
-        )
+    _change_email(db, person.id, "new@example.com")
     _pusher(db).push()
     assert md5("old@example.com") not in mailchimp_fake.members
     assert mailchimp_fake.members[md5("new@example.com")]["email_address"] == "new@example.com"
