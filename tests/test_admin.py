@@ -1487,6 +1487,11 @@ def test_special_category_breakdowns_are_for_the_dpo_and_small_groups_stay_hidde
     limited = text(_post(coordinator, page, f"{page}/diversity"))
     assert "Age group" in limited and "shown only to the data protection officer" in limited
     assert "Asian" not in limited and ">7<" not in limited
+    with db.reader() as session:
+        viewed = session.execute(
+            select(AuditEvent.object_id).where(AuditEvent.action == "panel.diversity_viewed")
+        ).scalars()
+        assert list(viewed) == [str(panel_id)] * 2, "each view of the summary is audited"
 
 
 def test_the_audit_log_records_admin_actions_and_verifies(

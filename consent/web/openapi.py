@@ -122,7 +122,8 @@ _SCHEMAS: dict[str, Any] = {
             "count": {
                 "type": ["integer", "null"],
                 "description": "Null when the count is withheld as too small to publish "
-                "safely, or because it could be worked out from the others.",
+                "safely, or because a small count could be worked out from it (beside it, "
+                "or in one of its months).",
             },
             "shown": {"type": "string", "description": "The count as the reports show it."},
         },
