@@ -19,10 +19,14 @@ def to_london(moment: datetime) -> datetime:
     return moment.astimezone(LONDON)
 
 
-def london_date(moment: datetime) -> str:
+def long_date(day: date) -> str:
     """A date as people in England write it: 5 March 2027."""
-    local = to_london(moment)
-    return f"{local.day} {local:%B %Y}"
+    return f"{day.day} {day:%B %Y}"
+
+
+def london_date(moment: datetime) -> str:
+    """The London day of a moment, written out: 5 March 2027."""
+    return long_date(to_london(moment).date())
 
 
 def london_datetime(moment: datetime) -> str:

@@ -46,7 +46,7 @@ from consent.services import (
     signups,
     workshops,
 )
-from consent.timeutil import LONDON, utcnow
+from consent.timeutil import LONDON, london_date, utcnow
 from tests import factories
 from tests.admin_client import PASSWORD, code_for, make_staff, sign_in, staff_client
 from tests.helpers import deliver_and_purge, find_anywhere, tamper
@@ -1506,6 +1506,19 @@ def test_the_audit_log_records_admin_actions_and_verifies(
     assert "The audit log is intact" in checked
     tamper(_db(app).engine, "UPDATE audit_event SET actor = 'someone else' WHERE seq = 1")
     assert "has been altered" in text(_post(dpo, "/admin/audit", "/admin/audit/verify"))
+
+
+def test_the_retention_page_lists_memberships_ending_by_their_day(app: Flask) -> None:
+    start = utcnow()
+    ends = start + timedelta(days=20)
+    with (
+        time_machine.travel(ends - timedelta(days=730), tick=False),
+        _db(app).transaction() as session,
+    ):
+        factories.member(session, factories.panel(session))
+    page = text(staff_client(app, "dpo").get("/admin/retention"))
+    cells = re.findall(r'<td class="govuk-table__cell[^"]*">([^<]*)</td>', page)
+    assert cells[:2] == [london_date(ends), "1"]
 
 
 def test_dry_run_from_the_retention_page_changes_nothing(app: Flask) -> None:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import time_machine
@@ -851,4 +851,4 @@ def test_memberships_ending_soon_are_grouped_by_the_day_in_london(db: Database) 
             factories.member(session, panel, at=joined)
     with db.reader() as session:
         soon = retention.upcoming(session, datetime(2028, 6, 1, tzinfo=UTC), timedelta(days=90))
-    assert soon == [("29 June 2028", 1), ("30 June 2028", 2)]
+    assert soon == [(date(2028, 6, 29), 1), (date(2028, 6, 30), 2)]

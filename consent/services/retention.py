@@ -46,7 +46,7 @@ from consent.models import (
     Workshop,
 )
 from consent.services import imports, ledger, outbox, panels, people, signups
-from consent.timeutil import LONDON, london_date, to_london, utcnow
+from consent.timeutil import to_london, utcnow
 from consent.validation import without_addresses
 
 #: How far back to look for withdrawals whose memberships might have been missed.
@@ -608,7 +608,7 @@ def _erase_unheld(session: Session, report: SweepReport, ids: list[int], now: da
         report.removed["people_erased"] += counts["people"]
 
 
-def upcoming(session: Session, now: datetime, within: timedelta) -> list[tuple[str, int]]:
+def upcoming(session: Session, now: datetime, within: timedelta) -> list[tuple[date, int]]:
     """Panel memberships reaching their two-year limit soon, per London day (as members see
     the date on their own pages): what the sweep will remove unless members renew.
 
@@ -629,7 +629,4 @@ def upcoming(session: Session, now: datetime, within: timedelta) -> list[tuple[s
     for started, number in rows:
         moment = started if isinstance(started, datetime) else datetime.fromisoformat(started)
         days[to_london(moment.replace(tzinfo=UTC)).date()] += number
-    return [
-        (london_date(datetime(day.year, day.month, day.day, 12, tzinfo=LONDON)), days[day])
-        for day in sorted(days)
-    ]
+    return sorted(days.items())

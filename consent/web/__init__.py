@@ -12,7 +12,7 @@ from werkzeug.routing import IntegerConverter, Map
 
 from consent.config import REPO_ROOT, Settings
 from consent.db import Database
-from consent.timeutil import london_date, london_datetime
+from consent.timeutil import london_date, london_datetime, long_date
 from consent.validation import ID_MAX
 
 
@@ -50,6 +50,7 @@ def _templates(app: Flask) -> None:
         ]
     )
     app.jinja_env.filters["london_date"] = london_date
+    app.jinja_env.filters["long_date"] = long_date
     app.jinja_env.filters["london_datetime"] = london_datetime
     app.jinja_env.filters["iso_london"] = lambda text: london_datetime(datetime.fromisoformat(text))
     app.jinja_env.trim_blocks = True
