@@ -68,6 +68,13 @@ def notice_id(value: str | None) -> int | None:
     return whole_number(value)
 
 
+def came(value: str | None, event: str) -> bool:
+    """Whether a register row says the person came: "yes" or "no", never a silent no."""
+    if value not in ("yes", "no"):
+        raise InvalidInput("attended", f"Select whether they came to the {event}.")
+    return value == "yes"
+
+
 def choices(values: tuple[str, ...]) -> list[SelectChoice]:
     return [SelectChoice(value) for value in values]
 

@@ -13,7 +13,7 @@ from consent.validation import whole_number
 from consent.web import database
 from consent.web.admin import COORDINATOR, DPO, audited, bp, roles, staff
 from consent.web.admin.forms import ButtonOnly, InviteForm, NoteForm, PanelForm, SessionForm
-from consent.web.forms import attach_error
+from consent.web.forms import attach_error, came
 
 
 @bp.get("/panels")
@@ -261,17 +261,15 @@ def attendance(session_id: int) -> Response:
     if not ButtonOnly().validate_on_submit():
         return redirect(url_for("admin.panel_session", session_id=session_id))
     membership = request.form.get("membership", "")
-    came = request.form.get("attended")
     try:
-        if came not in ("yes", "no"):
-            raise InvalidInput("attended", "Select whether they came to the session.")
+        attended = came(request.form.get("attended"), "session")
         with database().transaction() as session:
             found = service.get_session(session, session_id)
             service.record_attendance(
                 session,
                 found,
                 whole_number(membership) or 0,
-                attended=came == "yes",
+                attended=attended,
                 recording_consent=request.form.get("recording") == "yes",
             )
             audited(

@@ -13,7 +13,7 @@ from consent.validation import whole_number
 from consent.web import database
 from consent.web.admin import COORDINATOR, DPO, audited, bp, roles
 from consent.web.admin.forms import ButtonOnly, WorkshopForm
-from consent.web.forms import attach_error
+from consent.web.forms import attach_error, came
 
 
 def _values(form: WorkshopForm) -> dict[str, object]:
@@ -117,13 +117,11 @@ def workshop(workshop_id: int) -> str:
 def workshop_attendance(workshop_id: int) -> Response:
     if ButtonOnly().validate_on_submit():
         booking = request.form.get("booking", "")
-        came = request.form.get("attended")
         try:
-            if came not in ("yes", "no"):
-                raise InvalidInput("attended", "Select whether they came to the workshop.")
+            attended = came(request.form.get("attended"), "workshop")
             with database().transaction() as session:
                 found = service.get_workshop(session, workshop_id)
-                service.set_attended(session, found, whole_number(booking) or 0, came == "yes")
+                service.set_attended(session, found, whole_number(booking) or 0, attended)
                 audited(
                     session, "workshop.attendance", object_type="workshop", object_id=workshop_id
                 )
