@@ -281,7 +281,7 @@ def test_an_administrator_adds_staff_who_sign_in_with_what_they_were_given(app: 
             {"email": "Coordinator@example.gov.uk", "name": "X", "role": "dpo"},
             "There is already a staff account with that email address.",
         ),
-        ({"email": "x@example.gov.uk", "name": "X", "role": "owner"}, "Not a valid choice"),
+        ({"email": "x@example.gov.uk", "name": "X", "role": "owner"}, "Select a role."),
         (
             {"email": "x@example.gov.uk", "name": "<b>X</b>\x07", "role": "dpo"},
             "must not contain hidden characters",
@@ -802,7 +802,7 @@ def test_editing_a_panel_and_closing_it_to_new_members(app: Flask) -> None:
         ({"name": "N" * 201}, "Panel name must be 200 characters or fewer"),
         ({"name": "   "}, "Enter a panel name."),
         ({"description": "Line\x00"}, "there is a problem with that request"),
-        ({"status": "concluded"}, "Not a valid choice"),
+        ({"status": "concluded"}, "Select whether the panel is taking new members."),
     ],
 )
 def test_a_panel_edit_with_a_problem_changes_nothing(

@@ -20,7 +20,7 @@ from consent.web.admin import forms as admin_forms
 from tests import factories
 from tests.admin_client import make_staff, staff_client
 from tests.fuzzing import FIXTURES_OK, counts, filled_in, hostile_text
-from tests.web import csrf, hidden_fields
+from tests.web import csrf, hidden_fields, written_as_sentences
 
 #: Every field any admin form has, and the plain form fields some views read directly.
 FIELDS = sorted(
@@ -176,3 +176,4 @@ def test_hostile_admin_posts_never_500_and_never_half_write(
     assert response.status_code < 500, (path, body)
     if first.status_code >= 400:
         assert counts(db) == before, (path, body)
+    written_as_sentences(response.get_data(as_text=True))

@@ -14,7 +14,7 @@ from consent.db import Database
 from consent.services import people
 from tests import factories
 from tests.fuzzing import FIXTURES_OK, counts, filled_in
-from tests.web import csrf, hidden_fields
+from tests.web import csrf, hidden_fields, written_as_sentences
 
 FORM_FIELDS = [
     "email",
@@ -108,6 +108,7 @@ def test_hostile_form_posts_never_500_and_never_half_write(
     assert response.status_code < 500, (path, body)
     if response.status_code >= 400:
         assert counts(db) == before, (path, body)
+    written_as_sentences(response.get_data(as_text=True))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=FIXTURES_OK)

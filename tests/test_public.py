@@ -422,7 +422,7 @@ def test_joining_a_panel_with_double_opt_in(app: Flask, client: FlaskClient) -> 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"panel_contact": ""}, "Select yes to agree to join"),
+        ({"panel_contact": ""}, "Select the box to agree to join"),
         ({"children_count": "lots"}, "as a number"),
         ({"children_count": "99"}, "between 0 and 20"),
         ({"children_ages": "3, seven"}, "numbers separated by commas"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from html import unescape
 from html.parser import HTMLParser
 
 from flask.testing import FlaskClient
@@ -51,6 +52,21 @@ def choices(html: str) -> dict[str, list[str]]:
     parser = _Inputs()
     parser.feed(html)
     return parser.choices
+
+
+def error_messages(html: str) -> list[str]:
+    """The messages in a page's error summary, as a person reads them."""
+    found = re.findall(r'govuk-error-summary__list">(.*?)</ul>', html, re.S)
+    items = [item for listed in found for item in re.findall(r"<li>(.*?)</li>", listed, re.S)]
+    return [unescape(re.sub(r"<[^>]+>", "", item)).strip() for item in items]
+
+
+def written_as_sentences(html: str) -> None:
+    """Every error message on the page is our own and ends with a full stop, as the rest do:
+    WTForms' defaults ("Field cannot be longer than...") are not plain English."""
+    for message in error_messages(html):
+        assert message.endswith((".", "?")), message
+        assert not message.startswith(("Field ", "This field", "Not a valid", "Invalid")), message
 
 
 def csrf(html: str) -> str:

@@ -99,7 +99,7 @@ def request_panel(
     if panel.status != "open":
         raise Conflict("This panel is not taking new members.")
     if "panel_contact" not in shown:
-        raise InvalidInput("panel_contact", "Select yes to agree to join the panel.")
+        raise InvalidInput("panel_contact", "Select the box to agree to join the panel.")
     if recordings and "panel_recordings" not in shown:
         raise UnknownWording("panel_recordings")
     if not recordings:

@@ -31,7 +31,7 @@ from wtforms.validators import InputRequired, Length, Optional
 
 from consent.errors import InvalidInput
 from consent.options import PREFER_NOT_TO_SAY, options
-from consent.validation import whole_number
+from consent.validation import EMAIL_MAX, whole_number
 
 
 class _LegendKept:
@@ -83,17 +83,21 @@ def full_name() -> StringField:
     return StringField(
         "Full name",
         validators=[
-            InputRequired("Enter your full name"),
-            Length(max=200, message="Your name must be 200 characters or fewer"),
+            InputRequired("Enter your full name."),
+            Length(max=200, message="Your name must be 200 characters or fewer."),
         ],
         widget=GovTextInput(),
     )
 
 
+def _email_length() -> Length:
+    return Length(max=EMAIL_MAX, message=f"Email address must be {EMAIL_MAX} characters or fewer.")
+
+
 def email_address() -> StringField:
     return StringField(
         "Email address",
-        validators=[InputRequired("Enter your email address"), Length(max=320)],
+        validators=[InputRequired("Enter your email address."), _email_length()],
         widget=GovTextInput(),
     )
 
@@ -104,7 +108,7 @@ class NewsletterForm(FlaskForm):
         "Your name (optional)",
         validators=[
             Optional(),
-            Length(max=200, message="Your name must be 200 characters or fewer"),
+            Length(max=200, message="Your name must be 200 characters or fewer."),
         ],
         widget=GovTextInput(),
     )
@@ -121,21 +125,24 @@ class BookingForm(FlaskForm):
     setting = StringField(
         "Setting or workplace (optional)",
         description="For example, the nursery, school or service you work in",
-        validators=[Optional(), Length(max=200, message="Setting must be 200 characters or fewer")],
+        validators=[
+            Optional(),
+            Length(max=200, message="Setting must be 200 characters or fewer."),
+        ],
         widget=GovTextInput(),
     )
     district = RadioField(
         "Which district do you live or work in?",
         choices=choices(options().districts),
-        validators=[InputRequired("Select the district you live or work in")],
-        invalid_choice_message="Select the district you live or work in",
+        validators=[InputRequired("Select the district you live or work in.")],
+        invalid_choice_message="Select the district you live or work in.",
         widget=Radios(),
     )
     job_role = RadioField(
         "What is your role?",
         choices=choices(options().job_roles),
-        validators=[InputRequired("Select your role")],
-        invalid_choice_message="Select your role",
+        validators=[InputRequired("Select your role.")],
+        invalid_choice_message="Select your role.",
         widget=Radios(),
     )
     newsletter = BooleanField(widget=GovCheckboxInput())
@@ -153,7 +160,7 @@ def _special_fields() -> dict[str, Field]:
                 f"{question.label} (optional)",
                 validators=[
                     Optional(),
-                    Length(max=500, message="Your answer must be 500 characters or fewer"),
+                    Length(max=500, message="Your answer must be 500 characters or fewer."),
                 ],
                 widget=GovTextArea(),
             )
@@ -162,7 +169,7 @@ def _special_fields() -> dict[str, Field]:
                 f"{question.label} (optional)",
                 choices=choices((*question.options, PREFER_NOT_TO_SAY)),
                 validators=[Optional()],
-                invalid_choice_message="Select an answer from the list, or prefer not to say",
+                invalid_choice_message="Select an answer from the list, or prefer not to say.",
                 widget=Radios(),
             )
     return fields
@@ -174,30 +181,33 @@ class _JoinBase(FlaskForm):
     phone = StringField(
         "Phone number (optional)",
         description="So the Family Hub team can call you about meetings, if you prefer",
-        validators=[Optional(), Length(max=40, message="Enter a phone number, like 01632 960 001")],
+        validators=[
+            Optional(),
+            Length(max=40, message="Enter a phone number, like 01632 960 001."),
+        ],
         widget=GovTextInput(),
     )
     postcode = StringField(
         "Postcode",
         description="So we know which Family Hubs you are near",
         validators=[
-            InputRequired("Enter your postcode"),
-            Length(max=10, message="Enter a real postcode, like SW1A 1AA"),
+            InputRequired("Enter your postcode."),
+            Length(max=10, message="Enter a real postcode, like SW1A 1AA."),
         ],
         widget=GovTextInput(),
     )
     age_band = RadioField(
         "How old are you?",
         choices=choices(options().age_bands),
-        validators=[InputRequired("Select your age group")],
-        invalid_choice_message="Select your age group",
+        validators=[InputRequired("Select your age group.")],
+        invalid_choice_message="Select your age group.",
         widget=Radios(),
     )
     children_count = StringField(
         "How many children do you look after?",
         validators=[
-            InputRequired("Enter how many children you look after"),
-            Length(max=3, message="Enter how many children you look after, as a number"),
+            InputRequired("Enter how many children you look after."),
+            Length(max=3, message="Enter how many children you look after, as a number."),
         ],
         widget=GovTextInput(),
     )
@@ -206,7 +216,7 @@ class _JoinBase(FlaskForm):
         description="Separate ages with commas, for example 2, 7",
         validators=[
             Optional(),
-            Length(max=100, message="Enter ages as numbers separated by commas"),
+            Length(max=100, message="Enter ages as numbers separated by commas."),
         ],
         widget=GovTextInput(),
     )
@@ -215,7 +225,7 @@ class _JoinBase(FlaskForm):
         description="Select all that apply",
         choices=choices(options().family_hub_services),
         validators=[Optional()],
-        invalid_choice_message="Select the services you have used from the list",
+        invalid_choice_message="Select the services you have used from the list.",
         widget=Checkboxes(),
     )
     panel_contact = BooleanField(widget=GovCheckboxInput())
@@ -243,8 +253,8 @@ class FeedbackForm(FlaskForm):
     rating = RadioField(
         "How useful was the workshop?",
         choices=choices(("Very useful", "Useful", "Not very useful", "Not useful at all")),
-        validators=[InputRequired("Select how useful the workshop was")],
-        invalid_choice_message="Select how useful the workshop was",
+        validators=[InputRequired("Select how useful the workshop was.")],
+        invalid_choice_message="Select how useful the workshop was.",
         widget=Radios(),
     )
     comments = TextAreaField(
@@ -252,7 +262,7 @@ class FeedbackForm(FlaskForm):
         description="Please do not include anything about your health or your family",
         validators=[
             Optional(),
-            Length(max=2000, message="Comments must be 2000 characters or fewer"),
+            Length(max=2000, message="Comments must be 2000 characters or fewer."),
         ],
         widget=GovTextArea(),
     )
@@ -270,18 +280,21 @@ class DetailsForm(FlaskForm):
         "Full name",
         validators=[
             Optional(),
-            Length(max=200, message="Your name must be 200 characters or fewer"),
+            Length(max=200, message="Your name must be 200 characters or fewer."),
         ],
         widget=GovTextInput(),
     )
     phone = StringField(
         "Phone number (optional)",
-        validators=[Optional(), Length(max=40, message="Enter a phone number, like 01632 960 001")],
+        validators=[
+            Optional(),
+            Length(max=40, message="Enter a phone number, like 01632 960 001."),
+        ],
         widget=GovTextInput(),
     )
     postcode = StringField(
         "Postcode (optional)",
-        validators=[Optional(), Length(max=10, message="Enter a real postcode, like SW1A 1AA")],
+        validators=[Optional(), Length(max=10, message="Enter a real postcode, like SW1A 1AA.")],
         widget=GovTextInput(),
     )
     submit = SubmitField("Save my details", widget=GovSubmitInput())
@@ -291,7 +304,7 @@ class NewEmailForm(FlaskForm):
     new_email = StringField(
         "New email address",
         description="We will send a link to this address. Your address changes when you use it.",
-        validators=[InputRequired("Enter your new email address"), Length(max=320)],
+        validators=[InputRequired("Enter your new email address."), _email_length()],
         widget=GovTextInput(),
     )
     submit = SubmitField("Send a confirmation link", widget=GovSubmitInput())

@@ -37,16 +37,19 @@ def _text(
 ) -> StringField:
     validators = [InputRequired(required)] if required else [Optional()]
     validators.append(
-        Length(max=max_length, message=f"{label} must be {max_length} characters or fewer")
+        Length(max=max_length, message=f"{label} must be {max_length} characters or fewer.")
     )
     return StringField(label, validators=validators, description=description, widget=GovTextInput())
 
 
 class SignInForm(FlaskForm):
-    email = _text("Email address", "Enter your email address", 320)
+    email = _text("Email address", "Enter your email address.", 320)
     password = PasswordField(
         "Password",
-        validators=[InputRequired("Enter your password"), Length(max=1000)],
+        validators=[
+            InputRequired("Enter your password."),
+            Length(max=1000, message="Password must be 1000 characters or fewer."),
+        ],
         widget=GovPasswordInput(),
     )
     submit = SubmitField("Continue", widget=GovSubmitInput())
@@ -55,7 +58,7 @@ class SignInForm(FlaskForm):
 class CodeForm(FlaskForm):
     code = _text(
         "Code from your authenticator app",
-        "Enter the 6-digit code",
+        "Enter the 6-digit code.",
         10,
         "The code changes every 30 seconds",
     )
@@ -73,20 +76,24 @@ class OnBehalfForm(FlaskForm):
     purpose = SelectField(
         "What",
         choices=[],
-        validators=[InputRequired("Select what they agreed to or stopped")],
+        validators=[InputRequired("Select what they agreed to or stopped.")],
+        invalid_choice_message="Select what they agreed to or stopped.",
         widget=GovSelect(),
     )
     action = RadioField(
         "They told us",
         choices=choices(("Agree", "Stop")),
-        validators=[InputRequired("Select whether they agreed or stopped")],
-        invalid_choice_message="Select whether they agreed or stopped",
+        validators=[InputRequired("Select whether they agreed or stopped.")],
+        invalid_choice_message="Select whether they agreed or stopped.",
         widget=Radios(),
     )
     note = TextAreaField(
         "Note",
         description="How and when they told you, for example ‘Phoned on 3 March; notice read out’",
-        validators=[InputRequired("Enter a note saying how the person told you"), Length(max=5000)],
+        validators=[
+            InputRequired("Enter a note saying how the person told you."),
+            Length(max=5000, message="The note must be 5,000 characters or fewer."),
+        ],
         widget=GovTextArea(),
     )
     submit = SubmitField("Record", widget=GovSubmitInput())
@@ -95,39 +102,46 @@ class OnBehalfForm(FlaskForm):
 class NoteForm(FlaskForm):
     note = TextAreaField(
         "Note",
-        validators=[InputRequired("Enter a note saying why"), Length(max=5000)],
+        validators=[
+            InputRequired("Enter a note saying why."),
+            Length(max=5000, message="The note must be 5,000 characters or fewer."),
+        ],
         widget=GovTextArea(),
     )
     submit = SubmitField("Confirm", widget=GovSubmitInput())
 
 
 class PanelForm(FlaskForm):
-    name = _text("Panel name", "Enter the panel's name")
-    family_hub = _text("Family Hub", "Enter the Family Hub")
+    name = _text("Panel name", "Enter the panel's name.")
+    family_hub = _text("Family Hub", "Enter the Family Hub.")
     description = TextAreaField(
         "Description",
-        validators=[InputRequired("Enter a description"), Length(max=2000)],
+        validators=[
+            InputRequired("Enter a description."),
+            Length(max=2000, message="The description must be 2,000 characters or fewer."),
+        ],
         widget=GovTextArea(),
     )
     status = RadioField(
         "Taking new members?",
         choices=choices(("open", "closed")),
         validators=[Optional()],
+        invalid_choice_message="Select whether the panel is taking new members.",
         widget=Radios(),
     )
     submit = SubmitField("Save", widget=GovSubmitInput())
 
 
 class InviteForm(FlaskForm):
-    email = _text("Email address", "Enter the email address to invite", 320)
+    email = _text("Email address", "Enter the email address to invite.", 320)
     name = _text("Name (optional)")
     submit = SubmitField("Send invitation", widget=GovSubmitInput())
 
 
 class SessionForm(FlaskForm):
-    title = _text("Title", "Enter a title")
+    title = _text("Title", "Enter a title.")
     starts_at = _text(
-        "Date and time", "Enter the date and time", 40, "In UK time, like 2027-03-05 18:30"
+        "Date and time", "Enter the date and time.", 40, "In UK time, like 2027-03-05 18:30"
     )
     format = RadioField(
         "Format",
@@ -136,7 +150,8 @@ class SessionForm(FlaskForm):
             SelectChoice("in_person", "In person"),
             SelectChoice("hybrid", "Both"),
         ],
-        validators=[InputRequired("Select the format")],
+        validators=[InputRequired("Select the format.")],
+        invalid_choice_message="Select the format.",
         widget=Radios(),
     )
     location = _text("Where (optional)", max_length=300)
@@ -145,16 +160,19 @@ class SessionForm(FlaskForm):
 
 
 class WorkshopForm(FlaskForm):
-    title = _text("Title", "Enter a title")
+    title = _text("Title", "Enter a title.")
     description = TextAreaField(
         "Description",
-        validators=[InputRequired("Enter a description"), Length(max=2000)],
+        validators=[
+            InputRequired("Enter a description."),
+            Length(max=2000, message="The description must be 2,000 characters or fewer."),
+        ],
         widget=GovTextArea(),
     )
-    starts_at = _text("Starts", "Enter when it starts", 40, "In UK time, like 2027-03-05 10:00")
-    ends_at = _text("Ends", "Enter when it ends", 40, "In UK time, like 2027-03-05 11:30")
-    capacity = _text("Number of places", "Enter the number of places", 6)
-    location = _text("Where", "Enter where it happens", 300)
+    starts_at = _text("Starts", "Enter when it starts.", 40, "In UK time, like 2027-03-05 10:00")
+    ends_at = _text("Ends", "Enter when it ends.", 40, "In UK time, like 2027-03-05 11:30")
+    capacity = _text("Number of places", "Enter the number of places.", 6)
+    location = _text("Where", "Enter where it happens.", 300)
     submit = SubmitField("Save", widget=GovSubmitInput())
 
 
@@ -162,19 +180,21 @@ class RightsForm(FlaskForm):
     kind = RadioField(
         "Type of request",
         choices=choices(REQUEST_KINDS),
-        validators=[InputRequired("Select the type of request")],
+        validators=[InputRequired("Select the type of request.")],
+        invalid_choice_message="Select the type of request.",
         widget=Radios(),
     )
     channel = RadioField(
         "How it arrived",
         choices=choices(("post", "phone", "email", "in person")),
-        validators=[InputRequired("Select how the request arrived")],
+        validators=[InputRequired("Select how the request arrived.")],
+        invalid_choice_message="Select how the request arrived.",
         widget=Radios(),
     )
     received = _text(
-        "Date received", "Enter the date it was received", 20, "For example, 2027-03-05"
+        "Date received", "Enter the date it was received.", 20, "For example, 2027-03-05"
     )
-    requester = _text("Who asked (name and how to reply)", "Enter who made the request", 300)
+    requester = _text("Who asked (name and how to reply)", "Enter who made the request.", 300)
     email = _text("Their email address, if they are on our records (optional)", max_length=320)
     submit = SubmitField("Log request", widget=GovSubmitInput())
 
@@ -183,30 +203,44 @@ class RightsUpdateForm(FlaskForm):
     status = RadioField(
         "Status",
         choices=choices(("open", "completed", "refused", "withdrawn")),
-        validators=[InputRequired("Select a status")],
+        validators=[InputRequired("Select a status.")],
+        invalid_choice_message="Select a status.",
         widget=Radios(),
     )
     outcome = TextAreaField(
-        "Outcome", validators=[Optional(), Length(max=5000)], widget=GovTextArea()
+        "Outcome",
+        validators=[
+            Optional(),
+            Length(max=5000, message="The outcome must be 5,000 characters or fewer."),
+        ],
+        widget=GovTextArea(),
     )
     submit = SubmitField("Save", widget=GovSubmitInput())
 
 
 class ImportForm(FlaskForm):
-    purpose = SelectField("Purpose", choices=[], validators=[InputRequired()], widget=GovSelect())
+    purpose = SelectField(
+        "Purpose",
+        choices=[],
+        validators=[InputRequired("Select a purpose.")],
+        invalid_choice_message="Select a purpose.",
+        widget=GovSelect(),
+    )
     file = FileField("CSV file", widget=GovFileInput())
     submit = SubmitField("Preview", widget=GovSubmitInput())
 
 
 class ConfirmImportForm(FlaskForm):
-    upload = HiddenField(validators=[InputRequired()])
-    purpose = HiddenField(validators=[InputRequired()])
+    upload = HiddenField(validators=[InputRequired("That upload has gone. Upload the file again.")])
+    purpose = HiddenField(
+        validators=[InputRequired("That upload has gone. Upload the file again.")]
+    )
     submit = SubmitField("Import all rows", widget=GovSubmitInput())
 
 
 class NewUserForm(FlaskForm):
-    email = _text("Email address", "Enter an email address", 320)
-    name = _text("Name", "Enter their name")
+    email = _text("Email address", "Enter an email address.", 320)
+    name = _text("Name", "Enter their name.")
     role = RadioField(
         "Role",
         choices=[
@@ -214,7 +248,8 @@ class NewUserForm(FlaskForm):
             SelectChoice("dpo", "Data protection officer"),
             SelectChoice("admin", "Administrator"),
         ],
-        validators=[InputRequired("Select a role")],
+        validators=[InputRequired("Select a role.")],
+        invalid_choice_message="Select a role.",
         widget=Radios(),
     )
     submit = SubmitField("Create account", widget=GovSubmitInput())
@@ -223,7 +258,7 @@ class NewUserForm(FlaskForm):
 class ApiKeyForm(FlaskForm):
     name = _text(
         "Which system will use the key?",
-        "Enter the name of the system",
+        "Enter the name of the system.",
         100,
         description="For example, Family Hub bookings. Staff see this name in the audit log.",
     )
@@ -231,8 +266,8 @@ class ApiKeyForm(FlaskForm):
         "What may the key do?",
         description="Select all that the system needs, and no more",
         choices=[SelectChoice(scope, words) for scope, words in SCOPES.items()],
-        validators=[InputRequired("Select what the key may do")],
-        invalid_choice_message="Select only the permissions listed",
+        validators=[InputRequired("Select what the key may do.")],
+        invalid_choice_message="Select only the permissions listed.",
         widget=Checkboxes(),
     )
     submit = SubmitField("Create key", widget=GovSubmitInput())

@@ -182,7 +182,7 @@ def panel_list() -> str:
 def _profile(form: JoinForm) -> panels.ProfileInput:  # type: ignore[valid-type]
     children_count = whole_number(form.children_count.data, most=99)
     if children_count is None:
-        raise InvalidInput("children_count", "Enter how many children you look after, as a number")
+        raise InvalidInput("children_count", "Enter how many children you look after, as a number.")
     ages: list[int] = []
     for part in (form.children_ages.data or "").replace(" and ", ",").split(","):
         part = part.strip()
@@ -191,7 +191,7 @@ def _profile(form: JoinForm) -> panels.ProfileInput:  # type: ignore[valid-type]
         age = whole_number(part, most=99)
         if age is None:
             raise InvalidInput(
-                "children_ages", "Enter ages as numbers separated by commas, like 2, 7"
+                "children_ages", "Enter ages as numbers separated by commas, like 2, 7."
             )
         ages.append(age)
     special = {
@@ -360,7 +360,7 @@ def join_invited(token: str) -> str | tuple[str, int]:
         try:
             ticked = _ticked(form, PANEL_KEYS)
             if "panel_contact" not in ticked:
-                raise InvalidInput("panel_contact", "Select yes to agree to join the panel.")
+                raise InvalidInput("panel_contact", "Select the box to agree to join the panel.")
             with database().transaction() as session:
                 person, claims = resolve(session, token, "join")
                 notices_shown = {key: session.get(Notice, number) for key, number in ticked.items()}
