@@ -167,6 +167,7 @@ EMAILS: dict[str, EmailSpec] = {
         True,
         "name",
         "withdrawn",
+        "erasing",
     ),
     "data_deleted": _spec(
         "We have deleted your details",

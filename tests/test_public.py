@@ -943,6 +943,34 @@ def test_unsubscribe_page_changes_nothing_until_the_button(
     assert mails(db, member)[-1].template == "consent_withdrawn"
 
 
+def test_the_confirmation_of_a_last_withdrawal_outlives_the_erasure_it_leads_to(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    """Someone who stops the only thing we held them for is erased by the next sweep. The
+    email confirming it must still go, and must not offer links that erasure kills."""
+    db = _db(app)
+    with db.transaction() as session:
+        factories.consenting(session, "newsletter", email="only@example.com")
+    _post_manage(
+        client, _manage_path(db, member), "consent", {"purpose": "newsletter", "agree": "no"}
+    )
+    [still_held] = mails(db, member, template="consent_withdrawn")
+    assert still_held.person_id is not None and "/manage/" in still_held.body_text
+    _post_manage(
+        client,
+        _manage_path(db, "only@example.com"),
+        "consent",
+        {"purpose": "newsletter", "agree": "no"},
+    )
+    retention.sweep(db)
+    with db.reader() as session:
+        assert people.find_by_email(session, "only@example.com") is None
+    [last] = mails(db, "only@example.com", template="consent_withdrawn")
+    assert last.status == "queued" and last.person_id is None
+    assert "we will delete your details" in last.body_text
+    assert "/manage/" not in last.body_text and "/unsubscribe/" not in last.body_text
+
+
 def test_rfc_8058_one_click_unsubscribe_is_idempotent(
     app: Flask, client: FlaskClient, member: str
 ) -> None:

@@ -56,7 +56,8 @@ def queue(
     an address on the suppression list. Mail to any address but the person's own (a new
     address not yet confirmed) carries none of their links: whoever holds that mailbox
     has proved nothing yet. ``detach`` leaves the message unlinked from the person, so
-    erasing them (which cancels their queued mail) does not cancel it.
+    erasing them (which cancels their queued mail) does not cancel it; nor does it carry
+    their links, which erasing them revokes.
     ``unsubscribe_purpose`` names what its unsubscribe link stops, where the template's
     own purpose is not specific enough.
     """
@@ -74,7 +75,7 @@ def queue(
         "unsubscribe_url": None,
     }
     headers: dict[str, str] = {}
-    if person.erased_at is None and address == person.email:
+    if not detach and person.erased_at is None and address == person.email:
         base["manage_url"] = links.link_url(settings, person, "manage")
         unsubscribe = links.link_url(
             settings, person, "unsubscribe", purpose=unsubscribe_purpose or spec.unsubscribe_purpose

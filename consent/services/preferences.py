@@ -28,7 +28,15 @@ from consent.models import (
     Workshop,
 )
 from consent.prepared import Prepared
-from consent.services import ledger, notice_catalogue, notices, outbox, people, reports
+from consent.services import (
+    ledger,
+    notice_catalogue,
+    notices,
+    outbox,
+    people,
+    reports,
+    retention,
+)
 from consent.timeutil import utcnow
 from consent.validation import normalise_email
 
@@ -198,14 +206,28 @@ def _titles(session: Session, keys: list[str]) -> list[str]:
 
 
 def confirm_withdrawal(session: Session, person: Person, keys: list[str]) -> None:
-    """Confirm by email what stopped: the person asked, so it goes even when suppressed."""
-    if keys and person.email:
-        outbox.queue(
-            session,
-            "consent_withdrawn",
-            person=person,
-            context={"name": person.name, "withdrawn": _titles(session, keys)},
-        )
+    """Confirm by email what stopped: the person asked, so it goes even when suppressed.
+
+    When nothing else is held for them, the next sweep erases the person and revokes their
+    links, which would also cancel this email if it were still waiting. So it is sent
+    apart from them, with no links and no name, and says their details will be deleted.
+    """
+    if not keys or not person.email:
+        return
+    assert person.id is not None
+    erasing = person.id not in retention.holders(session, [person.id], utcnow())
+    outbox.queue(
+        session,
+        "consent_withdrawn",
+        person=person,
+        context={
+            "name": None if erasing else person.name,
+            "withdrawn": _titles(session, keys),
+            "erasing": erasing,
+        },
+        detach=erasing,
+        purge_on_send=erasing,
+    )
 
 
 def set_consent(
