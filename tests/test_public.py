@@ -30,6 +30,7 @@ from consent.models import (
     PendingSignup,
     Person,
     PersonChange,
+    Purpose,
 )
 from consent.services import (
     admin_users,
@@ -47,7 +48,7 @@ from consent.services import (
 from consent.timeutil import london_date, utcnow
 from tests import factories
 from tests.helpers import find_anywhere
-from tests.web import csrf, link_in, mails, one_click, submit, text
+from tests.web import csrf, hidden_fields, link_in, mails, one_click, submit, text
 
 
 def _db(app: Flask) -> Database:
@@ -918,6 +919,44 @@ def test_delete_everything(app: Flask, client: FlaskClient, member: str) -> None
 
 
 # ---- unsubscribe --------------------------------------------------------------------------
+
+
+def test_staying_on_a_panel_records_the_wording_shown_and_asks_about_recordings_apart(
+    app: Flask, client: FlaskClient
+) -> None:
+    """The renewal page is where the member agrees again, so the ledger must point at the
+    wording it showed, even if a newer one is published meanwhile; recordings are their
+    own purpose and are never renewed by the button alone."""
+    db = _db(app)
+    with db.transaction() as session:
+        person = factories.person(session, email="stella@example.com")
+        factories.member(session, factories.panel(session), person)
+        ledger.give(session, person, "panel_recordings", channel="web_form", actor="self")
+        contact = notices.publish(session, "panel_contact", "Yes, keep me on.", "Text two.")
+        recordings = notices.publish(session, "panel_recordings", "Yes, record.", "Text two.")
+        path = "/renew/" + links.make_token(db.settings, person, "renew", purpose="panel_contact")
+    page = text(client.get(path))
+    assert "Yes, keep me on." in page and "Yes, record." in page
+    assert 'name="panel_recordings" type="checkbox" value="y">' in page
+    with db.transaction() as session:
+        for key in ("panel_contact", "panel_recordings"):
+            notices.publish(session, key, "Newer than the page.", "Text three.")
+
+    def renewals() -> list[tuple[str, int]]:
+        with db.reader() as session:
+            found = people.find_by_email(session, "stella@example.com")
+            events = ledger.events_for(session, found)
+            keys = {p.id: p.key for p in session.exec(select(Purpose)).all()}
+            return [(keys[e.purpose_id], e.notice_id) for e in events if e.action == "renewed"]
+
+    blank = {**hidden_fields(page), "panel_contact_notice": ""}
+    refused = client.post(path, data=blank)
+    assert refused.status_code == 400 and "which wording you were shown" in text(refused)
+    assert renewals() == []
+    client.post(path, data=hidden_fields(page))
+    assert renewals() == [("panel_contact", contact.id)]
+    client.post(path, data={**hidden_fields(page), "panel_recordings": "y"})
+    assert renewals()[1:] == [("panel_contact", contact.id), ("panel_recordings", recordings.id)]
 
 
 def _unsubscribe_path(db: Database, email: str, purpose: str | None) -> str:

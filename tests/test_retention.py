@@ -51,7 +51,7 @@ from consent.timeutil import LONDON, london_date, utcnow
 from mailers.outbox import OutboxWorker
 from tests import factories
 from tests.helpers import child_environment, deliver_and_purge, find_anywhere
-from tests.web import csrf, link_in, mails
+from tests.web import csrf, hidden_fields, link_in, mails
 from tests.web import text as page_text
 
 TWO_YEARS = timedelta(days=730)
@@ -113,7 +113,7 @@ def test_two_years_reminders_renewal_and_expiry(app: Flask, db: Database) -> Non
         with db.reader() as session:
             person = session.get(Person, stays)
             assert [e.action for e in ledger.events_for(session, person)] == ["given"]
-        done = client.post(renew, data={"csrf_token": csrf(page_text(page))})
+        done = client.post(renew, data=hidden_fields(page_text(page)))
         assert "You are staying on the panel" in page_text(done)
     with db.reader() as session:
         membership = session.execute(
@@ -771,7 +771,7 @@ def test_renewing_after_expiry_is_refused_clearly(app: Flask, db: Database) -> N
         ledger.expire_many(session, now=utcnow(), limit=10)
     client = app.test_client()
     page = client.get(f"/renew/{token}")
-    response = client.post(f"/renew/{token}", data={"csrf_token": csrf(page_text(page))})
+    response = client.post(f"/renew/{token}", data=hidden_fields(page_text(page)))
     assert response.status_code == 409 and "already ended" in page_text(response)
 
 

@@ -894,11 +894,16 @@ def renew(
     *,
     channel: str,
     actor: str,
+    notice: Notice | None = None,
     wording: str | None = None,
     note: str | None = None,
     at: datetime | None = None,
 ) -> ConsentEvent:
-    """Renew consent in force, on the current notice; the time limit starts again."""
+    """Renew consent in force; the time limit starts again.
+
+    As with ``give``, ``notice`` is the version the person was shown when a page showed
+    one; otherwise the current version.
+    """
     _check_channel(channel)
     actor = _check_actor(actor)
     note = _check_note(channel, note)
@@ -908,16 +913,18 @@ def renew(
             f"There is no consent in force for {ctx.purpose_title.lower()} to renew. "
             "Ask the person to agree again."
         )
+    if notice is not None and notice.purpose_id != ctx.purpose_id:
+        raise InvalidInput("notice", "That notice belongs to a different purpose.")
     return _append(
         session,
         person,
         ctx,
         "renewed",
-        notice_id=ctx.notice_id,
-        notice_hash=ctx.notice_hash,
+        notice_id=notice.id if notice is not None else ctx.notice_id,
+        notice_hash=notice.text_hash if notice is not None else ctx.notice_hash,
         channel=channel,
         actor=actor,
-        wording=_wording(wording, ctx.notice_statement),
+        wording=_wording(wording, notice.statement if notice is not None else ctx.notice_statement),
         note=note,
         at=at or utcnow(),
     )

@@ -230,15 +230,20 @@ def confirm_withdrawal(session: Session, person: Person, keys: list[str]) -> Non
     )
 
 
+def _notice_shown(session: Session, purpose_key: str, notice_id: int | None) -> Notice:
+    """The notice version a form says it showed for this purpose; consent must point at it."""
+    notice = session.get(Notice, notice_id) if isinstance(notice_id, int) else None
+    if notice is None or notice.purpose_id != notices.get_purpose(session, purpose_key).id:
+        raise UnknownWording(purpose_key)
+    return notice
+
+
 def set_consent(
     session: Session, person: Person, purpose_key: str, *, agree: bool, notice_id: int | None
 ) -> bool:
     """Give (on the notice version the page showed) or withdraw one purpose."""
     if agree:
-        notice = session.get(Notice, notice_id) if isinstance(notice_id, int) else None
-        purpose = notices.get_purpose(session, purpose_key)
-        if notice is None or notice.purpose_id != purpose.id:
-            raise UnknownWording(purpose_key)
+        notice = _notice_shown(session, purpose_key, notice_id)
         if purpose_key == "panel_contact":
             raise InvalidInput(purpose_key, "To join a panel, use the panel's join page.")
         return (
@@ -455,17 +460,32 @@ def delete_everything(session: Session, person: Person) -> datetime:
     return person.erased_at or utcnow()
 
 
-def renew_panel(session: Session, person: Person) -> list[str]:
-    """The member wants to stay: renew panel contact (and recordings, if agreed), which
-    restarts the two-year clock on every membership."""
-    renewed = []
-    for key in ("panel_contact", "panel_recordings"):
-        if ledger.has_consent(session, person, key):
-            ledger.renew(session, person, key, channel="email_link", actor="self")
-            renewed.append(key)
-    if not renewed:
+def renew_panel(
+    session: Session,
+    person: Person,
+    *,
+    contact_notice: int | None,
+    recordings: bool = False,
+    recordings_notice: int | None = None,
+) -> list[str]:
+    """The member wants to stay: renew panel contact on the wording the page showed, which
+    restarts the two-year clock on every membership.
+
+    Recordings are a purpose of their own: renewed only when the member ticks that box,
+    never by the button alone.
+    """
+    if not ledger.has_consent(session, person, "panel_contact"):
         raise NotConsented(
             "Your panel membership has already ended, so it cannot be renewed. "
             "You can join again from the panels page."
         )
+    shown = _notice_shown(session, "panel_contact", contact_notice)
+    ledger.renew(session, person, "panel_contact", channel="email_link", actor="self", notice=shown)
+    renewed = ["panel_contact"]
+    if recordings and ledger.has_consent(session, person, "panel_recordings"):
+        shown = _notice_shown(session, "panel_recordings", recordings_notice)
+        ledger.renew(
+            session, person, "panel_recordings", channel="email_link", actor="self", notice=shown
+        )
+        renewed.append("panel_recordings")
     return renewed

@@ -249,6 +249,16 @@ class ButtonForm(FlaskForm):
     submit = SubmitField("Confirm", widget=GovSubmitInput())
 
 
+class RenewForm(FlaskForm):
+    """Staying on a panel: the button renews panel contact on the wording shown; recordings
+    are renewed only if their own box is ticked."""
+
+    panel_contact_notice = HiddenField()
+    panel_recordings = BooleanField(widget=GovCheckboxInput())
+    panel_recordings_notice = HiddenField()
+    submit = SubmitField("Yes, I want to stay", widget=GovSubmitInput())
+
+
 class FeedbackForm(FlaskForm):
     rating = RadioField(
         "How useful was the workshop?",

@@ -13,7 +13,7 @@ from sqlmodel import select, update
 
 from consent import links
 from consent.models import Booking, Outbox
-from consent.services import outbox, preferences, signups, workshops
+from consent.services import ledger, outbox, preferences, signups, workshops
 from consent.timeutil import utcnow
 from tests import factories
 from tests.browser.conftest import LiveServer
@@ -29,6 +29,7 @@ def _world(live: LiveServer) -> dict[str, str]:
         person = factories.consenting(session, "newsletter", "workshops", email="a11y@example.com")
         panel = factories.panel(session)
         factories.member(session, panel, person)
+        ledger.give(session, person, "panel_recordings", channel="web_form", actor="self")
         start = utcnow() + timedelta(days=4)
         workshop = workshops.create_workshop(
             session,
@@ -63,6 +64,7 @@ def _world(live: LiveServer) -> dict[str, str]:
         return {
             "manage": links.make_token(settings, person, "manage"),
             "unsubscribe": links.make_token(settings, person, "unsubscribe", purpose="newsletter"),
+            "renew": links.make_token(settings, person, "renew", purpose="panel_contact"),
             "confirm": links.make_token(settings, newcomer, "confirm", ref=pending.id),
             "confirm_email": confirm_email.group(1),
             "workshop": str(workshop.id),
@@ -94,6 +96,7 @@ PAGES: list[tuple[str, Callable[[dict[str, str]], str], str | None]] = [
     ("my data", lambda w: f"/manage/{w['manage']}/data", None),
     ("delete", lambda w: f"/manage/{w['manage']}/delete", None),
     ("unsubscribe", lambda w: f"/unsubscribe/{w['unsubscribe']}", None),
+    ("stay on the panel", lambda w: f"/renew/{w['renew']}", None),
     ("new link", lambda w: "/link", None),
     ("new link with errors", lambda w: "/link", "Send me a link"),
     ("privacy", lambda w: "/privacy", None),

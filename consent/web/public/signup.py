@@ -13,6 +13,7 @@ from consent.models import Booking, Notice, Panel, Purpose, Workshop
 from consent.options import options
 from consent.services import (
     catalogue,
+    ledger,
     notices,
     panels,
     people,
@@ -29,6 +30,7 @@ from consent.web.forms import (
     FeedbackForm,
     JoinForm,
     NewsletterForm,
+    RenewForm,
     attach_error,
     notice_id,
 )
@@ -291,23 +293,46 @@ def confirm(token: str) -> str | Response:
 # ---- renewing and feedback ----------------------------------------------------------------
 
 
+RENEW_KEYS = ("panel_contact", "panel_recordings")
+
+
 @bp.route("/renew/<token>", methods=["GET", "POST"])
 def renew(token: str) -> str | tuple[str, int]:
     """GET explains and shows a button; the POST renews (mail scanners open links)."""
-    form = ButtonForm()
+    form = RenewForm()
     if request.method == "POST" and form.validate_on_submit():
         try:
             with database().transaction() as session:
                 person, _ = resolve(session, token, "renew")
-                preferences.renew_panel(session, person)
+                preferences.renew_panel(
+                    session,
+                    person,
+                    contact_notice=notice_id(form.panel_contact_notice.data),
+                    recordings=bool(form.panel_recordings.data),
+                    recordings_notice=notice_id(form.panel_recordings_notice.data),
+                )
                 view = preferences.overview(session, person)
+            return render_template("public/renewed.html", view=view)
+        except InvalidInput as error:
+            attach_error(form, error, fallback="panel_recordings")
         except DomainError as error:
             return render_template("public/confirm_problem.html", message=error.message), 409
-        return render_template("public/renewed.html", view=view)
     with database().reader() as session:
         person, _ = resolve(session, token, "renew")
         view = preferences.overview(session, person)
-    return render_template("public/renew.html", form=form, view=view)
+        shown = _current(session, *RENEW_KEYS)
+        purposes = _purposes(session, *RENEW_KEYS)
+        records = ledger.has_consent(session, person, "panel_recordings")
+    _fill_notices(form, shown)
+    page = render_template(
+        "public/renew.html",
+        form=form,
+        view=view,
+        shown=shown,
+        purposes=purposes,
+        records=records,
+    )
+    return page, 400 if form.errors else 200
 
 
 @bp.route("/feedback/<token>", methods=["GET", "POST"])
