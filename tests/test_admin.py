@@ -908,6 +908,8 @@ def test_attendance_corrections_and_cancellations_are_counted_once(app: Flask) -
     for answer in ("no", "yes", "no", "yes", "yes", ""):
         _post(client, path, path + "/attendance", {"booking": str(came), "attended": answer})
     assert "Select whether they came to the workshop" in text(client.get(path))
+    _post(client, path, path + "/attendance", {"booking": str(gone.id), "attended": "yes"})
+    assert "That booking was cancelled" in text(client.get(path))
 
     def counted(report: str) -> int:
         with db.reader() as session:
@@ -916,6 +918,21 @@ def test_attendance_corrections_and_cancellations_are_counted_once(app: Flask) -
 
     assert counted("attendance") == 1
     assert counted("cancellations") == 1 and counted("bookings") == 2
+
+
+def test_no_one_is_counted_as_attending_a_cancelled_workshop(app: Flask) -> None:
+    db = _db(app)
+    with db.transaction() as session:
+        workshop = factories.workshop(session, days=2)
+        booked = factories.booking(session, workshop, "booked@example.com").id
+        workshops.cancel_workshop(session, workshop)
+        workshop_id, month = workshop.id, reports.period_of(workshop.starts_at)
+    client = staff_client(app, "coordinator")
+    path = f"/admin/workshops/{workshop_id}"
+    _post(client, path, path + "/attendance", {"booking": str(booked), "attended": "yes"})
+    assert "This workshop was cancelled" in text(client.get(path))
+    with db.reader() as session:
+        assert reports.table(session, "attendance", start=month, end=month) == []
 
 
 def test_panel_attendance_needs_an_answer(app: Flask) -> None:

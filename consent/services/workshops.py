@@ -343,10 +343,15 @@ def _tell_bookers(
 
 def set_attended(session: Session, workshop: Workshop, booking_id: int, attended: bool) -> Booking:
     """Record whether a booker came. Counted in the workshop's own month, so a correction
-    (came, then did not come, or the other way) moves the same count back."""
+    (came, then did not come, or the other way) moves the same count back; a cancelled
+    place or workshop is never counted as attended."""
     booking = session.get(Booking, booking_id) if isinstance(booking_id, int) else None
     if booking is None or booking.workshop_id != workshop.id or booking.purged_at is not None:
         raise NotFound("We could not find that booking.")
+    if workshop.status == "cancelled":
+        raise Conflict("This workshop was cancelled, so no one attended it.")
+    if booking.cancelled_at is not None:
+        raise Conflict("That booking was cancelled, so attendance cannot be recorded for it.")
     if bool(booking.attended) != attended:
         reports.count(
             session,
