@@ -70,7 +70,8 @@ class OutboxWorker:
         """Send everything due now, batch by batch; stops early if the relay is down."""
         report = DeliveryReport()
         with self.database.transaction() as session:
-            report.requeued = outbox.requeue_stale(session)
+            stale = outbox.requeue_stale(session)
+        report.requeued, report.failed = stale.requeued, stale.failed
         batches = 0
         while max_batches is None or batches < max_batches:
             with self.database.transaction() as session:

@@ -405,7 +405,7 @@ def test_a_worker_that_lost_its_claim_records_nothing_over_the_new_holder(
         assert outbox.claim(session, "A", 10) == [message]
     later = utcnow() + outbox.LEASE + timedelta(minutes=1)
     with db.transaction() as session:
-        assert outbox.requeue_stale(session, now=later) == 1
+        assert outbox.requeue_stale(session, now=later).requeued == 1
         assert outbox.claim(session, "B", 10, now=later) == [message]
     with db.transaction() as session:
         assert not outbox.renew(session, message, worker="A", now=later)
@@ -418,6 +418,29 @@ def test_a_worker_that_lost_its_claim_records_nothing_over_the_new_holder(
     assert (row.status, row.claimed_by, row.attempts, row.sent_at) == ("sending", "B", 2, None)
     with db.transaction() as session:
         assert outbox.renew(session, message, worker="B", now=later)
+
+
+def test_a_message_whose_worker_keeps_dying_fails_at_the_maximum_attempts(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    """Each claim counts an attempt; a message that kills its worker every time must stop."""
+    db = configured(**smtp_settings)
+    _queue(db, 1)
+    moment = utcnow()
+    for attempt in range(1, outbox.MAX_ATTEMPTS + 1):
+        if attempt > 1:
+            with db.transaction() as session:
+                outbox.requeue_stale(session, now=moment)
+        with db.transaction() as session:
+            assert len(outbox.claim(session, f"dies-{attempt}", 10, now=moment)) == 1
+        moment += outbox.LEASE + timedelta(minutes=1)
+    with time_machine.travel(moment, tick=True):
+        report = OutboxWorker(db).run_once()
+    assert (report.sent, report.requeued, report.failed) == (0, 0, 1)
+    assert smtp.sink.messages == []
+    [row] = _rows(db)
+    assert (row.status, row.attempts, row.claimed_by) == ("failed", outbox.MAX_ATTEMPTS, None)
+    assert "no attempts left" in row.last_error
 
 
 def test_mail_queued_by_the_web_process_is_delivered_within_seconds(

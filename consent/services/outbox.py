@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import make_msgid
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from sqlalchemy import and_, bindparam, case, func, select, update
@@ -270,16 +270,31 @@ def release(
     )
 
 
-def requeue_stale(session: Session, now: datetime | None = None) -> int:
-    """Messages claimed by a worker that died: queue them again after the lease."""
+class Stale(NamedTuple):
+    requeued: int
+    failed: int
+
+
+def requeue_stale(session: Session, now: datetime | None = None) -> Stale:
+    """Messages whose claim ran out (the worker died or stalled): queue them again, or fail
+    those that have used every attempt, since each claim counts one and a message that
+    kills its worker would otherwise be retried for ever."""
     now = now or utcnow()
     table = Outbox.__table__
-    result = session.execute(
+    stale = and_(table.c.status == "sending", table.c.claimed_at < now - LEASE)
+    failed = session.execute(
         update(table)
-        .where(table.c.status == "sending", table.c.claimed_at < now - LEASE)
-        .values(status="queued", claimed_by=None, next_attempt_at=now)
+        .where(stale, table.c.attempts >= MAX_ATTEMPTS)
+        .values(
+            status="failed",
+            claimed_by=None,
+            last_error="No answer from the worker sending it, and no attempts left.",
+        )
     )
-    return int(result.rowcount or 0)
+    requeued = session.execute(
+        update(table).where(stale).values(status="queued", claimed_by=None, next_attempt_at=now)
+    )
+    return Stale(requeued=int(requeued.rowcount or 0), failed=int(failed.rowcount or 0))
 
 
 def _bodies_due(keep: timedelta, now: datetime) -> tuple[Any, Any]:
