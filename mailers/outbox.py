@@ -1,9 +1,12 @@
 """The outbox worker: claims due messages, sends them, and records what happened.
 
 Each message is marked sent in its own transaction right after the relay accepts it, so
-a crash can repeat at most the one message in flight. A web process keeps one worker
-thread that sleeps until a commit that queued mail wakes it; the scheduler runs the same
-worker every minute as a safety net.
+a crash can repeat at most the one message in flight. Just before each send the worker
+renews its claim, and skips the message if the claim has gone: a batch slower than the
+lease may have had its rest handed to another worker, which sends them instead.
+
+A web process keeps one worker thread that sleeps until a commit that queued mail wakes
+it; the scheduler runs the same worker every minute as a safety net.
 """
 
 from __future__ import annotations
@@ -32,11 +35,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DeliveryReport:
+    """What one run did; ``lost`` counts messages another worker took over mid-batch."""
+
     sent: int = 0
     retrying: int = 0
     failed: int = 0
     released: int = 0
     requeued: int = 0
+    lost: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -64,7 +70,8 @@ class OutboxWorker:
         """Send everything due now, batch by batch; stops early if the relay is down."""
         report = DeliveryReport()
         with self.database.transaction() as session:
-            report.requeued = outbox.requeue_stale(session)
+            stale = outbox.requeue_stale(session)
+        report.requeued, report.failed = stale.requeued, stale.failed
         batches = 0
         while max_batches is None or batches < max_batches:
             with self.database.transaction() as session:
@@ -87,6 +94,12 @@ class OutboxWorker:
                     if row is None:
                         pending.remove(outbox_id)
                         continue
+                    with self.database.transaction() as session:
+                        held = outbox.renew(session, outbox_id, worker=self.name)
+                    if not held:
+                        pending.remove(outbox_id)
+                        report.lost += 1
+                        continue
                     try:
                         mime = messages.build(row, self.database.settings)
                         connection.send(mime, reference=str(outbox_id))
@@ -94,23 +107,29 @@ class OutboxWorker:
                         permanent = not isinstance(exc, TemporaryFailure)
                         with self.database.transaction() as session:
                             outcome = outbox.mark_failed_attempt(
-                                session, outbox_id, str(exc), permanent=permanent
+                                session,
+                                outbox_id,
+                                str(exc),
+                                permanent=permanent,
+                                worker=self.name,
                             )
                         pending.remove(outbox_id)
                         report.errors.append(f"{outbox_id}: {exc}")
                         if outcome == "failed":
                             report.failed += 1
-                        else:
+                        elif outcome == "retry":
                             report.retrying += 1
+                        else:
+                            report.lost += 1
                         continue
                     with self.database.transaction() as session:
-                        outbox.mark_sent(session, outbox_id)
+                        outbox.mark_sent(session, outbox_id, worker=self.name)
                     pending.remove(outbox_id)
                     report.sent += 1
         except RelayUnavailable as exc:
             log.warning("mail relay unavailable; %d message(s) wait: %s", len(pending), exc)
             with self.database.transaction() as session:
-                outbox.release(session, pending, str(exc))
+                outbox.release(session, pending, str(exc), worker=self.name)
             report.released += len(pending)
             report.errors.append(str(exc))
             return False

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from pathlib import Path
 
 import pytest
@@ -318,6 +319,128 @@ def test_a_worker_that_died_mid_send_has_its_messages_requeued(
     with time_machine.travel(utcnow() + outbox.LEASE + timedelta(minutes=1), tick=True):
         report = OutboxWorker(db).run_once()
     assert report.requeued == 3 and report.sent == 3
+
+
+class SlowRelay:
+    """The real relay on loopback, but each accepted message costs ``per_message`` of
+    (travelled) time, after which ``meanwhile`` runs with the count accepted so far."""
+
+    def __init__(
+        self,
+        relay: SmtpServer,
+        clock: time_machine.Coordinates,
+        per_message: timedelta,
+        meanwhile: Callable[[int], None],
+    ) -> None:
+        self.backend = SmtpBackend("127.0.0.1", relay.port, timeout=5)
+        self.clock, self.per_message, self.meanwhile = clock, per_message, meanwhile
+        self.accepted = 0
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[SlowRelay]:
+        with self.backend.connect() as self.connection:
+            yield self
+
+    def send(self, message: Message, *, reference: str) -> None:
+        self.connection.send(message, reference=reference)
+        self.accepted += 1
+        self.clock.shift(self.per_message)
+        self.meanwhile(self.accepted)
+
+
+def test_a_batch_slower_than_the_lease_sends_each_message_once(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    """Three minutes a message: by the fourth the batch has outlived its lease, and a
+    second worker takes over the rest; the first must notice and leave them to it."""
+    db = configured(**smtp_settings)
+    _queue(db, 5)
+    other = OutboxWorker(db, name="B")
+    reports = []
+
+    def meanwhile(accepted: int) -> None:
+        if accepted == 4:
+            reports.append(other.run_once())
+
+    with time_machine.travel(utcnow(), tick=True) as clock:
+        slow = SlowRelay(smtp, clock, timedelta(minutes=3), meanwhile)
+        report = OutboxWorker(db, slow, name="A").run_once()
+    received = Counter(m["Message-ID"] for m in smtp.sink.messages)
+    assert len(received) == 5 and set(received.values()) == {1}, received
+    assert (report.sent, report.lost) == (4, 1)
+    assert (reports[0].requeued, reports[0].sent) == (1, 1)
+    assert [(r.status, r.claimed_by) for r in _rows(db)] == [("sent", None)] * 5
+
+
+def test_only_the_message_in_flight_past_the_lease_can_go_twice(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    """Eleven minutes pass while the relay takes the first message: the second worker
+    resends that one (delivery is at least once) but none of the four still waiting."""
+    db = configured(**smtp_settings)
+    first, *waiting = _queue(db, 5)
+    other = OutboxWorker(db, name="B")
+
+    def meanwhile(accepted: int) -> None:
+        if accepted == 1:
+            other.run_once()
+
+    with time_machine.travel(utcnow(), tick=True) as clock:
+        slow = SlowRelay(smtp, clock, timedelta(minutes=11), meanwhile)
+        report = OutboxWorker(db, slow, name="A").run_once()
+    received = Counter(m["Message-ID"] for m in smtp.sink.messages)
+    ids = {row.message_id: row.id for row in _rows(db)}
+    assert {ids[key]: count for key, count in received.items()} == {
+        first: 2,
+        **dict.fromkeys(waiting, 1),
+    }
+    assert (report.sent, report.lost) == (1, 4)
+
+
+def test_a_worker_that_lost_its_claim_records_nothing_over_the_new_holder(
+    db: Database,
+) -> None:
+    [message] = _queue(db, 1)
+    with db.transaction() as session:
+        assert outbox.claim(session, "A", 10) == [message]
+    later = utcnow() + outbox.LEASE + timedelta(minutes=1)
+    with db.transaction() as session:
+        assert outbox.requeue_stale(session, now=later).requeued == 1
+        assert outbox.claim(session, "B", 10, now=later) == [message]
+    with db.transaction() as session:
+        assert not outbox.renew(session, message, worker="A", now=later)
+        outbox.mark_sent(session, message, worker="A", now=later)
+        assert (
+            outbox.mark_failed_attempt(session, message, "x", permanent=True, worker="A") == "gone"
+        )
+        outbox.release(session, [message], "relay down", worker="A", now=later)
+    [row] = _rows(db)
+    assert (row.status, row.claimed_by, row.attempts, row.sent_at) == ("sending", "B", 2, None)
+    with db.transaction() as session:
+        assert outbox.renew(session, message, worker="B", now=later)
+
+
+def test_a_message_whose_worker_keeps_dying_fails_at_the_maximum_attempts(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    """Each claim counts an attempt; a message that kills its worker every time must stop."""
+    db = configured(**smtp_settings)
+    _queue(db, 1)
+    moment = utcnow()
+    for attempt in range(1, outbox.MAX_ATTEMPTS + 1):
+        if attempt > 1:
+            with db.transaction() as session:
+                outbox.requeue_stale(session, now=moment)
+        with db.transaction() as session:
+            assert len(outbox.claim(session, f"dies-{attempt}", 10, now=moment)) == 1
+        moment += outbox.LEASE + timedelta(minutes=1)
+    with time_machine.travel(moment, tick=True):
+        report = OutboxWorker(db).run_once()
+    assert (report.sent, report.requeued, report.failed) == (0, 0, 1)
+    assert smtp.sink.messages == []
+    [row] = _rows(db)
+    assert (row.status, row.attempts, row.claimed_by) == ("failed", outbox.MAX_ATTEMPTS, None)
+    assert "no attempts left" in row.last_error
 
 
 def test_mail_queued_by_the_web_process_is_delivered_within_seconds(

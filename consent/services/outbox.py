@@ -3,6 +3,10 @@
 Nothing in the service layer sends mail. A message is rendered when it is queued (so it
 says what was true when the decision was made), claimed atomically by one worker, and
 marked sent, retried with backoff, or failed. Bodies are purged a while after sending.
+
+A claim is a lease: a worker renews it just before each send and records an outcome only
+while it still holds it, so a batch that outlasts the lease cannot send twice what
+``requeue_stale`` has already handed to another worker.
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import make_msgid
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import and_, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -153,9 +157,43 @@ def load(session: Session, ids: list[int]) -> list[Outbox]:
     )
 
 
-def mark_sent(session: Session, outbox_id: int, now: datetime | None = None) -> None:
-    """One statement: marking sent happens once per message, right after the relay says yes."""
-    session.connection().execute(_mark_sent(), {"row_id": outbox_id, "now": now or utcnow()})
+def renew(session: Session, outbox_id: int, *, worker: str, now: datetime | None = None) -> bool:
+    """Confirm ``worker`` still holds the message and restart its lease; False if it does not.
+
+    Called in its own short transaction right before each send: a batch can outlast the
+    lease, and after that ``requeue_stale`` may have handed the message to another worker.
+    The gap between this and the relay's answer remains, so a message whose own send takes
+    longer than the lease can still go twice; delivery is at least once, not exactly once.
+    """
+    result = session.connection().execute(
+        _renew(), {"row_id": outbox_id, "worker": worker, "now": now or utcnow()}
+    )
+    return bool(result.rowcount)
+
+
+@cache
+def _renew() -> Any:
+    table = Outbox.__table__
+    return (
+        update(table)
+        .where(_held_by(table, bindparam("row_id"), bindparam("worker")))
+        .values(claimed_at=bindparam("now"))
+    )
+
+
+def _held_by(table: Any, row_id: Any, worker: Any) -> Any:
+    """A message still being sent under this worker's claim."""
+    return and_(table.c.id == row_id, table.c.status == "sending", table.c.claimed_by == worker)
+
+
+def mark_sent(
+    session: Session, outbox_id: int, *, worker: str, now: datetime | None = None
+) -> None:
+    """One statement, right after the relay says yes; a worker that lost the claim records
+    nothing, so it cannot overwrite the outcome of the worker that took the message over."""
+    session.connection().execute(
+        _mark_sent(), {"row_id": outbox_id, "worker": worker, "now": now or utcnow()}
+    )
 
 
 @cache
@@ -164,7 +202,7 @@ def _mark_sent() -> Any:
     purge = table.c.purge_on_send.is_(True)
     return (
         update(table)
-        .where(table.c.id == bindparam("row_id"), table.c.status == "sending")
+        .where(_held_by(table, bindparam("row_id"), bindparam("worker")))
         .values(
             status="sent",
             sent_at=bindparam("now"),
@@ -186,12 +224,19 @@ def backoff(attempts: int) -> timedelta:
 
 
 def mark_failed_attempt(
-    session: Session, outbox_id: int, error: str, *, permanent: bool, now: datetime | None = None
+    session: Session,
+    outbox_id: int,
+    error: str,
+    *,
+    permanent: bool,
+    worker: str,
+    now: datetime | None = None,
 ) -> str:
-    """Retry later, or give up after a permanent refusal or too many attempts."""
+    """Retry later, or give up after a permanent refusal or too many attempts; "gone" when
+    ``worker`` no longer holds the message, whose outcome is then its new holder's to record."""
     now = now or utcnow()
     row = session.get(Outbox, outbox_id)
-    if row is None or row.status != "sending":
+    if row is None or row.status != "sending" or row.claimed_by != worker:
         return "gone"
     row.claimed_by = None
     row.last_error = without_addresses(error)[:ERROR_MAX]
@@ -203,16 +248,19 @@ def mark_failed_attempt(
     return "retry"
 
 
-def release(session: Session, ids: list[int], error: str, now: datetime | None = None) -> None:
+def release(
+    session: Session, ids: list[int], error: str, *, worker: str, now: datetime | None = None
+) -> None:
     """Give claimed messages back when the relay could not be reached: not their fault,
-    so the attempt is not counted and they wait for the relay to come back."""
+    so the attempt is not counted and they wait for the relay to come back. Only those
+    ``worker`` still holds: the others, and their attempt counts, belong to another worker."""
     if not ids:
         return
     now = now or utcnow()
     table = Outbox.__table__
     session.execute(
         update(table)
-        .where(table.c.id.in_(ids), table.c.status == "sending")
+        .where(table.c.id.in_(ids), table.c.status == "sending", table.c.claimed_by == worker)
         .values(
             status="queued",
             claimed_by=None,
@@ -223,16 +271,31 @@ def release(session: Session, ids: list[int], error: str, now: datetime | None =
     )
 
 
-def requeue_stale(session: Session, now: datetime | None = None) -> int:
-    """Messages claimed by a worker that died: queue them again after the lease."""
+class Stale(NamedTuple):
+    requeued: int
+    failed: int
+
+
+def requeue_stale(session: Session, now: datetime | None = None) -> Stale:
+    """Messages whose claim ran out (the worker died or stalled): queue them again, or fail
+    those that have used every attempt, since each claim counts one and a message that
+    kills its worker would otherwise be retried for ever."""
     now = now or utcnow()
     table = Outbox.__table__
-    result = session.execute(
+    stale = and_(table.c.status == "sending", table.c.claimed_at < now - LEASE)
+    failed = session.execute(
         update(table)
-        .where(table.c.status == "sending", table.c.claimed_at < now - LEASE)
-        .values(status="queued", claimed_by=None, next_attempt_at=now)
+        .where(stale, table.c.attempts >= MAX_ATTEMPTS)
+        .values(
+            status="failed",
+            claimed_by=None,
+            last_error="No answer from the worker sending it, and no attempts left.",
+        )
     )
-    return int(result.rowcount or 0)
+    requeued = session.execute(
+        update(table).where(stale).values(status="queued", claimed_by=None, next_attempt_at=now)
+    )
+    return Stale(requeued=int(requeued.rowcount or 0), failed=int(failed.rowcount or 0))
 
 
 def _bodies_due(keep: timedelta, now: datetime) -> tuple[Any, Any]:
