@@ -715,6 +715,27 @@ def test_stop_everything_in_one_step(app: Flask, client: FlaskClient, member: st
         assert session.exec(select(PanelProfile)).all() == []
 
 
+def test_after_stop_everything_no_coordinator_can_invite_them_to_a_panel(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    """The page promises no more emails from us; a panel invitation is one."""
+    db = _db(app)
+    done = _post_manage(client, _manage_path(db, member), "stop-everything", {})
+    assert "You will not get any more emails" in text(client.get(done.location))
+    with db.transaction() as session:
+        other = factories.panel(session, name="Southfield Parent Carer Panel").id
+    for panel_id in (_panel_of(db), other):
+        with db.transaction() as session, pytest.raises(Conflict) as refused:
+            _invite(session, panel_id, member)
+        assert "asked not to be invited to panels" in refused.value.message
+    assert mails(db, member, template="panel_invitation") == []
+
+
+def _panel_of(db: Database) -> int:
+    with db.reader() as session:
+        return session.exec(select(Panel.id).order_by(Panel.id)).first()
+
+
 def test_stop_everything_also_stops_booking_reminders(app: Flask, client: FlaskClient) -> None:
     db = _db(app)
     _booked(db, "bea@example.com")
