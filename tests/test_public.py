@@ -165,6 +165,32 @@ def test_a_form_cannot_name_someone_else_s_record_until_its_link_is_used(
         assert change.fields == "name"
 
 
+def test_a_stranger_s_name_is_not_kept_on_a_new_address_its_owner_then_confirms(
+    app: Flask, client: FlaskClient
+) -> None:
+    """The first form for an address creates its record; the name typed in it is as
+    unproved as any other until its link is used."""
+    db = _db(app)
+    submit(
+        client,
+        "/newsletter",
+        {"email": "new@example.com", "name": "Stranger Name", "newsletter": "y"},
+    )
+    with db.reader() as session:
+        assert people.find_by_email(session, "new@example.com").name is None
+    [stranger] = mails(db, "new@example.com", template="confirm_newsletter")
+    assert "Stranger Name" not in (stranger.body_text or "")
+    submit(
+        client, "/newsletter", {"email": "new@example.com", "name": "Real Owner", "newsletter": "y"}
+    )
+    owner = link_in(mails(db, "new@example.com", template="confirm_newsletter")[1], "confirm")
+    client.post(owner, data={"csrf_token": csrf(text(client.get(owner)))})
+    with db.reader() as session:
+        assert people.find_by_email(session, "new@example.com").name == "Real Owner"
+    [welcome] = mails(db, "new@example.com", template="welcome")
+    assert "Real Owner" in (welcome.body_text or "")
+
+
 def test_the_unsubscribe_link_in_a_confirmation_stops_only_what_it_was_about(
     app: Flask, client: FlaskClient, member: str
 ) -> None:
@@ -278,6 +304,8 @@ def test_html_in_any_field_is_shown_as_text(app: Flask, client: FlaskClient) -> 
     name = '<script>alert("x")</script><b>bold</b>'
     submit(client, "/newsletter", {"email": "x@example.com", "name": name, "newsletter": "y"})
     db = _db(app)
+    confirm = link_in(mails(db, "x@example.com")[0], "confirm")
+    client.post(confirm, data={"csrf_token": csrf(text(client.get(confirm)))})
     page = text(client.get(_manage_path(db, "x@example.com")))
     assert "<script>alert" not in page and "&lt;script&gt;" in page
     bad = submit(client, "/newsletter", {"email": "<script>@example.com", "newsletter": "y"})

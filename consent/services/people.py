@@ -91,8 +91,8 @@ def find_or_create(
     """One person per mailbox: an existing record is reused, a name only fills a blank.
 
     A public form proves nothing about the mailbox until its link is used, so it passes
-    ``fill_name=False`` and applies the name on confirmation: otherwise anyone could name
-    someone else's record, and our emails would greet them by it.
+    ``fill_name=False`` and applies the name on confirmation, even to a record it creates:
+    otherwise anyone could name someone else's record, and our emails would greet them by it.
     """
     normalised = normalise_email(email)
     cleaned_name = clean_text(name, field="name", label="your name")
@@ -103,7 +103,9 @@ def find_or_create(
             person.updated_at = utcnow()
         return person
     wait = timedelta(seconds=settings_of(session).link_max_age["confirm"], hours=1)
-    person = Person(email=normalised, name=cleaned_name, review_at=utcnow() + wait)
+    person = Person(
+        email=normalised, name=cleaned_name if fill_name else None, review_at=utcnow() + wait
+    )
     session.add(person)
     session.flush()
     reports.count(session, "people.created")
