@@ -227,6 +227,25 @@ def test_the_version_shown_is_the_version_recorded(app: Flask, client: FlaskClie
         assert event.wording == "Yes, email me the Family Hubs newsletter."
 
 
+def test_confirming_an_older_sign_up_after_a_newer_one_keeps_the_newer_wording(
+    app: Flask, client: FlaskClient
+) -> None:
+    db = _db(app)
+    submit(client, "/newsletter", {"email": "twice@example.com", "newsletter": "y"})
+    with db.transaction() as session:
+        notices.publish(session, "newsletter", "Yes, send me the new newsletter.", "New words.")
+    submit(client, "/newsletter", {"email": "twice@example.com", "newsletter": "y"})
+    older, newer = (link_in(m, "confirm") for m in mails(db, "twice@example.com"))
+    for confirm in (newer, older):
+        client.post(confirm, data={"csrf_token": csrf(text(client.get(confirm)))})
+    with db.reader() as session:
+        [event] = session.exec(select(ConsentEvent)).all()
+        assert session.get(Notice, event.notice_id).version == 2
+        person = people.find_by_email(session, "twice@example.com")
+        assert ledger.states_for(session, person)["newsletter"].notice_id == event.notice_id
+    assert len(mails(db, "twice@example.com", template="welcome")) == 1
+
+
 @pytest.mark.parametrize(
     ("path", "notice"),
     [
