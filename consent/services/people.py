@@ -203,8 +203,41 @@ def change_email(
     person.email = normalised
     person.pending_email = None
     person.updated_at = utcnow()
+    _move_bookings(session, person, normalised)
     _record_change(session, person, ["email"], channel=channel, actor=actor, note=note)
     return True
+
+
+def _move_bookings(session: Session, person: Person, address: str) -> None:
+    """A person's bookings follow them to their new address: the coordinator's list shows the
+    address we now use, a second booking under the new one is known for the same person,
+    and whoever is given the old address next is not taken for them. A workshop keeps one
+    booking per address, so where the person has two (a place still booked first) only one
+    moves."""
+    theirs = session.exec(
+        select(Booking)
+        .where(
+            Booking.person_id == person.id,
+            Booking.purged_at.is_(None),
+            Booking.email.is_not(None),
+        )
+        .order_by(Booking.cancelled_at.is_not(None), Booking.id)
+    ).all()
+    if not theirs:
+        return
+    taken = set(
+        session.exec(
+            select(Booking.workshop_id).where(
+                Booking.email == address,
+                among(Booking.workshop_id, sorted({booking.workshop_id for booking in theirs})),
+            )
+        ).all()
+    )
+    for booking in theirs:
+        if booking.workshop_id not in taken:
+            booking.email = address
+            taken.add(booking.workshop_id)
+    session.flush()
 
 
 def revoke_links(person: Person) -> None:
