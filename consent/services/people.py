@@ -22,6 +22,7 @@ from consent.models import (
     Booking,
     ConsentEvent,
     ConsentState,
+    DeclinedInvitations,
     Outbox,
     PendingSignup,
     Person,
@@ -71,6 +72,26 @@ def lift_suppression(session: Session, email: str) -> None:
     """Only a fresh consent from the person themselves removes them from the list."""
     digest = _hmac_for(session, normalise_email(email))
     session.execute(delete(Suppression).where(Suppression.email_hmac == digest))
+
+
+def declined_invitations(session: Session, person: Person) -> bool:
+    """Whether the person, or someone erased who had this address, asked not to be invited
+    to panels: an erased record takes its marker with it, so the address's hash keeps it."""
+    if person.invitations_declined_at is not None:
+        return True
+    if not person.email:
+        return False
+    digest = _hmac_for(session, person.email)
+    found = select(DeclinedInvitations.id).where(DeclinedInvitations.email_hmac == digest)
+    return session.exec(found).first() is not None
+
+
+def forget_declined_invitations(session: Session, person: Person) -> None:
+    """The person joined a panel themselves: invitations may reach them again."""
+    person.invitations_declined_at = None
+    if person.email:
+        digest = _hmac_for(session, person.email)
+        session.execute(delete(DeclinedInvitations).where(DeclinedInvitations.email_hmac == digest))
 
 
 def find_by_email(session: Session, email: str) -> Person | None:
@@ -295,14 +316,15 @@ def scrub(
     """Erase many people in a few statements. Their consents must already have ended.
 
     ``suppress_ids`` are the people whose address joins the suppression list: those who
-    opted out. Someone whose consent simply ran out may be asked again later.
+    opted out. Someone whose consent simply ran out may be asked again later. Someone who
+    declined panel invitations keeps declining them: their address's hash is kept for that.
     """
     from consent.services import mailchimp
 
     now = utcnow()
     table = Person.__table__
     living = session.execute(
-        select(table.c.id, table.c.email).where(
+        select(table.c.id, table.c.email, table.c.invitations_declined_at).where(
             among(table.c.id, person_ids), table.c.erased_at.is_(None)
         )
     ).all()
@@ -311,13 +333,21 @@ def scrub(
     if not ids:
         return counts
     hash_key = settings_of(session).hash_key
+    dialect = session.get_bind().dialect.name
     suppressed = [
         {"email_hmac": email_hmac(hash_key, email), "reason": reason, "created_at": now}
-        for person_id, email in living
+        for person_id, email, _ in living
         if email and person_id in suppress_ids
     ]
     if suppressed:
-        session.execute(_suppress_insert(session.get_bind().dialect.name), suppressed)
+        session.execute(_suppress_insert(dialect), suppressed)
+    declined = [
+        {"email_hmac": email_hmac(hash_key, email), "declined_at": at, "created_at": now}
+        for _, email, at in living
+        if email and at is not None
+    ]
+    if declined:
+        session.execute(_decline_insert(dialect), declined)
     newsletter_people = set(
         session.execute(
             select(ConsentState.person_id)
@@ -325,7 +355,7 @@ def scrub(
             .where(among(ConsentState.person_id, ids), Purpose.key == "newsletter")
         ).scalars()
     )
-    for person_id, email in living:
+    for person_id, email, _ in living:
         if email and person_id in newsletter_people:
             mailchimp.queue_delete(session, person_id, email)
     counts["memberships"] = panels.delete_all_for_people(session, ids)
@@ -397,3 +427,9 @@ def scrub(
 def _suppress_insert(dialect: str) -> Any:
     make = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return make(Suppression.__table__).on_conflict_do_nothing(index_elements=["email_hmac"])
+
+
+@cache
+def _decline_insert(dialect: str) -> Any:
+    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return make(DeclinedInvitations.__table__).on_conflict_do_nothing(index_elements=["email_hmac"])
