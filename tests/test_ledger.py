@@ -81,6 +81,26 @@ def test_giving_again_records_nothing_unless_the_notice_changed(session: Session
     assert session.get(type(first), first.id).text == first.text
 
 
+def test_agreeing_to_older_wording_never_moves_consent_back_to_it(session: Session) -> None:
+    """An old form or link used late must not replace the newer wording the person agreed to."""
+    first = notices.current_notice(session, notices.get_purpose(session, "newsletter"))
+    second = notices.publish(session, "newsletter", "Yes, email me the newsletter.", "New text.")
+    person = factories.person(session)
+    ledger.give(session, person, "newsletter", channel="web_form", actor="self", notice=second)
+    older = ledger.give(
+        session, person, "newsletter", channel="web_form", actor="self", notice=first
+    )
+    assert older is None
+    assert [e.notice_id for e in _events(session, person.id)] == [second.id]
+    assert ledger.states_for(session, person)["newsletter"].notice_id == second.id
+
+    ledger.withdraw(session, person, "newsletter", channel="email_link", actor="self")
+    again = ledger.give(
+        session, person, "newsletter", channel="web_form", actor="self", notice=first
+    )
+    assert again is not None and again.notice_id == first.id, "a fresh agreement is recorded"
+
+
 def test_withdraw_then_withdraw_again_is_harmless(session: Session) -> None:
     person = factories.consenting(session, "newsletter")
     assert ledger.withdraw(session, person, "newsletter", channel="email_link", actor="self")

@@ -17,8 +17,8 @@ from consent import log_privacy
 from consent.db import Database
 from consent.errors import Conflict, InvalidInput, Suppressed
 from consent.links import RevokedLink, make_token, resolve
-from consent.models import ConsentEvent, Person, PersonChange, RightsRequest, Suppression
-from consent.services import ledger, people
+from consent.models import Booking, ConsentEvent, Person, PersonChange, RightsRequest, Suppression
+from consent.services import ledger, people, workshops
 from consent.timeutil import utcnow
 from consent.validation import normalise_email
 from tests import factories
@@ -155,6 +155,84 @@ def test_an_address_used_by_someone_else_cannot_be_taken(session: Session) -> No
     person = factories.person(session)
     with pytest.raises(Conflict):
         people.change_email(session, person, "Taken@example.com", channel="admin", actor="a:1")
+
+
+def test_a_booker_who_changed_address_books_no_second_place_on_a_workshop(
+    session: Session,
+) -> None:
+    workshop = factories.workshop(session, capacity=5)
+    first = factories.booking(session, workshop, email="old@example.com")
+    person = people.find_by_email(session, "old@example.com")
+    people.change_email(session, person, "new@example.com", channel="email_link", actor="self")
+    again, created = workshops.book(
+        session,
+        workshop,
+        name="Bea Booker",
+        email="new@example.com",
+        setting=None,
+        district="Riverside",
+        job_role="Volunteer",
+    )
+    assert (again.id, created) == (first.id, False)
+    assert workshops.places_taken(session, workshop) == 1
+
+
+def test_a_place_booked_under_an_address_no_longer_used_still_counts_as_theirs(
+    session: Session,
+) -> None:
+    """Bookings made before they followed their booker to a new address keep the old one."""
+    workshop = factories.workshop(session, capacity=5)
+    person = factories.person(session, "now@example.com")
+    before = Booking(workshop_id=workshop.id, person_id=person.id, email="before@example.com")
+    session.add(before)
+    session.flush()
+    again, created = workshops.book(
+        session,
+        workshop,
+        name="Bea Booker",
+        email="now@example.com",
+        setting=None,
+        district="Riverside",
+        job_role="Volunteer",
+    )
+    assert (again.id, created) == (before.id, False)
+
+
+def test_a_booking_follows_its_booker_to_their_new_address(session: Session) -> None:
+    """The coordinator's list and the booker's download show the address we now use, and
+    whoever takes the old address next is not mistaken for the booker."""
+    workshop = factories.workshop(session, capacity=5)
+    booking = factories.booking(session, workshop, email="old@example.com")
+    person = people.find_by_email(session, "old@example.com")
+    people.change_email(session, person, "new@example.com", channel="email_link", actor="self")
+    assert booking.email == "new@example.com"
+    theirs, created = workshops.book(
+        session,
+        workshop,
+        name="Someone Else",
+        email="old@example.com",
+        setting=None,
+        district="Riverside",
+        job_role="Volunteer",
+    )
+    assert created and theirs.id != booking.id
+    assert theirs.person_id != person.id
+    assert workshops.places_taken(session, workshop) == 2
+
+
+def test_someone_booked_twice_on_one_workshop_can_still_change_address(
+    session: Session,
+) -> None:
+    """Two places under two old addresses (booked before bookings followed their booker)
+    cannot both take the new address: one workshop keeps one booking per address."""
+    workshop = factories.workshop(session, capacity=5)
+    first = factories.booking(session, workshop, email="old@example.com")
+    person = people.find_by_email(session, "old@example.com")
+    session.add(Booking(workshop_id=workshop.id, person_id=person.id, email="mid@example.com"))
+    session.flush()
+    people.change_email(session, person, "new@example.com", channel="email_link", actor="self")
+    moved = session.exec(select(Booking).where(Booking.email == "new@example.com")).all()
+    assert [booking.id for booking in moved] == [first.id]
 
 
 def _fully_described_person(session: Session) -> tuple[Person, dict[str, str]]:

@@ -166,6 +166,32 @@ def test_a_form_cannot_name_someone_else_s_record_until_its_link_is_used(
         assert change.fields == "name"
 
 
+def test_a_stranger_s_name_is_not_kept_on_a_new_address_its_owner_then_confirms(
+    app: Flask, client: FlaskClient
+) -> None:
+    """The first form for an address creates its record; the name typed in it is as
+    unproved as any other until its link is used."""
+    db = _db(app)
+    submit(
+        client,
+        "/newsletter",
+        {"email": "new@example.com", "name": "Stranger Name", "newsletter": "y"},
+    )
+    with db.reader() as session:
+        assert people.find_by_email(session, "new@example.com").name is None
+    [stranger] = mails(db, "new@example.com", template="confirm_newsletter")
+    assert "Stranger Name" not in (stranger.body_text or "")
+    submit(
+        client, "/newsletter", {"email": "new@example.com", "name": "Real Owner", "newsletter": "y"}
+    )
+    owner = link_in(mails(db, "new@example.com", template="confirm_newsletter")[1], "confirm")
+    client.post(owner, data={"csrf_token": csrf(text(client.get(owner)))})
+    with db.reader() as session:
+        assert people.find_by_email(session, "new@example.com").name == "Real Owner"
+    [welcome] = mails(db, "new@example.com", template="welcome")
+    assert "Real Owner" in (welcome.body_text or "")
+
+
 def test_the_unsubscribe_link_in_a_confirmation_stops_only_what_it_was_about(
     app: Flask, client: FlaskClient, member: str
 ) -> None:
@@ -200,6 +226,25 @@ def test_the_version_shown_is_the_version_recorded(app: Flask, client: FlaskClie
         event = session.exec(select(ConsentEvent)).one()
         assert session.get(Notice, event.notice_id).version == 1
         assert event.wording == "Yes, email me the Family Hubs newsletter."
+
+
+def test_confirming_an_older_sign_up_after_a_newer_one_keeps_the_newer_wording(
+    app: Flask, client: FlaskClient
+) -> None:
+    db = _db(app)
+    submit(client, "/newsletter", {"email": "twice@example.com", "newsletter": "y"})
+    with db.transaction() as session:
+        notices.publish(session, "newsletter", "Yes, send me the new newsletter.", "New words.")
+    submit(client, "/newsletter", {"email": "twice@example.com", "newsletter": "y"})
+    older, newer = (link_in(m, "confirm") for m in mails(db, "twice@example.com"))
+    for confirm in (newer, older):
+        client.post(confirm, data={"csrf_token": csrf(text(client.get(confirm)))})
+    with db.reader() as session:
+        [event] = session.exec(select(ConsentEvent)).all()
+        assert session.get(Notice, event.notice_id).version == 2
+        person = people.find_by_email(session, "twice@example.com")
+        assert ledger.states_for(session, person)["newsletter"].notice_id == event.notice_id
+    assert len(mails(db, "twice@example.com", template="welcome")) == 1
 
 
 @pytest.mark.parametrize(
@@ -279,6 +324,8 @@ def test_html_in_any_field_is_shown_as_text(app: Flask, client: FlaskClient) -> 
     name = '<script>alert("x")</script><b>bold</b>'
     submit(client, "/newsletter", {"email": "x@example.com", "name": name, "newsletter": "y"})
     db = _db(app)
+    confirm = link_in(mails(db, "x@example.com")[0], "confirm")
+    client.post(confirm, data={"csrf_token": csrf(text(client.get(confirm)))})
     page = text(client.get(_manage_path(db, "x@example.com")))
     assert "<script>alert" not in page and "&lt;script&gt;" in page
     bad = submit(client, "/newsletter", {"email": "<script>@example.com", "newsletter": "y"})
@@ -714,6 +761,27 @@ def test_stop_everything_in_one_step(app: Flask, client: FlaskClient, member: st
         assert _state(db, member, key) == "withdrawn"
     with db.reader() as session:
         assert session.exec(select(PanelProfile)).all() == []
+
+
+def test_after_stop_everything_no_coordinator_can_invite_them_to_a_panel(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    """The page promises no more emails from us; a panel invitation is one."""
+    db = _db(app)
+    done = _post_manage(client, _manage_path(db, member), "stop-everything", {})
+    assert "You will not get any more emails" in text(client.get(done.location))
+    with db.transaction() as session:
+        other = factories.panel(session, name="Southfield Parent Carer Panel").id
+    for panel_id in (_panel_of(db), other):
+        with db.transaction() as session, pytest.raises(Conflict) as refused:
+            _invite(session, panel_id, member)
+        assert "asked not to be invited to panels" in refused.value.message
+    assert mails(db, member, template="panel_invitation") == []
+
+
+def _panel_of(db: Database) -> int:
+    with db.reader() as session:
+        return session.exec(select(Panel.id).order_by(Panel.id)).first()
 
 
 def test_stop_everything_also_stops_booking_reminders(app: Flask, client: FlaskClient) -> None:

@@ -14,6 +14,7 @@ import pytest
 import time_machine
 from flask import Flask
 from sqlalchemy import event, func, select, text, update
+from sqlmodel import Session
 
 from consent.config import Settings
 from consent.db import Database
@@ -38,6 +39,7 @@ from consent.services import (
     admin_users,
     imports,
     ledger,
+    notices,
     outbox,
     panels,
     people,
@@ -51,7 +53,7 @@ from consent.timeutil import LONDON, london_date, utcnow
 from mailers.outbox import OutboxWorker
 from tests import factories
 from tests.helpers import child_environment, deliver_and_purge, find_anywhere
-from tests.web import csrf, hidden_fields, link_in, mails
+from tests.web import csrf, hidden_fields, link_in, mails, one_click
 from tests.web import text as page_text
 
 TWO_YEARS = timedelta(days=730)
@@ -311,6 +313,61 @@ def test_an_invited_person_is_kept_while_their_join_link_works(
         assert retention.sweep(db).removed["people_erased"] == 1
     with db.reader() as session:
         assert people.find_by_email(session, "invited@example.com") is None
+
+
+def test_a_declined_invitation_is_remembered_after_the_person_is_erased(
+    app: Flask, db: Database
+) -> None:
+    """Someone who asked not to be invited has nothing else held and is erased; the next
+    invitation must not find a fresh record and send."""
+    with db.transaction() as session:
+        panel_id = factories.panel(session).id
+        panels.invite(
+            session, panels.get_panel(session, panel_id), email="no@example.com", name=None
+        )
+    one_click(app.test_client(), link_in(mails(db, "no@example.com")[0], "unsubscribe"))
+    with time_machine.travel(utcnow() + timedelta(days=32)):
+        assert retention.sweep(db).removed["people_erased"] == 1
+        with db.reader() as session:
+            assert people.find_by_email(session, "no@example.com") is None
+            assert not people.is_suppressed(session, "no@example.com")
+        with db.transaction() as session, pytest.raises(Conflict) as refused:
+            panels.invite(
+                session, panels.get_panel(session, panel_id), email="No@example.com", name=None
+            )
+        assert "asked not to be invited to panels" in refused.value.message
+        assert len(mails(db, template="panel_invitation")) == 1
+        with db.transaction() as session:
+            signups.request_subscription(
+                session, email="no@example.com", name=None, shown=_shown(session, "newsletter")
+            )
+        with db.transaction() as session, pytest.raises(Conflict):
+            panels.invite(
+                session, panels.get_panel(session, panel_id), email="no@example.com", name=None
+            )
+
+        with db.transaction() as session:
+            panel = panels.get_panel(session, panel_id)
+            pending = signups.request_panel(
+                session,
+                panel,
+                email="no@example.com",
+                name="Noor",
+                phone=None,
+                profile=panels.ProfileInput(),
+                recordings=False,
+                shown=_shown(session, "panel_contact"),
+            )
+            signups.confirm(session, people.find_by_email(session, "no@example.com"), pending)
+        with db.transaction() as session:
+            other = factories.panel(session, name="Southfield Parent Carer Panel")
+            panels.invite(session, other, email="no@example.com", name=None)
+        assert len(mails(db, "no@example.com", template="panel_invitation")) == 1
+
+
+def _shown(session: Session, key: str) -> dict[str, int]:
+    notice = notices.current_notice(session, notices.get_purpose(session, key))
+    return {key: notice.id}
 
 
 def test_an_open_rights_request_holds_the_person_until_it_is_closed(db: Database) -> None:

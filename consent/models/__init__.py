@@ -14,7 +14,7 @@ from consent.models.panels import (
     PanelSession,
     SessionNote,
 )
-from consent.models.people import Person, PersonChange, Suppression
+from consent.models.people import DeclinedInvitations, Person, PersonChange, Suppression
 from consent.models.reports import StatCounter
 from consent.models.retention import JobRun, RetentionRun
 from consent.models.rights import RightsRequest
@@ -29,6 +29,7 @@ __all__ = [
     "Booking",
     "ConsentEvent",
     "ConsentState",
+    "DeclinedInvitations",
     "JobRun",
     "JobState",
     "MailchimpChange",

@@ -1,4 +1,5 @@
-"""People who sign up, the record of changes to their details, and the suppression list."""
+"""People who sign up, the record of changes to their details, the suppression list, and
+the addresses of erased people who had declined panel invitations."""
 
 from __future__ import annotations
 
@@ -67,4 +68,19 @@ class Suppression(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     email_hmac: str = Field(max_length=64, unique=True)
     reason: str = Field(max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class DeclinedInvitations(SQLModel, table=True):
+    """Keyed hashes of addresses whose owner declined panel invitations and was then erased.
+
+    Apart from the suppression list: it stops only panel invitations, and only the person
+    joining a panel themselves lifts it, not agreeing to anything else.
+    """
+
+    __tablename__ = "declined_invitations"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email_hmac: str = Field(max_length=64, unique=True)
+    declined_at: datetime = Field(sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

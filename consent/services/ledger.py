@@ -168,6 +168,7 @@ class _Context:
     state_notice_id: int | None
     state_notice_statement: str | None
     state_notice_hash: str | None
+    state_notice_version: int | None
     last_seq: int | None
     last_hash: str | None
     suppressed: bool
@@ -194,6 +195,7 @@ def _context_query(dialect: str) -> Any:
             state.c.notice_id,
             state_notice.c.statement,
             state_notice.c.text_hash,
+            state_notice.c.version,
             select(last.c.seq).scalar_subquery(),
             select(last.c.hash).scalar_subquery(),
             exists().where(suppression.c.email_hmac == bindparam("email_hmac")),
@@ -239,7 +241,7 @@ def _load_context(session: Session, person: Person, purpose_key: str) -> _Contex
     row = found.fetchone()
     if row is None:
         raise UnknownPurpose(purpose_key)
-    return _Context(*row[:13], suppressed=bool(row[13]))
+    return _Context(*row[:14], suppressed=bool(row[14]))
 
 
 def _lock_query(dialect: str) -> Any:
@@ -806,11 +808,14 @@ def give(
     note: str | None = None,
     at: datetime | None = None,
 ) -> ConsentEvent | None:
-    """Record consent. Nothing new is written when it is already in force on this notice.
+    """Record consent. Nothing new is written when it is already in force on this notice
+    or a newer version of it.
 
     ``notice`` is the version the person was shown, when it is known (a form records the
-    version it displayed); otherwise the current version. Recordings can only be agreed
-    with panel contact in force, as they end with it.
+    version it displayed); otherwise the current version. An older form or confirmation
+    link used after the person agreed to newer wording must not move their agreement back
+    to the old wording. Recordings can only be agreed with panel contact in force, as they
+    end with it.
     """
     _check_channel(channel)
     actor = _check_actor(actor)
@@ -834,7 +839,10 @@ def give(
         from consent.services import people
 
         people.lift_suppression(session, person.email or "")
-    if ctx.state_status == "given" and ctx.state_notice_id == notice_id:
+    if ctx.state_status == "given" and (
+        ctx.state_notice_id == notice_id
+        or (notice is not None and notice.version < (ctx.state_notice_version or 0))
+    ):
         return None
     assert notice_id is not None
     return _append(

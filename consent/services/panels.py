@@ -316,8 +316,9 @@ def join(
         )
     ).first()
     joining = membership is None or membership.left_at is not None
-    if person.invitations_declined_at is not None:
-        person.invitations_declined_at = None
+    from consent.services import people
+
+    people.forget_declined_invitations(session, person)
     if membership is None:
         membership = PanelMembership(
             panel_id=panel.id, person_id=person.id, joined_at=at, expires_at=state.expires_at
@@ -541,7 +542,7 @@ def invite(session: Session, panel: Panel, *, email: str, name: str | None) -> P
     from consent.services import outbox, people
 
     person = people.find_or_create(session, email, name=name)
-    if person.invitations_declined_at is not None:
+    if people.declined_invitations(session, person):
         raise Conflict("This person asked not to be invited to panels, so they cannot be invited.")
     link_life = timedelta(seconds=settings_of(session).link_max_age["join"], hours=1)
     if person.review_at is not None and person.review_at < utcnow() + link_life:

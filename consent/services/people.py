@@ -22,6 +22,7 @@ from consent.models import (
     Booking,
     ConsentEvent,
     ConsentState,
+    DeclinedInvitations,
     Outbox,
     PendingSignup,
     Person,
@@ -73,6 +74,26 @@ def lift_suppression(session: Session, email: str) -> None:
     session.execute(delete(Suppression).where(Suppression.email_hmac == digest))
 
 
+def declined_invitations(session: Session, person: Person) -> bool:
+    """Whether the person, or someone erased who had this address, asked not to be invited
+    to panels: an erased record takes its marker with it, so the address's hash keeps it."""
+    if person.invitations_declined_at is not None:
+        return True
+    if not person.email:
+        return False
+    digest = _hmac_for(session, person.email)
+    found = select(DeclinedInvitations.id).where(DeclinedInvitations.email_hmac == digest)
+    return session.exec(found).first() is not None
+
+
+def forget_declined_invitations(session: Session, person: Person) -> None:
+    """The person joined a panel themselves: invitations may reach them again."""
+    person.invitations_declined_at = None
+    if person.email:
+        digest = _hmac_for(session, person.email)
+        session.execute(delete(DeclinedInvitations).where(DeclinedInvitations.email_hmac == digest))
+
+
 def find_by_email(session: Session, email: str) -> Person | None:
     """The living (not erased) person with this address, if any."""
     return loading.person_by_email.get(session, normalise_email(email))
@@ -91,8 +112,8 @@ def find_or_create(
     """One person per mailbox: an existing record is reused, a name only fills a blank.
 
     A public form proves nothing about the mailbox until its link is used, so it passes
-    ``fill_name=False`` and applies the name on confirmation: otherwise anyone could name
-    someone else's record, and our emails would greet them by it.
+    ``fill_name=False`` and applies the name on confirmation, even to a record it creates:
+    otherwise anyone could name someone else's record, and our emails would greet them by it.
     """
     normalised = normalise_email(email)
     cleaned_name = clean_text(name, field="name", label="your name")
@@ -103,7 +124,9 @@ def find_or_create(
             person.updated_at = utcnow()
         return person
     wait = timedelta(seconds=settings_of(session).link_max_age["confirm"], hours=1)
-    person = Person(email=normalised, name=cleaned_name, review_at=utcnow() + wait)
+    person = Person(
+        email=normalised, name=cleaned_name if fill_name else None, review_at=utcnow() + wait
+    )
     session.add(person)
     session.flush()
     reports.count(session, "people.created")
@@ -201,8 +224,41 @@ def change_email(
     person.email = normalised
     person.pending_email = None
     person.updated_at = utcnow()
+    _move_bookings(session, person, normalised)
     _record_change(session, person, ["email"], channel=channel, actor=actor, note=note)
     return True
+
+
+def _move_bookings(session: Session, person: Person, address: str) -> None:
+    """A person's bookings follow them to their new address: the coordinator's list shows the
+    address we now use, a second booking under the new one is known for the same person,
+    and whoever is given the old address next is not taken for them. A workshop keeps one
+    booking per address, so where the person has two (a place still booked first) only one
+    moves."""
+    theirs = session.exec(
+        select(Booking)
+        .where(
+            Booking.person_id == person.id,
+            Booking.purged_at.is_(None),
+            Booking.email.is_not(None),
+        )
+        .order_by(Booking.cancelled_at.is_not(None), Booking.id)
+    ).all()
+    if not theirs:
+        return
+    taken = set(
+        session.exec(
+            select(Booking.workshop_id).where(
+                Booking.email == address,
+                among(Booking.workshop_id, sorted({booking.workshop_id for booking in theirs})),
+            )
+        ).all()
+    )
+    for booking in theirs:
+        if booking.workshop_id not in taken:
+            booking.email = address
+            taken.add(booking.workshop_id)
+    session.flush()
 
 
 def revoke_links(person: Person) -> None:
@@ -260,14 +316,15 @@ def scrub(
     """Erase many people in a few statements. Their consents must already have ended.
 
     ``suppress_ids`` are the people whose address joins the suppression list: those who
-    opted out. Someone whose consent simply ran out may be asked again later.
+    opted out. Someone whose consent simply ran out may be asked again later. Someone who
+    declined panel invitations keeps declining them: their address's hash is kept for that.
     """
     from consent.services import mailchimp
 
     now = utcnow()
     table = Person.__table__
     living = session.execute(
-        select(table.c.id, table.c.email).where(
+        select(table.c.id, table.c.email, table.c.invitations_declined_at).where(
             among(table.c.id, person_ids), table.c.erased_at.is_(None)
         )
     ).all()
@@ -276,13 +333,21 @@ def scrub(
     if not ids:
         return counts
     hash_key = settings_of(session).hash_key
+    dialect = session.get_bind().dialect.name
     suppressed = [
         {"email_hmac": email_hmac(hash_key, email), "reason": reason, "created_at": now}
-        for person_id, email in living
+        for person_id, email, _ in living
         if email and person_id in suppress_ids
     ]
     if suppressed:
-        session.execute(_suppress_insert(session.get_bind().dialect.name), suppressed)
+        session.execute(_suppress_insert(dialect), suppressed)
+    declined = [
+        {"email_hmac": email_hmac(hash_key, email), "declined_at": at, "created_at": now}
+        for _, email, at in living
+        if email and at is not None
+    ]
+    if declined:
+        session.execute(_decline_insert(dialect), declined)
     newsletter_people = set(
         session.execute(
             select(ConsentState.person_id)
@@ -290,7 +355,7 @@ def scrub(
             .where(among(ConsentState.person_id, ids), Purpose.key == "newsletter")
         ).scalars()
     )
-    for person_id, email in living:
+    for person_id, email, _ in living:
         if email and person_id in newsletter_people:
             mailchimp.queue_delete(session, person_id, email)
     counts["memberships"] = panels.delete_all_for_people(session, ids)
@@ -362,3 +427,9 @@ def scrub(
 def _suppress_insert(dialect: str) -> Any:
     make = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return make(Suppression.__table__).on_conflict_do_nothing(index_elements=["email_hmac"])
+
+
+@cache
+def _decline_insert(dialect: str) -> Any:
+    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return make(DeclinedInvitations.__table__).on_conflict_do_nothing(index_elements=["email_hmac"])

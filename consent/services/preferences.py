@@ -371,13 +371,17 @@ def unsubscribe(
 def withdraw_all(
     session: Session, person: Person, *, channel: str = "email_link", notify: bool = True
 ) -> Stopping:
-    """Withdraw every consent in force, and stop every booking's reminders, in one step."""
+    """Withdraw every consent in force, stop every booking's reminders and decline panel
+    invitations, in one step: the page promises no more emails, and an invitation is one."""
     withdrawn = _given(session, person)
     for key in withdrawn:
         ledger.withdraw(session, person, key, channel=channel, actor="self")
+    declines = person.invitations_declined_at is None
+    if declines:
+        person.invitations_declined_at = utcnow()
     if notify:
         confirm_withdrawal(session, person, withdrawn)
-    return Stopping(withdrawn, _stop_booking_mail(session, person))
+    return Stopping(withdrawn, _stop_booking_mail(session, person), declines)
 
 
 def request_email_change(session: Session, person: Person, new_email: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from sqlalchemy import func
+from sqlalchemy import func, or_
 from sqlmodel import Session, select
 
 from consent import loading
@@ -102,7 +102,8 @@ def book(
     district: str,
     job_role: str,
 ) -> tuple[Booking, bool]:
-    """Book a place; booking again with the same address returns the existing booking."""
+    """Book a place; booking again, with the same address or as the same person under an
+    address they have since changed to, returns the existing booking."""
     cleaned_name = clean_text(name, field="name", label="your full name", required=True)
     address = normalise_email(email)
     cleaned_setting = clean_text(setting, field="setting", label="your setting or workplace")
@@ -115,17 +116,25 @@ def book(
     if workshop.starts_at <= utcnow():
         raise Conflict("This workshop has already started, so it cannot be booked.")
     session.exec(select(Workshop.id).where(Workshop.id == workshop.id).with_for_update()).one()
-    existing = session.exec(
-        select(Booking).where(Booking.workshop_id == workshop.id, Booking.email == address)
-    ).first()
-    if existing is not None and existing.cancelled_at is None:
-        return existing, False
+    known = people.find_by_email(session, address)
+    theirs = Booking.email == address
+    if known is not None:
+        theirs = or_(theirs, Booking.person_id == known.id)
+    found = session.exec(select(Booking).where(Booking.workshop_id == workshop.id, theirs)).all()
+    live = next((booking for booking in found if booking.cancelled_at is None), None)
+    if live is not None:
+        return live, False
     if places_taken(session, workshop) >= workshop.capacity:
         raise Conflict("This workshop is full.")
-    person: Person = people.find_or_create(session, address, name=cleaned_name, fill_name=False)
+    person: Person = known or people.find_or_create(
+        session, address, name=cleaned_name, fill_name=False
+    )
+    existing = next((booking for booking in found if booking.email == address), None)
+    existing = existing or next(iter(found), None)
     if existing is None:
         existing = Booking(workshop_id=workshop.id, email=address)
         session.add(existing)
+    existing.email = address
     existing.person_id = person.id
     existing.name = cleaned_name
     existing.setting = cleaned_setting

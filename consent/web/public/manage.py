@@ -84,10 +84,11 @@ def stop_everything(token: str) -> BaseResponse | tuple[str, int]:
         stopped = preferences.withdraw_all(session, person)
     if not stopped:
         return _back(token, "There was nothing to stop.")
+    confirmed = " We have emailed you to confirm." if stopped.purposes else ""
     return _back(
         token,
         "Done. You will not get any more emails from us, and you have left "
-        "any panels you were on. We have emailed you to confirm.",
+        f"any panels you were on.{confirmed}",
     )
 
 
