@@ -550,6 +550,22 @@ def test_recording_a_withdrawal_by_phone_needs_a_note(app: Flask, world: dict[st
     assert mails(_db(app), "someone@example.com")[-1].template == "consent_withdrawn"
 
 
+def test_the_consent_timeline_shows_the_version_of_the_notice_not_its_id(
+    app: Flask, world: dict[str, str]
+) -> None:
+    with _db(app).transaction() as session:
+        notice = notices.publish(session, "workshops", "You may email me.", "We keep it a year.")
+        person = people.get_by_public_id(session, world["public_id"])
+        ledger.give(session, person, "workshops", channel="web_form", actor="self")
+        notice_id, version = notice.id, notice.version
+    assert (version, notice_id != version) == (2, True)
+    page = text(staff_client(app, "dpo").get(f"/admin/people/{world['public_id']}"))
+    timeline = page.split("Every consent event, oldest first", 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r'<tr class="govuk-table__row">(.*?)</tr>', timeline, re.S)
+    shown = [re.findall(r'<td class="govuk-table__cell">(.*?)</td>', row)[-1] for row in rows[1:]]
+    assert shown[-1] == "version 2" and set(shown[:-1]) == {"version 1"}
+
+
 def test_special_category_is_for_the_dpo_and_each_view_is_audited(
     app: Flask, world: dict[str, str]
 ) -> None:
