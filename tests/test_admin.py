@@ -515,8 +515,10 @@ def test_search_finds_by_the_start_of_an_email_or_a_name(app: Flask) -> None:
     with _db(app).transaction() as session:
         people.find_or_create(session, "amira.khan@example.com", name="Amira Khan")
         people.find_or_create(session, "ben@example.com", name="Ben Khan")
+        people.find_or_create(session, "em@example.com", name="Élodie Martin")
     client = staff_client(app, "coordinator")
     assert "amira.khan@example.com" in text(client.get("/admin/people?q=AMIRA"))
+    assert "em@example.com" in text(client.get("/admin/people?q=%C3%A9lodie"))
     page = text(client.get("/admin/people?q=ben%40"))
     assert "ben@example.com" in page and "amira" not in page
     assert "No one found" in text(client.get("/admin/people?q=zzz"))
