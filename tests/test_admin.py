@@ -1526,6 +1526,45 @@ def test_the_audit_log_records_admin_actions_and_verifies(
     assert "has been altered" in text(_post(dpo, "/admin/audit", "/admin/audit/verify"))
 
 
+def test_filtering_the_audit_log_by_who_finds_every_action_of_one_account(app: Flask) -> None:
+    db = _db(app)
+    email, secret = make_staff(db, "admin", "boss@example.gov.uk")
+    boss = app.test_client()
+    page = text(boss.get("/admin/sign-in"))
+    boss.post(
+        "/admin/sign-in", data={"csrf_token": csrf(page), "email": email, "password": "wrong"}
+    )
+    sign_in(boss, email, secret)
+    _post(
+        boss,
+        "/admin/users/new",
+        "/admin/users/new",
+        {"email": "new@example.gov.uk", "name": "New", "role": "coordinator"},
+    )
+    boss_id, other = _user_id(app, email), _user_id(app, "new@example.gov.uk")
+    for action in ("deactivate", "activate", "reset-code"):
+        _post(boss, "/admin/users", f"/admin/users/{other}/{action}")
+    done = {
+        "admin.sign_in_failed",
+        "admin.totp_enrolled",
+        "admin.signed_in",
+        "admin_user.created",
+        "admin_user.deactivated",
+        "admin_user.activated",
+        "admin_user.totp_reset",
+    }
+    with db.transaction() as session:
+        by_boss = session.execute(
+            select(AuditEvent.action, AuditEvent.actor).where(AuditEvent.actor_id == boss_id)
+        ).all()
+        assert {action for action, _ in by_boss} == done
+        assert {actor for _, actor in by_boss} == {f"admin:{boss_id}"}
+        audit.record(session, "admin.before_labels", actor=email, actor_id=boss_id)
+    log = text(staff_client(app, "dpo").get(f"/admin/audit?actor=admin:{boss_id}"))
+    shown = set(re.findall(r'<td class="govuk-table__cell">([a-z_]+\.[a-z_]+)', log))
+    assert shown == done | {"admin.before_labels"}
+
+
 def test_the_retention_page_lists_memberships_ending_by_their_day(app: Flask) -> None:
     start = utcnow()
     ends = start + timedelta(days=20)
