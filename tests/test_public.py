@@ -917,6 +917,25 @@ def test_delete_everything(app: Flask, client: FlaskClient, member: str) -> None
     assert client.get(path).status_code == 410
 
 
+def test_pressing_delete_twice_says_the_data_has_been_deleted(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    db = _db(app)
+    path = _manage_path(db, member)
+    confirm_page = text(client.get(f"{path}/delete"))
+    assert re.search(
+        r'<button[^>]*data-prevent-double-click="true"[^>]*>\s*Delete all my data', confirm_page
+    )
+    pressed = [
+        client.post(f"{path}/delete", data={"csrf_token": csrf(confirm_page)}) for _ in range(2)
+    ]
+    assert [response.status_code for response in pressed] == [200, 200]
+    assert text(pressed[1]) == text(pressed[0])
+    assert "Your data has been deleted" in text(pressed[1])
+    assert len(mails(db, template="data_deleted")) == 1
+    assert client.get(f"{path}/delete").status_code == 410, "only the button's answer is kept"
+
+
 # ---- unsubscribe --------------------------------------------------------------------------
 
 
