@@ -47,7 +47,7 @@ from consent.services import (
 from consent.timeutil import london_date, utcnow
 from tests import factories
 from tests.helpers import find_anywhere
-from tests.web import csrf, link_in, mails, one_click, submit, text
+from tests.web import buttons, csrf, link_in, mails, one_click, submit, text
 
 
 def _db(app: Flask) -> Database:
@@ -535,6 +535,29 @@ def member(app: Flask) -> str:
         person = factories.consenting(session, "newsletter", "workshops", email="pat@example.com")
         factories.member(session, factories.panel(session), person)
     return "pat@example.com"
+
+
+def test_each_button_on_the_preferences_page_is_named_by_the_words_it_shows(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    """WCAG 2.5.3: someone using voice control says what they see, so a button's accessible
+    name must start with its visible words; hidden text may add which item it is for. It
+    starts with a space: Chrome puts one before hidden text anyway ("Stop : ...")."""
+    db = _db(app)
+    with db.transaction() as session:
+        factories.booking(
+            session, factories.workshop(session, days=7, title="Toddler talk"), member
+        )
+    page = text(client.get(_manage_path(db, member)))
+    found = buttons(page)
+    assert {
+        ("Stop", "Stop Family Hubs newsletter"),
+        ("Cancel this booking", "Cancel this booking for Toddler talk"),
+    } <= set(found)
+    assert "Agree" in {visible for visible, _ in found}
+    for visible, name in found:
+        assert visible and (name == visible or name.startswith(visible + " ")), (visible, name)
+    assert not re.search(r"<button[^>]*aria-label", page), "the name is the text, not a label"
 
 
 def test_a_panel_that_closed_is_not_said_to_have_ended_after_two_years(
