@@ -24,6 +24,7 @@ from bench.common import RESULTS, percentile, run_cli, settings_for
 from consent import create_app
 from consent.db import Database, make_engine
 from consent.models import Panel, PanelMembership, PanelProfile, Person
+from consent.models.people import name_key
 from consent.schema import upgrade
 from consent.services import casework
 from tests.admin_client import make_staff, sign_in
@@ -87,6 +88,7 @@ def generate(url: str, count: int, members: int) -> int:
                     "public_id": secrets.token_urlsafe(16),
                     "email": f"{first}.{last}{done}@example.com",
                     "name": f"{first.title()} {last.title()}",
+                    "name_key": name_key(f"{first.title()} {last.title()}"),
                     "token_version": 1,
                     "created_at": now,
                     "updated_at": now,

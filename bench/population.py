@@ -19,6 +19,7 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.engine import Engine
 
 from consent.models import ConsentEvent, ConsentState, Notice, Person, Purpose
+from consent.models.people import name_key
 from consent.services.ledger import ACTION_STATUS, GENESIS, event_hash
 
 BATCH = 20_000
@@ -97,6 +98,7 @@ def generate(engine: Engine, people: int, events_per_person: float, seed: int = 
                     "public_id": secrets.token_urlsafe(16),
                     "email": f"person{person_id}@example.com",
                     "name": f"Person {person_id}",
+                    "name_key": name_key(f"Person {person_id}"),
                     "token_version": 1,
                     "created_at": at,
                     "updated_at": at,

@@ -36,6 +36,7 @@ from consent.models import (
     Person,
     Purpose,
 )
+from consent.models.people import name_key
 from consent.schema import upgrade
 from consent.services import retention
 from consent.services.ledger import GENESIS, event_hash
@@ -78,6 +79,7 @@ def generate(url: str, people: int, expired_share: float) -> None:
                     "public_id": secrets.token_urlsafe(16),
                     "email": f"member{pid}@example.com",
                     "name": f"Member {pid}",
+                    "name_key": name_key(f"Member {pid}"),
                     "postcode": "NE1 4ST",
                     "token_version": 1,
                     "created_at": given,

@@ -515,8 +515,10 @@ def test_search_finds_by_the_start_of_an_email_or_a_name(app: Flask) -> None:
     with _db(app).transaction() as session:
         people.find_or_create(session, "amira.khan@example.com", name="Amira Khan")
         people.find_or_create(session, "ben@example.com", name="Ben Khan")
+        people.find_or_create(session, "em@example.com", name="Élodie Martin")
     client = staff_client(app, "coordinator")
     assert "amira.khan@example.com" in text(client.get("/admin/people?q=AMIRA"))
+    assert "em@example.com" in text(client.get("/admin/people?q=%C3%A9lodie"))
     page = text(client.get("/admin/people?q=ben%40"))
     assert "ben@example.com" in page and "amira" not in page
     assert "No one found" in text(client.get("/admin/people?q=zzz"))
@@ -548,6 +550,22 @@ def test_recording_a_withdrawal_by_phone_needs_a_note(app: Flask, world: dict[st
             select(AuditEvent).where(AuditEvent.action == "consent.recorded_on_behalf")
         ).scalar_one()
     assert mails(_db(app), "someone@example.com")[-1].template == "consent_withdrawn"
+
+
+def test_the_consent_timeline_shows_the_version_of_the_notice_not_its_id(
+    app: Flask, world: dict[str, str]
+) -> None:
+    with _db(app).transaction() as session:
+        notice = notices.publish(session, "workshops", "You may email me.", "We keep it a year.")
+        person = people.get_by_public_id(session, world["public_id"])
+        ledger.give(session, person, "workshops", channel="web_form", actor="self")
+        notice_id, version = notice.id, notice.version
+    assert (version, notice_id != version) == (2, True)
+    page = text(staff_client(app, "dpo").get(f"/admin/people/{world['public_id']}"))
+    timeline = page.split("Every consent event, oldest first", 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r'<tr class="govuk-table__row">(.*?)</tr>', timeline, re.S)
+    shown = [re.findall(r'<td class="govuk-table__cell">(.*?)</td>', row)[-1] for row in rows[1:]]
+    assert shown[-1] == "version 2" and set(shown[:-1]) == {"version 1"}
 
 
 def test_special_category_is_for_the_dpo_and_each_view_is_audited(
@@ -1523,6 +1541,45 @@ def test_the_audit_log_records_admin_actions_and_verifies(
     assert "The audit log is intact" in checked
     tamper(_db(app).engine, "UPDATE audit_event SET actor = 'someone else' WHERE seq = 1")
     assert "has been altered" in text(_post(dpo, "/admin/audit", "/admin/audit/verify"))
+
+
+def test_filtering_the_audit_log_by_who_finds_every_action_of_one_account(app: Flask) -> None:
+    db = _db(app)
+    email, secret = make_staff(db, "admin", "boss@example.gov.uk")
+    boss = app.test_client()
+    page = text(boss.get("/admin/sign-in"))
+    boss.post(
+        "/admin/sign-in", data={"csrf_token": csrf(page), "email": email, "password": "wrong"}
+    )
+    sign_in(boss, email, secret)
+    _post(
+        boss,
+        "/admin/users/new",
+        "/admin/users/new",
+        {"email": "new@example.gov.uk", "name": "New", "role": "coordinator"},
+    )
+    boss_id, other = _user_id(app, email), _user_id(app, "new@example.gov.uk")
+    for action in ("deactivate", "activate", "reset-code"):
+        _post(boss, "/admin/users", f"/admin/users/{other}/{action}")
+    done = {
+        "admin.sign_in_failed",
+        "admin.totp_enrolled",
+        "admin.signed_in",
+        "admin_user.created",
+        "admin_user.deactivated",
+        "admin_user.activated",
+        "admin_user.totp_reset",
+    }
+    with db.transaction() as session:
+        by_boss = session.execute(
+            select(AuditEvent.action, AuditEvent.actor).where(AuditEvent.actor_id == boss_id)
+        ).all()
+        assert {action for action, _ in by_boss} == done
+        assert {actor for _, actor in by_boss} == {f"admin:{boss_id}"}
+        audit.record(session, "admin.before_labels", actor=email, actor_id=boss_id)
+    log = text(staff_client(app, "dpo").get(f"/admin/audit?actor=admin:{boss_id}"))
+    shown = set(re.findall(r'<td class="govuk-table__cell">([a-z_]+\.[a-z_]+)', log))
+    assert shown == done | {"admin.before_labels"}
 
 
 def test_the_retention_page_lists_memberships_ending_by_their_day(app: Flask) -> None:

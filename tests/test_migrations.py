@@ -5,13 +5,16 @@ from __future__ import annotations
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import insert, inspect, select
 from sqlmodel import SQLModel
 
 import consent.models  # noqa: F401
 from consent.config import Settings
-from consent.db import make_engine
+from consent.db import Database, make_engine
+from consent.models import Person
 from consent.schema import FOREIGN_TABLES, alembic_config, include_object, upgrade
+from consent.services import casework
+from consent.timeutil import utcnow
 
 
 def _differences(url: str) -> list:
@@ -50,3 +53,30 @@ def test_downgrade_to_nothing_and_up_again(settings: Settings) -> None:
     engine.dispose()
     upgrade(settings)
     assert _differences(settings.database_url) == []
+
+
+def test_upgrading_gives_people_already_there_a_search_key_folded_beyond_ascii(
+    settings: Settings,
+) -> None:
+    """The key is folded in Python, as the application folds it: SQLite's lower() would
+    leave "É" as it is."""
+    command.downgrade(alembic_config(settings.database_url), "0009")
+    engine = make_engine(settings.database_url, pool=False)
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Person.__table__).values(token_version=1, created_at=now, updated_at=now),
+            [
+                {"public_id": "p1", "email": "e@example.com", "name": "Élodie Martin"},
+                {"public_id": "p2", "email": "n@example.com", "name": None},
+            ],
+        )
+    upgrade(settings)
+    with engine.connect() as conn:
+        keys = conn.execute(select(Person.public_id, Person.name_key).order_by(Person.public_id))
+        assert keys.all() == [("p1", "élodie martin"), ("p2", None)]
+    engine.dispose()
+    db = Database(settings)
+    with db.reader() as session:
+        assert [person.public_id for person in casework.search(session, "élo")] == ["p1"]
+    db.dispose()

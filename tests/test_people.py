@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import unicodedata
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,8 @@ from consent.db import Database
 from consent.errors import Conflict, InvalidInput, Suppressed
 from consent.links import RevokedLink, make_token, resolve
 from consent.models import Booking, ConsentEvent, Person, PersonChange, RightsRequest, Suppression
-from consent.services import ledger, people, workshops
-from consent.timeutil import utcnow
+from consent.services import casework, imports, ledger, people, workshops
+from consent.timeutil import LONDON, utcnow
 from consent.validation import normalise_email
 from tests import factories
 from tests.helpers import find_anywhere
@@ -118,6 +119,46 @@ def test_correcting_details_records_which_fields_but_not_their_values(session: S
         )
         == []
     )
+
+
+def test_names_beginning_outside_ascii_are_found_however_they_were_written(
+    db: Database, tmp_path: Path
+) -> None:
+    """SQLite's lower() folds ASCII only, so search reads a key case-folded in Python: every
+    way a name is written must keep that key, and erasure must blank it."""
+    day = (utcnow() - timedelta(days=1)).astimezone(LONDON).date().isoformat()
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(
+        f"email,name,consented_at,evidence\nzofia@example.com,Żaneta Nowak,{day},Hub\n"
+    )
+    with db.transaction() as session:
+        people.find_or_create(session, "elodie@example.com", name="Élodie Martin")
+        people.find_or_create(session, "lukasz@example.com")
+        people.find_or_create(session, "lukasz@example.com", name="Łukasz Nowak")
+        corrected = factories.person(session, "unal@example.com", name="Ozil")
+        people.correct_details(
+            session, corrected, {"name": "Özil Ünal"}, channel="admin", actor="admin:1"
+        )
+        gone = factories.person(session, "oscar@example.com", name="Ørjan Berg")
+        imports.commit(session, sheet, "newsletter", actor="c", actor_id=None, source="t")
+    with db.transaction() as session:
+        people.erase(session, session.get(Person, gone.id), channel="admin", actor="admin:1")
+    with db.reader() as session:
+        found = {
+            typed: [person.email for person in casework.search(session, typed)]
+            for typed in ("élodie", "ÉLODIE M", "łukasz", "ÖZIL", "żaneta", "ørjan", "Ozil")
+        }
+        keys = session.execute(select(Person.name_key).where(Person.erased_at.is_not(None)))
+        assert list(keys.scalars()) == [None]
+    assert found == {
+        "élodie": ["elodie@example.com"],
+        "ÉLODIE M": ["elodie@example.com"],
+        "łukasz": ["lukasz@example.com"],
+        "ÖZIL": ["unal@example.com"],
+        "żaneta": ["zofia@example.com"],
+        "ørjan": [],
+        "Ozil": [],
+    }
 
 
 @pytest.mark.parametrize(

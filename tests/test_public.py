@@ -48,7 +48,7 @@ from consent.services import (
 from consent.timeutil import london_date, utcnow
 from tests import factories
 from tests.helpers import find_anywhere
-from tests.web import csrf, hidden_fields, link_in, mails, one_click, submit, text
+from tests.web import buttons, csrf, hidden_fields, link_in, mails, one_click, submit, text
 
 
 def _db(app: Flask) -> Database:
@@ -585,6 +585,29 @@ def member(app: Flask) -> str:
     return "pat@example.com"
 
 
+def test_each_button_on_the_preferences_page_is_named_by_the_words_it_shows(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    """WCAG 2.5.3: someone using voice control says what they see, so a button's accessible
+    name must start with its visible words; hidden text may add which item it is for. It
+    starts with a space: Chrome puts one before hidden text anyway ("Stop : ...")."""
+    db = _db(app)
+    with db.transaction() as session:
+        factories.booking(
+            session, factories.workshop(session, days=7, title="Toddler talk"), member
+        )
+    page = text(client.get(_manage_path(db, member)))
+    found = buttons(page)
+    assert {
+        ("Stop", "Stop Family Hubs newsletter"),
+        ("Cancel this booking", "Cancel this booking for Toddler talk"),
+    } <= set(found)
+    assert "Agree" in {visible for visible, _ in found}
+    for visible, name in found:
+        assert visible and (name == visible or name.startswith(visible + " ")), (visible, name)
+    assert not re.search(r"<button[^>]*aria-label", page), "the name is the text, not a label"
+
+
 def test_a_panel_that_closed_is_not_said_to_have_ended_after_two_years(
     app: Flask, client: FlaskClient, member: str
 ) -> None:
@@ -984,6 +1007,25 @@ def test_delete_everything(app: Flask, client: FlaskClient, member: str) -> None
         assert link not in last.body_text + last.body_html, "a link that no longer works"
     assert "List-Unsubscribe" not in json.loads(last.headers)
     assert client.get(path).status_code == 410
+
+
+def test_pressing_delete_twice_says_the_data_has_been_deleted(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    db = _db(app)
+    path = _manage_path(db, member)
+    confirm_page = text(client.get(f"{path}/delete"))
+    assert re.search(
+        r'<button[^>]*data-prevent-double-click="true"[^>]*>\s*Delete all my data', confirm_page
+    )
+    pressed = [
+        client.post(f"{path}/delete", data={"csrf_token": csrf(confirm_page)}) for _ in range(2)
+    ]
+    assert [response.status_code for response in pressed] == [200, 200]
+    assert text(pressed[1]) == text(pressed[0])
+    assert "Your data has been deleted" in text(pressed[1])
+    assert len(mails(db, template="data_deleted")) == 1
+    assert client.get(f"{path}/delete").status_code == 410, "only the button's answer is kept"
 
 
 # ---- unsubscribe --------------------------------------------------------------------------

@@ -40,6 +40,54 @@ class _Inputs(HTMLParser):
             self._select = None
 
 
+class _Buttons(HTMLParser):
+    """Each button's visible text and its accessible name (aria-label, else all its text)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, str]] = []
+        self._label: str | None = None
+        self._visible: list[str] | None = None
+        self._all: list[str] = []
+        self._hidden_depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "button":
+            self._label, self._visible, self._all = values.get("aria-label"), [], []
+        elif tag == "input" and values.get("type") == "submit":
+            value = values.get("value") or ""
+            self.found.append((value, values.get("aria-label") or value))
+        elif (
+            self._visible is not None
+            and tag == "span"
+            and (self._hidden_depth or "govuk-visually-hidden" in (values.get("class") or ""))
+        ):
+            self._hidden_depth += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "button" and self._visible is not None:
+            visible, full = (" ".join("".join(part).split()) for part in (self._visible, self._all))
+            self.found.append((visible, self._label or full))
+            self._visible = None
+        elif tag == "span" and self._hidden_depth:
+            self._hidden_depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._visible is not None:
+            self._all.append(data)
+            if not self._hidden_depth:
+                self._visible.append(data)
+
+
+def buttons(html: str) -> list[tuple[str, str]]:
+    """(visible text, accessible name) of every button, for WCAG 2.5.3 "label in name"."""
+    parser = _Buttons()
+    parser.feed(html)
+    parser.close()
+    return parser.found
+
+
 def hidden_fields(html: str) -> dict[str, str]:
     parser = _Inputs()
     parser.feed(html)

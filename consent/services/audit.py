@@ -8,13 +8,14 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import or_, text
 from sqlmodel import Session, select
 
 from consent.db import is_postgres
 from consent.models import AuditEvent
 from consent.services.ledger import GENESIS, VerifyReport
 from consent.timeutil import utcnow
+from consent.validation import whole_number
 
 _LOCK_KEY = 0x636F6E73  # "cons": one advisory lock serialises appends to the single chain
 
@@ -83,6 +84,21 @@ def record(
     session.add(event)
     session.flush()
     return event
+
+
+def events(
+    session: Session, *, action: str = "", actor: str = "", limit: int, offset: int = 0
+) -> list[AuditEvent]:
+    """Newest first, filtered by the start of the action and by who. "admin:N" also matches
+    by account, so events written before every action was labelled that way are found too."""
+    query = select(AuditEvent).order_by(AuditEvent.seq.desc())
+    if action:
+        query = query.where(AuditEvent.action.startswith(action, autoescape=True))
+    if actor:
+        who = AuditEvent.actor == actor
+        account = whole_number(actor.removeprefix("admin:")) if actor.startswith("admin:") else None
+        query = query.where(who if account is None else or_(who, AuditEvent.actor_id == account))
+    return list(session.exec(query.limit(limit).offset(offset)))
 
 
 def verify(session: Session, batch: int = 5000) -> VerifyReport:

@@ -7,12 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlmodel import Session
 
 from consent.crypto import cipher_for
 from consent.errors import DomainError, InvalidInput, NotFound
 from consent.models import Outbox, PanelMembership, PanelProfile, Person
+from consent.models.people import name_key
 from consent.services import audit, ledger, notices, outbox, people, rights
 from consent.services.preferences import confirm_withdrawal, withdrawal_scope
 from consent.validation import clean_text
@@ -38,15 +39,10 @@ def search(session: Session, text: str, limit: int = SEARCH_LIMIT) -> list[Perso
     query = clean_text(text, field="q", label="a search", max_length=254)
     if not query:
         return []
-    needle = query.lower()
-    upper = needle[:-1] + chr(ord(needle[-1]) + 1)
     table = Person.__table__
-    email = (table.c.email >= needle) & (table.c.email < upper)
-    if "@" in needle:
-        condition = email
-    else:
-        name = func.lower(table.c.name)
-        condition = or_((name >= needle) & (name < upper), email)
+    condition = _starts_with(table.c.email, query.lower())
+    if "@" not in query:
+        condition = or_(_starts_with(table.c.name_key, name_key(query)), condition)
     return list(
         session.execute(
             select(Person)
@@ -55,6 +51,12 @@ def search(session: Session, text: str, limit: int = SEARCH_LIMIT) -> list[Perso
             .limit(limit)
         ).scalars()
     )
+
+
+def _starts_with(column: Any, prefix: str) -> Any:
+    """A prefix as a range, so the column's index is used on SQLite and PostgreSQL alike."""
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return (column >= prefix) & (column < upper)
 
 
 def get_person(session: Session, public_id: str) -> Person:

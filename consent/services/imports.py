@@ -34,7 +34,7 @@ from consent.models import (
     Person,
     Suppression,
 )
-from consent.models.people import new_public_id
+from consent.models.people import name_key, new_public_id
 from consent.services import audit, ledger, mailchimp, notices, people, reports
 from consent.timeutil import LONDON, london_date, utcnow
 from consent.validation import NOTE_MAX, clean_text, normalise_email
@@ -456,6 +456,7 @@ def _write(
                     "public_id": new_public_id(),
                     "email": row.email,
                     "name": row.name,
+                    "name_key": name_key(row.name),
                     "token_version": 1,
                     "created_at": now,
                     "updated_at": now,

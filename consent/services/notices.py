@@ -145,6 +145,11 @@ def all_purposes(session: Session) -> list[Purpose]:
     return list(session.exec(select(Purpose).order_by(Purpose.sort_order, Purpose.id)))
 
 
+def notices_by_id(session: Session) -> dict[int | None, Notice]:
+    """Every published notice by its id, so a consent event can show the version it was given on."""
+    return {n.id: n for n in session.exec(select(Notice))}
+
+
 def current_notice_or_none(session: Session, purpose: Purpose) -> Notice | None:
     return session.exec(
         select(Notice).where(Notice.purpose_id == purpose.id).order_by(Notice.version.desc())

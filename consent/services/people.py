@@ -402,6 +402,7 @@ def scrub(
         .values(
             email=None,
             name=None,
+            name_key=None,
             phone=None,
             postcode=None,
             pending_email=None,
@@ -414,7 +415,15 @@ def scrub(
     erased = set(ids)
     for person in list(session.identity_map.values()):
         if isinstance(person, Person) and person.id in erased:
-            for name in ("email", "name", "phone", "postcode", "pending_email", "review_at"):
+            for name in (
+                "email",
+                "name",
+                "name_key",
+                "phone",
+                "postcode",
+                "pending_email",
+                "review_at",
+            ):
                 set_committed_value(person, name, None)
             set_committed_value(person, "erased_at", now)
             set_committed_value(person, "updated_at", now)

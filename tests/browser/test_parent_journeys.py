@@ -45,10 +45,10 @@ def test_newsletter_from_sign_up_to_deletion(live: LiveServer, page: Page) -> No
     welcome = live.wait_for_mail(ADDRESS, "You are subscribed to the Family Hubs newsletter")
     page.goto(live.link(welcome, "manage"))
     expect(page.get_by_role("heading", name="Your preferences")).to_be_visible()
-    page.get_by_role("button", name="Stop: Family Hubs newsletter").click()
+    page.get_by_role("button", name="Stop Family Hubs newsletter").click()
     expect(page.get_by_text("We have stopped that")).to_be_visible()
     assert _state(live, "newsletter") == "withdrawn"
-    page.get_by_role("button", name="Agree: Yes, email me about events").click()
+    page.get_by_role("button", name="Agree to this: Yes, email me about events").click()
     expect(page.get_by_text("We have saved your choice")).to_be_visible()
     assert _state(live, "family_hub_events") == "given"
 

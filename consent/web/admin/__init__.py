@@ -45,7 +45,7 @@ class Staff(UserMixin):
 
     @property
     def actor(self) -> str:
-        return f"admin:{self.user_id}"
+        return admin_users.actor_label(self.user_id)
 
 
 def roles(*allowed: str) -> Callable[[F], F]:

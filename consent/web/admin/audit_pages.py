@@ -25,13 +25,10 @@ def audit_log() -> str:
     action = (request.args.get("action") or "").strip()[:64]
     actor = (request.args.get("actor") or "").strip()[:100]
     page_number = whole_number(request.args.get("page"), most=100_000) or 1
-    query = select(AuditEvent).order_by(AuditEvent.seq.desc())
-    if action:
-        query = query.where(AuditEvent.action.startswith(action, autoescape=True))
-    if actor:
-        query = query.where(AuditEvent.actor == actor)
     with database().reader() as session:
-        events = list(session.execute(query.limit(PAGE).offset((page_number - 1) * PAGE)).scalars())
+        events = audit.events(
+            session, action=action, actor=actor, limit=PAGE, offset=(page_number - 1) * PAGE
+        )
     return render_template(
         "admin/audit.html",
         events=events,

@@ -122,7 +122,7 @@ def import_confirm() -> str | Response | tuple[str, int]:
                 form.purpose.data,
                 actor=user.actor,
                 actor_id=user.user_id,
-                source=f"admin:{user.user_id}",
+                source=user.actor,
                 panel_id=_panel_id(),
             )
     except DomainError as error:

@@ -57,6 +57,7 @@ def _person_page(
         mails=casework.mail_history(session, found),
         form=form,
         purposes={p.id: p for p in notices.all_purposes(session)},
+        notices=notices.notices_by_id(session),
         channels=CHANNEL_WORDS,
         button=ButtonOnly(),
         special=special,

@@ -38,6 +38,7 @@ def user_new() -> str | Response | tuple[str, int]:
                     password,
                     name=form.name.data,
                     actor=staff().actor,
+                    actor_id=staff().user_id,
                 )
             uri = admin_users.totp_uri(user, secret, settings().service_name)
             return render_template(

@@ -213,9 +213,14 @@ def delete(token: str) -> str | tuple[str, int]:
     if request.method == "POST":
         if not form.validate_on_submit():
             return _bad_request()
-        with database().transaction() as session:
-            person, _ = resolve(session, token, "manage")
-            preferences.delete_everything(session, person)
+        try:
+            with database().transaction() as session:
+                person, _ = resolve(session, token, "manage")
+                preferences.delete_everything(session, person)
+        except links.RevokedLink as error:
+            # A second press of the button: their own link, so this tells them nothing new.
+            if not error.erased:
+                raise
         return render_template("public/deleted.html")
     with database().reader() as session:
         resolve(session, token, "manage")
