@@ -59,7 +59,9 @@ def parse_london(text: str | None, *, field: str, label: str) -> datetime:
     """A date and time typed in UK time, like 2027-03-05 18:30, as an aware UTC datetime.
 
     A time the clocks skip when they go forward is refused: stored as it is, it would show
-    an hour later than what was typed.
+    an hour later than what was typed. So is a time that happens twice when they go back:
+    which of the two was meant cannot be told, and saving a form that shows the second one
+    would quietly move it an hour earlier.
     """
     from consent.errors import InvalidInput
 
@@ -74,6 +76,13 @@ def parse_london(text: str | None, *, field: str, label: str) -> datetime:
             field,
             f"{moment:%H:%M} on {moment.day} {moment:%B %Y} does not exist in the UK, because the "
             "clocks go forward that night. Enter a time before 1am or from 2am.",
+        )
+    later = moment.replace(tzinfo=LONDON, fold=1).astimezone(UTC)
+    if later != stored:
+        raise InvalidInput(
+            field,
+            f"{moment:%H:%M} on {moment.day} {moment:%B %Y} happens twice in the UK, because "
+            "the clocks go back that night. Enter a time before 1am or from 2am.",
         )
     return stored
 

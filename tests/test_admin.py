@@ -1124,6 +1124,10 @@ def test_correcting_a_past_workshop_tells_nobody(app: Flask) -> None:
             {"starts_at": "2030-03-31 01:30", "ends_at": "2030-03-31 03:00"},
             "01:30 on 31 March 2030 does not exist in the UK",
         ),
+        (
+            {"starts_at": "2030-10-27 01:30", "ends_at": "2030-10-27 03:00"},
+            "01:30 on 27 October 2030 happens twice in the UK",
+        ),
         ({"starts_at": "1 May"}, "Enter when it starts like 2027-03-05 18:30."),
         ({"title": "T" * 201}, "Title must be 200 characters or fewer"),
     ],
