@@ -267,12 +267,13 @@ def purge_bodies(
     ids += list(session.execute(unsent.limit(limit)).scalars())
     if not ids:
         return 0
-    session.execute(
+    purged = session.execute(
         update(table)
-        .where(table.c.id.in_(ids))
+        .where(table.c.id.in_(ids), table.c.purged_at.is_(None))
         .values(to_address=None, body_text=None, body_html=None, headers=None, purged_at=now)
+        .returning(table.c.id)
     )
-    return len(ids)
+    return len(purged.all())
 
 
 @dataclass(frozen=True)

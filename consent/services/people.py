@@ -260,16 +260,19 @@ def scrub(
     """Erase many people in a few statements. Their consents must already have ended.
 
     ``suppress_ids`` are the people whose address joins the suppression list: those who
-    opted out. Someone whose consent simply ran out may be asked again later.
+    opted out. Someone whose consent simply ran out may be asked again later. The people
+    are locked first (on PostgreSQL), so when two sweeps pick the same person the one that
+    waited finds them already erased and neither erases nor counts them again.
     """
     from consent.services import mailchimp
 
     now = utcnow()
     table = Person.__table__
     living = session.execute(
-        select(table.c.id, table.c.email).where(
-            among(table.c.id, person_ids), table.c.erased_at.is_(None)
-        )
+        select(table.c.id, table.c.email)
+        .where(among(table.c.id, person_ids), table.c.erased_at.is_(None))
+        .order_by(table.c.id)
+        .with_for_update()
     ).all()
     ids = [row[0] for row in living]
     counts = {"people": len(ids), "memberships": 0, "bookings": 0, "messages": 0}
