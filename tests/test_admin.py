@@ -1122,6 +1122,32 @@ def test_a_cancelled_workshop_cannot_be_edited(app: Flask) -> None:
         assert workshops.get_workshop(session, workshop_id).title == "Baby sleep"
 
 
+def test_a_finished_workshop_whose_bookings_were_deleted_cannot_be_moved(app: Flask) -> None:
+    """Moved to a new date it could be booked again, and the sweep, which has finished
+    with it, would never delete the new bookers' details."""
+    db = _db(app)
+    with (
+        time_machine.travel(utcnow() - timedelta(days=40), tick=False),
+        db.transaction() as session,
+    ):
+        workshop = factories.workshop(session, days=1, title="Baby sleep")
+        factories.booking(session, workshop, "ann@example.com", "Ann")
+        workshop_id, starts_at = workshop.id, workshop.starts_at
+    retention.sweep(db)
+    client = staff_client(app, "coordinator")
+    page = text(client.get(f"/admin/workshops/{workshop_id}"))
+    assert "Baby sleep" in page and f"/admin/workshops/{workshop_id}/edit" not in page
+    response = _edit_workshop(client, workshop_id)
+    assert response.status_code == 400
+    assert "the details of those who booked have been deleted, so it cannot be changed" in (
+        html.unescape(text(response))
+    )
+    with db.reader() as session:
+        found = workshops.get_workshop(session, workshop_id)
+        assert (found.title, found.starts_at) == ("Baby sleep", starts_at)
+    assert "Toddler talk" not in text(app.test_client().get("/workshops"))
+
+
 # ---- rights requests ----------------------------------------------------------------------
 
 

@@ -243,9 +243,16 @@ def update_workshop(
 ) -> tuple[Workshop, int]:
     """Save a coordinator's changes. A workshop still to come cannot be moved into the past;
     if its time or place changed, everyone booked is emailed the new details; returns how
-    many were told. A workshop that has started can still be corrected."""
+    many were told. A workshop that has started can still be corrected, until its bookers'
+    details are deleted: moved to a new date then, its new bookings would never be."""
+    session.refresh(workshop, with_for_update=True)
     if workshop.status == "cancelled":
         raise Conflict("A cancelled workshop cannot be changed.")
+    if workshop.details_purged_at is not None:
+        raise Conflict(
+            "This workshop has finished and the details of those who booked have been "
+            "deleted, so it cannot be changed. Add a new workshop instead."
+        )
     upcoming = workshop.starts_at > utcnow()
     _check_times(starts_at, ends_at, upcoming=upcoming)
     if not 1 <= capacity <= 10000:
