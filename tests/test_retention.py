@@ -254,6 +254,36 @@ def test_closing_evaluation_neither_hastens_nor_delays_the_deletion(db: Database
         assert retention.sweep(db).removed["bookings_purged"] == 2
 
 
+def test_a_cancelled_workshop_s_bookers_go_once_they_have_been_told(db: Database) -> None:
+    """Nothing is left to do for a cancelled workshop, so its bookers' details go at the
+    first sweep after the cancellation emails have gone, not a month after its date; and
+    not before, since erasing a booker cancels their queued mail."""
+    with db.transaction() as session:
+        workshop = factories.workshop(session, days=20, capacity=5)
+        factories.booking(session, workshop, "bea@example.com")
+        factories.booking(session, workshop, "cy@example.com", "Cy Booker")
+        assert workshops.cancel_workshop(session, workshop) == 2
+        workshop_id = workshop.id
+    booked = StatCounter.metric == "workshop.booked"
+    assert retention.sweep(db).removed["bookings_purged"] == 0
+    assert [m.status for m in mails(db, template="workshop_cancelled")] == ["queued"] * 2
+    OutboxWorker(db).run_once()
+    dry = retention.sweep(db, dry_run=True)
+    assert f"workshop {workshop_id}: 2 booking(s) would be purged" in dry.would
+    with db.reader() as session:
+        counted = session.execute(select(func.sum(StatCounter.count)).where(booked)).scalar()
+    report = retention.sweep(db)
+    assert report.removed["bookings_purged"] == 2 and report.removed["people_erased"] == 2
+    assert [m.status for m in mails(db, template="workshop_cancelled")] == ["sent"] * 2
+    with db.reader() as session:
+        assert workshops.get_workshop(session, workshop_id).details_purged_at is not None
+        assert session.execute(select(func.sum(StatCounter.count)).where(booked)).scalar() == (
+            counted
+        )
+    deliver_and_purge(db)
+    assert find_anywhere(db.engine, ["Bea Booker", "bea@example.com", "Little Acorns"]) == []
+
+
 def test_people_with_nothing_held_are_erased_and_opt_outs_suppressed(db: Database) -> None:
     with db.transaction() as session:
         keeps = factories.consenting(session, "newsletter", email="keeps@example.com").id

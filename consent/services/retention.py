@@ -45,7 +45,7 @@ from consent.models import (
     RightsRequest,
     Workshop,
 )
-from consent.services import imports, ledger, outbox, panels, people, signups
+from consent.services import imports, ledger, outbox, panels, people, signups, workshops
 from consent.timeutil import to_london, utcnow
 from consent.validation import without_addresses
 
@@ -331,15 +331,23 @@ def _claim(session: Session, model: type, row_id: int, done: str, now: datetime)
 
 
 def _workshops_to_purge(session: Session, database: Database, now: datetime) -> list[int]:
-    """Workshops whose keep time has passed and whose bookers' details are still held."""
-    keep = timedelta(days=database.settings.workshop_keep_days)
-    return list(
-        session.execute(
-            select(Workshop.id).where(
-                Workshop.details_purged_at.is_(None), Workshop.ends_at <= now - keep
-            )
-        ).scalars()
-    )
+    """Workshops whose bookers' details are still held but no longer needed: those past
+    their keep time, and cancelled ones once everyone booked has been told."""
+    kept_since = now - timedelta(days=database.settings.workshop_keep_days)
+    rows = session.execute(
+        select(Workshop.id, Workshop.ends_at).where(
+            Workshop.details_purged_at.is_(None),
+            or_(Workshop.ends_at <= kept_since, Workshop.status == "cancelled"),
+        )
+    ).all()
+    if all(ends_at <= kept_since for _, ends_at in rows):
+        return [workshop_id for workshop_id, _ in rows]
+    telling = workshops.cancellations_waiting(session)
+    return [
+        workshop_id
+        for workshop_id, ends_at in rows
+        if ends_at <= kept_since or workshop_id not in telling
+    ]
 
 
 def _purge_workshop_details(
