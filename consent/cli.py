@@ -247,11 +247,12 @@ def import_command(file: Path, purpose: str, panel_id: int | None, dry_run: bool
     """Import people who agreed elsewhere from FILE (CSV: email, consented_at, evidence)."""
     from consent.services import imports
 
-    with _db().transaction() as session:
-        if dry_run:
+    if dry_run:
+        with _db().reader() as session:
             result = imports.preview(session, file, purpose, panel_id=panel_id)
-        else:
-            try:
+    else:
+        try:
+            with _db().transaction() as session:
                 result = imports.commit(
                     session,
                     file,
@@ -261,10 +262,12 @@ def import_command(file: Path, purpose: str, panel_id: int | None, dry_run: bool
                     source=file.name,
                     panel_id=panel_id,
                 )
-            except imports.ImportRefused:
-                result = imports.preview(session, file, purpose, panel_id=panel_id)
-                _report_import(result)
-                raise
+        except imports.ImportRefused:
+            # Previewed after the rollback: the chunks written before the bad row was found
+            # would otherwise count as already agreed.
+            with _db().reader() as session:
+                _report_import(imports.preview(session, file, purpose, panel_id=panel_id))
+            raise
     _report_import(result)
     click.echo(
         "Dry run: nothing was imported." if dry_run else f"Imported {result.to_import} row(s)."

@@ -195,6 +195,23 @@ def test_import_from_the_command_line(db: Database, settings: Settings, tmp_path
     assert unknown.returncode == 1 and "no purpose called" in unknown.stderr
 
 
+def test_a_refused_import_reports_what_the_whole_file_holds(
+    db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    """The rows of the first chunks were written before the bad row was found; the report
+    must describe the file, not what that rolled-back work made the database look like."""
+    rows = [f"good{i}@example.com,2026-06-01,Paper form" for i in range(1500)]
+    bad = tmp_path / "long.csv"
+    bad.write_text("email,consented_at,evidence\n" + "\n".join([*rows, "nope,2026-06-01,x"]) + "\n")
+    refused = run(settings, "import", str(bad), "--purpose", "newsletter")
+    assert refused.returncode == 1 and "Nothing was imported" in refused.stderr
+    assert "1501 row(s): 1500 to import, 0 already agreed" in refused.stdout, refused.stdout
+    dry = run(settings, "import", str(bad), "--purpose", "newsletter", "--dry-run")
+    assert "1501 row(s): 1500 to import, 0 already agreed" in dry.stdout, dry.stdout
+    with db.reader() as session:
+        assert session.exec(select(Person)).all() == []
+
+
 def test_consent_run_serves_the_app_and_its_jobs(db: Database, settings: Settings) -> None:
     """What `make run` starts: the web app, plus the jobs when the scheduler is on."""
     import time
