@@ -1172,6 +1172,27 @@ def test_a_request_is_overdue_only_once_its_due_day_has_ended(app: Flask) -> Non
             assert ("Overdue: 1." in text(dpo.get("/admin/"))) is overdue, moment
 
 
+def test_a_request_cannot_be_logged_as_received_tomorrow_in_london(app: Flask) -> None:
+    email, secret = make_staff(_db(app), "dpo")
+    form = {"kind": "access", "channel": "post", "requester": "Pat"}
+    for moment, tries in (
+        (datetime(2030, 6, 10, 23, 30, tzinfo=LONDON), {"2030-06-11": False, "2030-06-10": True}),
+        # 23:30 on 10 June in UTC, but already 11 June in London.
+        (datetime(2030, 6, 11, 0, 30, tzinfo=LONDON), {"2030-06-12": False, "2030-06-11": True}),
+    ):
+        with time_machine.travel(moment, tick=False):
+            dpo = app.test_client()
+            sign_in(dpo, email, secret)
+            for received, allowed in tries.items():
+                data = {**form, "received": received}
+                response = _post(dpo, "/admin/rights/new", "/admin/rights/new", data)
+                assert (response.status_code == 302) is allowed, (moment, received)
+                if not allowed:
+                    assert "The date received must be today or in the past." in text(response)
+    with _db(app).reader() as session:
+        assert session.scalar(select(func.count()).select_from(RightsRequest)) == 2
+
+
 def test_rights_requests_have_a_statutory_due_date(app: Flask) -> None:
     dpo = staff_client(app, "dpo")
     response = _post(
