@@ -69,7 +69,7 @@ def main() -> None:
 
 @cli.command("run")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @with_appcontext
 def run_command(host: str, port: int) -> None:
     """Serve the web application."""
@@ -239,7 +239,13 @@ def export_command(email: str) -> None:
 @cli.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--purpose", required=True, help="The purpose they agreed to, e.g. newsletter.")
-@click.option("--panel", "panel_id", type=int, default=None, help="For panel members: the panel.")
+@click.option(
+    "--panel",
+    "panel_id",
+    type=click.IntRange(1, 2**31 - 1),
+    default=None,
+    help="For panel members: the panel.",
+)
 @click.option("--dry-run", is_flag=True, help="Check every row and change nothing.")
 @with_appcontext
 @domain_errors
@@ -307,7 +313,9 @@ def retention_group() -> None:
 
 @retention_group.command("run")
 @click.option("--dry-run", is_flag=True, help="List what would go, and change nothing.")
-@click.option("--batch-size", type=int, default=None, help="Rows per transaction.")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=None, help="Rows per transaction."
+)
 @with_appcontext
 def retention_run(dry_run: bool, batch_size: int | None) -> None:
     """Run the retention sweep now."""
