@@ -69,7 +69,7 @@ def main() -> None:
 
 @cli.command("run")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @with_appcontext
 def run_command(host: str, port: int) -> None:
     """Serve the web application."""
@@ -239,7 +239,13 @@ def export_command(email: str) -> None:
 @cli.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--purpose", required=True, help="The purpose they agreed to, e.g. newsletter.")
-@click.option("--panel", "panel_id", type=int, default=None, help="For panel members: the panel.")
+@click.option(
+    "--panel",
+    "panel_id",
+    type=click.IntRange(1, 2**31 - 1),
+    default=None,
+    help="For panel members: the panel.",
+)
 @click.option("--dry-run", is_flag=True, help="Check every row and change nothing.")
 @with_appcontext
 @domain_errors
@@ -247,11 +253,12 @@ def import_command(file: Path, purpose: str, panel_id: int | None, dry_run: bool
     """Import people who agreed elsewhere from FILE (CSV: email, consented_at, evidence)."""
     from consent.services import imports
 
-    with _db().transaction() as session:
-        if dry_run:
+    if dry_run:
+        with _db().reader() as session:
             result = imports.preview(session, file, purpose, panel_id=panel_id)
-        else:
-            try:
+    else:
+        try:
+            with _db().transaction() as session:
                 result = imports.commit(
                     session,
                     file,
@@ -261,10 +268,12 @@ def import_command(file: Path, purpose: str, panel_id: int | None, dry_run: bool
                     source=file.name,
                     panel_id=panel_id,
                 )
-            except imports.ImportRefused:
-                result = imports.preview(session, file, purpose, panel_id=panel_id)
-                _report_import(result)
-                raise
+        except imports.ImportRefused:
+            # Previewed after the rollback: the chunks written before the bad row was found
+            # would otherwise count as already agreed.
+            with _db().reader() as session:
+                _report_import(imports.preview(session, file, purpose, panel_id=panel_id))
+            raise
     _report_import(result)
     click.echo(
         "Dry run: nothing was imported." if dry_run else f"Imported {result.to_import} row(s)."
@@ -304,7 +313,9 @@ def retention_group() -> None:
 
 @retention_group.command("run")
 @click.option("--dry-run", is_flag=True, help="List what would go, and change nothing.")
-@click.option("--batch-size", type=int, default=None, help="Rows per transaction.")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=None, help="Rows per transaction."
+)
 @with_appcontext
 def retention_run(dry_run: bool, batch_size: int | None) -> None:
     """Run the retention sweep now."""

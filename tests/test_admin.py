@@ -1161,6 +1161,32 @@ def test_a_cancelled_workshop_cannot_be_edited(app: Flask) -> None:
         assert workshops.get_workshop(session, workshop_id).title == "Baby sleep"
 
 
+def test_a_finished_workshop_whose_bookings_were_deleted_cannot_be_moved(app: Flask) -> None:
+    """Moved to a new date it could be booked again, and the sweep, which has finished
+    with it, would never delete the new bookers' details."""
+    db = _db(app)
+    with (
+        time_machine.travel(utcnow() - timedelta(days=40), tick=False),
+        db.transaction() as session,
+    ):
+        workshop = factories.workshop(session, days=1, title="Baby sleep")
+        factories.booking(session, workshop, "ann@example.com", "Ann")
+        workshop_id, starts_at = workshop.id, workshop.starts_at
+    retention.sweep(db)
+    client = staff_client(app, "coordinator")
+    page = text(client.get(f"/admin/workshops/{workshop_id}"))
+    assert "Baby sleep" in page and f"/admin/workshops/{workshop_id}/edit" not in page
+    response = _edit_workshop(client, workshop_id)
+    assert response.status_code == 400
+    assert "the details of those who booked have been deleted, so it cannot be changed" in (
+        html.unescape(text(response))
+    )
+    with db.reader() as session:
+        found = workshops.get_workshop(session, workshop_id)
+        assert (found.title, found.starts_at) == ("Baby sleep", starts_at)
+    assert "Toddler talk" not in text(app.test_client().get("/workshops"))
+
+
 # ---- rights requests ----------------------------------------------------------------------
 
 
@@ -1183,6 +1209,27 @@ def test_a_request_is_overdue_only_once_its_due_day_has_ended(app: Flask) -> Non
             assert ("Overdue" in text(dpo.get("/admin/rights"))) is overdue, moment
             assert ("(overdue)" in text(dpo.get(page))) is overdue, moment
             assert ("Overdue: 1." in text(dpo.get("/admin/"))) is overdue, moment
+
+
+def test_a_request_cannot_be_logged_as_received_tomorrow_in_london(app: Flask) -> None:
+    email, secret = make_staff(_db(app), "dpo")
+    form = {"kind": "access", "channel": "post", "requester": "Pat"}
+    for moment, tries in (
+        (datetime(2030, 6, 10, 23, 30, tzinfo=LONDON), {"2030-06-11": False, "2030-06-10": True}),
+        # 23:30 on 10 June in UTC, but already 11 June in London.
+        (datetime(2030, 6, 11, 0, 30, tzinfo=LONDON), {"2030-06-12": False, "2030-06-11": True}),
+    ):
+        with time_machine.travel(moment, tick=False):
+            dpo = app.test_client()
+            sign_in(dpo, email, secret)
+            for received, allowed in tries.items():
+                data = {**form, "received": received}
+                response = _post(dpo, "/admin/rights/new", "/admin/rights/new", data)
+                assert (response.status_code == 302) is allowed, (moment, received)
+                if not allowed:
+                    assert "The date received must be today or in the past." in text(response)
+    with _db(app).reader() as session:
+        assert session.scalar(select(func.count()).select_from(RightsRequest)) == 2
 
 
 def test_rights_requests_have_a_statutory_due_date(app: Flask) -> None:

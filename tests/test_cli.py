@@ -13,7 +13,7 @@ from sqlmodel import select
 
 from consent.config import Settings
 from consent.db import Database
-from consent.models import AdminUser, Panel, Person
+from consent.models import AdminUser, Panel, Person, RetentionRun
 from consent.services import ledger
 from tests import factories
 from tests.helpers import child_environment, send_raw, tamper
@@ -193,6 +193,45 @@ def test_import_from_the_command_line(db: Database, settings: Settings, tmp_path
     )
     unknown = run(settings, "import", str(good), "--purpose", "marketing")
     assert unknown.returncode == 1 and "no purpose called" in unknown.stderr
+
+
+def test_a_refused_import_reports_what_the_whole_file_holds(
+    db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    """The rows of the first chunks were written before the bad row was found; the report
+    must describe the file, not what that rolled-back work made the database look like."""
+    rows = [f"good{i}@example.com,2026-06-01,Paper form" for i in range(1500)]
+    bad = tmp_path / "long.csv"
+    bad.write_text("email,consented_at,evidence\n" + "\n".join([*rows, "nope,2026-06-01,x"]) + "\n")
+    refused = run(settings, "import", str(bad), "--purpose", "newsletter")
+    assert refused.returncode == 1 and "Nothing was imported" in refused.stderr
+    assert "1501 row(s): 1500 to import, 0 already agreed" in refused.stdout, refused.stdout
+    dry = run(settings, "import", str(bad), "--purpose", "newsletter", "--dry-run")
+    assert "1501 row(s): 1500 to import, 0 already agreed" in dry.stdout, dry.stdout
+    with db.reader() as session:
+        assert session.exec(select(Person)).all() == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["retention", "run", "--batch-size", "0"],
+        ["retention", "run", "--batch-size", "-5"],
+        ["import", "list.csv", "--purpose", "panel_contact", "--panel", "0"],
+        ["run", "--port", "70000"],
+    ],
+)
+def test_a_number_out_of_range_is_refused_before_anything_runs(
+    db: Database, settings: Settings, tmp_path: Path, args: list[str]
+) -> None:
+    """A batch size of 0 used to mean the default and a negative one misbehaved."""
+    (tmp_path / "list.csv").write_text("email,consented_at,evidence\n")
+    args = [str(tmp_path / a) if a == "list.csv" else a for a in args]
+    refused = run(settings, *args)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "is not in the range" in refused.stderr
+    with db.reader() as session:
+        assert session.exec(select(RetentionRun)).all() == []
 
 
 def test_consent_run_serves_the_app_and_its_jobs(db: Database, settings: Settings) -> None:

@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -252,6 +254,36 @@ def test_closing_evaluation_neither_hastens_nor_delays_the_deletion(db: Database
         assert retention.sweep(db).removed["bookings_purged"] == 0
     with time_machine.travel(ended + keep + timedelta(hours=1), tick=False):
         assert retention.sweep(db).removed["bookings_purged"] == 2
+
+
+def test_a_cancelled_workshop_s_bookers_go_once_they_have_been_told(db: Database) -> None:
+    """Nothing is left to do for a cancelled workshop, so its bookers' details go at the
+    first sweep after the cancellation emails have gone, not a month after its date; and
+    not before, since erasing a booker cancels their queued mail."""
+    with db.transaction() as session:
+        workshop = factories.workshop(session, days=20, capacity=5)
+        factories.booking(session, workshop, "bea@example.com")
+        factories.booking(session, workshop, "cy@example.com", "Cy Booker")
+        assert workshops.cancel_workshop(session, workshop) == 2
+        workshop_id = workshop.id
+    booked = StatCounter.metric == "workshop.booked"
+    assert retention.sweep(db).removed["bookings_purged"] == 0
+    assert [m.status for m in mails(db, template="workshop_cancelled")] == ["queued"] * 2
+    OutboxWorker(db).run_once()
+    dry = retention.sweep(db, dry_run=True)
+    assert f"workshop {workshop_id}: 2 booking(s) would be purged" in dry.would
+    with db.reader() as session:
+        counted = session.execute(select(func.sum(StatCounter.count)).where(booked)).scalar()
+    report = retention.sweep(db)
+    assert report.removed["bookings_purged"] == 2 and report.removed["people_erased"] == 2
+    assert [m.status for m in mails(db, template="workshop_cancelled")] == ["sent"] * 2
+    with db.reader() as session:
+        assert workshops.get_workshop(session, workshop_id).details_purged_at is not None
+        assert session.execute(select(func.sum(StatCounter.count)).where(booked)).scalar() == (
+            counted
+        )
+    deliver_and_purge(db)
+    assert find_anywhere(db.engine, ["Bea Booker", "bea@example.com", "Little Acorns"]) == []
 
 
 def test_people_with_nothing_held_are_erased_and_opt_outs_suppressed(db: Database) -> None:
@@ -909,3 +941,116 @@ def test_memberships_ending_soon_are_grouped_by_the_day_in_london(db: Database) 
     with db.reader() as session:
         soon = retention.upcoming(session, datetime(2028, 6, 1, tzinfo=UTC), timedelta(days=90))
     assert soon == [(date(2028, 6, 29), 1), (date(2028, 6, 30), 2)]
+
+
+def _left_counted(db: Database, reason: str) -> int:
+    """What the anonymised reports say left panels for this reason."""
+    with db.reader() as session:
+        return int(
+            session.execute(
+                select(func.coalesce(func.sum(StatCounter.count), 0)).where(
+                    StatCounter.metric == f"panel.left.{reason}",
+                    StatCounter.dimension == "all",
+                )
+            ).scalar_one()
+        )
+
+
+def test_two_sweeps_at_once_end_and_count_each_member_once(db: Database, backend: str) -> None:
+    """``consent retention run`` while the scheduled sweep runs: both find the same members
+    and bookings, and each is still removed, and counted, once."""
+    if backend != "postgresql":
+        pytest.skip("SQLite lets one writer in at a time, so two sweeps cannot overlap")
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        for _ in range(300):
+            factories.member(session, panel)
+        panels.conclude(session, panel)
+        workshop = factories.workshop(session, days=1, capacity=200)
+        for index in range(150):
+            factories.booking(session, workshop, f"booker{index}@example.com")
+        after_keep = workshop.ends_at + timedelta(days=db.settings.workshop_keep_days, hours=1)
+    start = threading.Barrier(2)
+    done: list[retention.SweepReport] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        start.wait()
+        try:
+            done.append(retention.sweep(db, batch_size=40))
+        except BaseException as exc:
+            failed.append(exc)
+
+    with time_machine.travel(after_keep, tick=True):
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    assert failed == []
+
+    def total(key: str) -> int:
+        return sum(report.removed[key] for report in done)
+
+    assert total("memberships_panel_concluded") == 300
+    assert total("panels_concluded") == 1
+    assert total("bookings_purged") == 150
+    assert total("people_erased") == 450
+    assert _left_counted(db, "panel_concluded") == 300
+    with db.reader() as session:
+        erased = session.execute(
+            select(func.sum(StatCounter.count)).where(StatCounter.metric == "people.erased")
+        ).scalar_one()
+    assert erased == 450
+
+
+def _overtaken(db: Database, table: str, finish: str) -> Callable[..., None]:
+    """A hook that, just before the sweep's first change to ``table``, lands the same change
+    as another sweep would have (on the sweep's own connection: SQLite lets in one writer)."""
+    fired: list[str] = []
+
+    def overtake(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        if not fired and statement.startswith(f"UPDATE {table} "):
+            fired.append(statement)
+            cursor.connection.execute(finish)
+
+    event.listen(db.engine, "before_cursor_execute", overtake)
+    return lambda: event.remove(db.engine, "before_cursor_execute", overtake)
+
+
+def test_members_another_sweep_ended_first_are_not_counted_again(db: Database) -> None:
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        for _ in range(3):
+            factories.member(session, panel)
+        panels.conclude(session, panel)
+    stop = _overtaken(
+        db,
+        "panel_membership",
+        "UPDATE panel_membership SET left_at = joined_at, left_reason = 'panel_concluded', "
+        "data_destroyed_at = joined_at WHERE left_at IS NULL",
+    )
+    try:
+        report = retention.sweep(db)
+    finally:
+        stop()
+    assert report.removed["memberships_panel_concluded"] == 0
+    assert _left_counted(db, "panel_concluded") == 0
+
+
+def test_bookings_another_sweep_purged_first_are_not_counted_again(db: Database) -> None:
+    workshop_id = _booked_workshop(db)
+    with db.reader() as session:
+        ended = workshops.get_workshop(session, workshop_id).ends_at
+    stop = _overtaken(
+        db,
+        "booking",
+        "UPDATE booking SET purged_at = booked_at, name = NULL, email = NULL, setting = NULL, "
+        "district = NULL, job_role = NULL, person_id = NULL WHERE purged_at IS NULL",
+    )
+    try:
+        with time_machine.travel(ended + timedelta(days=31), tick=False):
+            report = retention.sweep(db)
+    finally:
+        stop()
+    assert report.removed["bookings_purged"] == 0

@@ -125,6 +125,20 @@ def _insert(dialect: str) -> Any:
     return statement.returning(table.c.id)
 
 
+def waiting_keys(session: Session, template: str) -> list[str]:
+    """The once-only keys of this template's messages not yet sent or given up on."""
+    table = Outbox.__table__
+    return [
+        key
+        for key in session.execute(
+            select(table.c.dedupe_key).where(
+                table.c.status.in_(("queued", "sending")), table.c.template == template
+            )
+        ).scalars()
+        if key
+    ]
+
+
 def claim(session: Session, worker: str, limit: int, now: datetime | None = None) -> list[int]:
     """Atomically take up to ``limit`` due messages; two workers never get the same one."""
     now = now or utcnow()
@@ -331,12 +345,13 @@ def purge_bodies(
     ids += list(session.execute(unsent.limit(limit)).scalars())
     if not ids:
         return 0
-    session.execute(
+    purged = session.execute(
         update(table)
-        .where(table.c.id.in_(ids))
+        .where(table.c.id.in_(ids), table.c.purged_at.is_(None))
         .values(to_address=None, body_text=None, body_html=None, headers=None, purged_at=now)
+        .returning(table.c.id)
     )
-    return len(ids)
+    return len(purged.all())
 
 
 @dataclass(frozen=True)

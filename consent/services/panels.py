@@ -63,22 +63,26 @@ def end_memberships_of(
     panel_id: int | None = None,
 ) -> int:
     """End active memberships of many people (of one panel, or of all) in a few statements,
-    destroying the panel data that identifies them."""
+    destroying the panel data that identifies them.
+
+    Only the rows this update ended are counted: two overlapping sweeps may both pick the
+    same members, and the one that waited must find them already gone, not count them again.
+    """
     if not person_ids:
         return 0
     table = PanelMembership.__table__
     where = [among(table.c.person_id, person_ids), table.c.left_at.is_(None)]
     if panel_id is not None:
         where.append(table.c.panel_id == panel_id)
-    rows = session.execute(select(table.c.id, table.c.panel_id).where(*where)).all()
+    rows = session.execute(
+        update(table)
+        .where(*where)
+        .values(left_at=at, left_reason=reason, data_destroyed_at=at)
+        .returning(table.c.id, table.c.panel_id)
+    ).all()
     if not rows:
         return 0
     ids = [row[0] for row in rows]
-    session.execute(
-        update(table)
-        .where(among(table.c.id, ids))
-        .values(left_at=at, left_reason=reason, data_destroyed_at=at)
-    )
     _destroy_member_data(session, ids)
     for panel, number in Counter(row[1] for row in rows).items():
         reports.count(session, f"panel.left.{reason}", scope=f"panel:{panel}", at=at, by=number)

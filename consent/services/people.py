@@ -318,15 +318,18 @@ def scrub(
     ``suppress_ids`` are the people whose address joins the suppression list: those who
     opted out. Someone whose consent simply ran out may be asked again later. Someone who
     declined panel invitations keeps declining them: their address's hash is kept for that.
+    The people are locked first (on PostgreSQL), so when two sweeps pick the same person the
+    one that waited finds them already erased and neither erases nor counts them again.
     """
     from consent.services import mailchimp
 
     now = utcnow()
     table = Person.__table__
     living = session.execute(
-        select(table.c.id, table.c.email, table.c.invitations_declined_at).where(
-            among(table.c.id, person_ids), table.c.erased_at.is_(None)
-        )
+        select(table.c.id, table.c.email, table.c.invitations_declined_at)
+        .where(among(table.c.id, person_ids), table.c.erased_at.is_(None))
+        .order_by(table.c.id)
+        .with_for_update()
     ).all()
     ids = [row[0] for row in living]
     counts = {"people": len(ids), "memberships": 0, "bookings": 0, "messages": 0}

@@ -45,7 +45,7 @@ from consent.models import (
     RightsRequest,
     Workshop,
 )
-from consent.services import imports, ledger, outbox, panels, people, signups
+from consent.services import imports, ledger, outbox, panels, people, signups, workshops
 from consent.timeutil import to_london, utcnow
 from consent.validation import without_addresses
 
@@ -192,9 +192,10 @@ def _end_memberships(
         if not rows:
             return 0
         by_person = sorted({row[1] for row in rows})
-        ended = panels.end_memberships_of(session, by_person, reason=reason, at=now)
-        report.removed[label] += ended
-        return ended
+        report.removed[label] += panels.end_memberships_of(
+            session, by_person, reason=reason, at=now
+        )
+        return len(rows)
 
     _batches(database, work)
 
@@ -299,32 +300,54 @@ def _destroy_concluded_panels(
                 actor="system:panel-concluded",
             )
             report.removed["memberships_panel_concluded"] += ended
-            return ended
+            return len(people_ids)
 
         _batches(database, work)
         with database.transaction() as session:
+            if not _claim(session, Panel, panel_id, "data_destroyed_at", now):
+                continue
             panel = session.get(Panel, panel_id)
             assert panel is not None
             report.removed["session_notes_destroyed"] += panels.destroy_session_notes(
                 session, panel
             )
-            panel.data_destroyed_at = now
         report.removed["panels_concluded"] += 1
+
+
+def _claim(session: Session, model: type, row_id: int, done: str, now: datetime) -> bool:
+    """Mark one panel or workshop done, unless an overlapping sweep got there first."""
+    table = model.__table__  # type: ignore[attr-defined]
+    column = table.c[done]
+    claimed = session.execute(
+        update(table)
+        .where(table.c.id == row_id, column.is_(None))
+        .values({done: now})
+        .returning(table.c.id)
+    ).first()
+    return claimed is not None
 
 
 # ---- workshops, sign-ups, mail ------------------------------------------------------------
 
 
 def _workshops_to_purge(session: Session, database: Database, now: datetime) -> list[int]:
-    """Workshops whose keep time has passed and whose bookers' details are still held."""
-    keep = timedelta(days=database.settings.workshop_keep_days)
-    return list(
-        session.execute(
-            select(Workshop.id).where(
-                Workshop.details_purged_at.is_(None), Workshop.ends_at <= now - keep
-            )
-        ).scalars()
-    )
+    """Workshops whose bookers' details are still held but no longer needed: those past
+    their keep time, and cancelled ones once everyone booked has been told."""
+    kept_since = now - timedelta(days=database.settings.workshop_keep_days)
+    rows = session.execute(
+        select(Workshop.id, Workshop.ends_at).where(
+            Workshop.details_purged_at.is_(None),
+            or_(Workshop.ends_at <= kept_since, Workshop.status == "cancelled"),
+        )
+    ).all()
+    if all(ends_at <= kept_since for _, ends_at in rows):
+        return [workshop_id for workshop_id, _ in rows]
+    telling = workshops.cancellations_waiting(session)
+    return [
+        workshop_id
+        for workshop_id, ends_at in rows
+        if ends_at <= kept_since or workshop_id not in telling
+    ]
 
 
 def _purge_workshop_details(
@@ -353,35 +376,36 @@ def _purge_workshop_details(
             ).all()
             if not rows:
                 return 0
-            session.execute(
-                update(booking)
-                .where(among(booking.c.id, [r[0] for r in rows]))
-                .values(
-                    name=None,
-                    email=None,
-                    setting=None,
-                    district=None,
-                    job_role=None,
-                    evaluation=None,
-                    person_id=None,
-                    purged_at=now,
-                )
+            purged = set(
+                session.execute(
+                    update(booking)
+                    .where(among(booking.c.id, [r[0] for r in rows]), booking.c.purged_at.is_(None))
+                    .values(
+                        name=None,
+                        email=None,
+                        setting=None,
+                        district=None,
+                        job_role=None,
+                        evaluation=None,
+                        person_id=None,
+                        purged_at=now,
+                    )
+                    .returning(booking.c.id)
+                ).scalars()
             )
-            holders = [r[1] for r in rows if r[1] is not None]
+            holders = [r[1] for r in rows if r[1] is not None and r[0] in purged]
             if holders:
                 session.execute(
                     update(Person.__table__)
                     .where(among(Person.__table__.c.id, holders))
                     .values(review_at=now)
                 )
-            report.removed["bookings_purged"] += len(rows)
+            report.removed["bookings_purged"] += len(purged)
             return len(rows)
 
         _batches(database, work)
         with database.transaction() as session:
-            workshop = session.get(Workshop, workshop_id)
-            assert workshop is not None
-            workshop.details_purged_at = now
+            _claim(session, Workshop, workshop_id, "details_purged_at", now)
 
 
 def _purge_pending_signups(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlmodel import Session, select
@@ -31,7 +31,7 @@ from consent.models import (
 )
 from consent.models.rights import REQUEST_KINDS, REQUEST_STATUSES
 from consent.services import audit, ledger, people
-from consent.timeutil import LONDON, add_months_dt, utcnow
+from consent.timeutil import LONDON, add_months_dt, to_london, utcnow
 from consent.validation import clean_text
 
 EXPORT_FORMAT = "consent-export/1"
@@ -281,9 +281,9 @@ def log_request(
         day = date.fromisoformat((received or "").strip())
     except ValueError:
         raise InvalidInput("received", "Enter the date received, like 2027-03-05.") from None
-    received_at = datetime(day.year, day.month, day.day, 12, tzinfo=LONDON).astimezone(UTC)
-    if received_at > utcnow() + timedelta(days=1):
+    if day > to_london(utcnow()).date():
         raise InvalidInput("received", "The date received must be today or in the past.")
+    received_at = datetime(day.year, day.month, day.day, 12, tzinfo=LONDON).astimezone(UTC)
     who = clean_text(
         requester, field="requester", label="who made the request", max_length=300, required=True
     )

@@ -214,11 +214,15 @@ def purge_expired(session: Session, now: datetime | None = None, limit: int = 10
     they held is looked at again by the sweep, which may have waited for them."""
     now = now or utcnow()
     table, person = PendingSignup.__table__, Person.__table__
+    due = list(
+        session.execute(select(table.c.id).where(table.c.expires_at < now).limit(limit)).scalars()
+    )
+    if not due:
+        return 0
     rows = session.execute(
-        select(table.c.id, table.c.person_id).where(table.c.expires_at < now).limit(limit)
+        delete(table).where(table.c.id.in_(due)).returning(table.c.id, table.c.person_id)
     ).all()
     if rows:
-        session.execute(delete(table).where(table.c.id.in_([row.id for row in rows])))
         session.execute(
             update(person)
             .where(person.c.id.in_({row.person_id for row in rows}), person.c.erased_at.is_(None))

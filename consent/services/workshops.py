@@ -9,12 +9,16 @@ from sqlalchemy import func, or_
 from sqlmodel import Session, select
 
 from consent import loading
+from consent.db import among
 from consent.errors import Conflict, InvalidInput, NotFound
 from consent.models import Booking, Person, Workshop
 from consent.options import options
 from consent.services import people, reports
 from consent.timeutil import london_datetime, utcnow
 from consent.validation import TEXT_MAX, clean_text, normalise_email
+
+#: The once-only key of each booker's cancellation email is this and the booking id.
+CANCELLED_ONCE = "workshop-cancelled"
 
 #: A workshop is one sitting; bookers' details are kept for a set time after it ends, so a
 #: mistyped end date must not stretch that by months or years.
@@ -252,9 +256,16 @@ def update_workshop(
 ) -> tuple[Workshop, int]:
     """Save a coordinator's changes. A workshop still to come cannot be moved into the past;
     if its time or place changed, everyone booked is emailed the new details; returns how
-    many were told. A workshop that has started can still be corrected."""
+    many were told. A workshop that has started can still be corrected, until its bookers'
+    details are deleted: moved to a new date then, its new bookings would never be."""
+    session.refresh(workshop, with_for_update=True)
     if workshop.status == "cancelled":
         raise Conflict("A cancelled workshop cannot be changed.")
+    if workshop.details_purged_at is not None:
+        raise Conflict(
+            "This workshop has finished and the details of those who booked have been "
+            "deleted, so it cannot be changed. Add a new workshop instead."
+        )
     upcoming = workshop.starts_at > utcnow()
     _check_times(starts_at, ends_at, upcoming=upcoming)
     if not 1 <= capacity <= 10000:
@@ -311,9 +322,26 @@ def cancel_workshop(session: Session, workshop: Workshop) -> int:
     if workshop.starts_at <= utcnow():
         raise Conflict("This workshop has already started, so it cannot be cancelled.")
     workshop.status = "cancelled"
-    told = _tell_bookers(session, workshop, "workshop_cancelled", once="workshop-cancelled")
+    told = _tell_bookers(session, workshop, "workshop_cancelled", once=CANCELLED_ONCE)
     session.flush()
     return told
+
+
+def cancellations_waiting(session: Session) -> set[int]:
+    """Cancelled workshops with a cancellation email still to go. Their bookers' details
+    are kept until it has: erasing a booker held for nothing else cancels their queued mail."""
+    from consent.services import outbox
+
+    booking_ids = [
+        int(key.rpartition(":")[2])
+        for key in outbox.waiting_keys(session, "workshop_cancelled")
+        if key.startswith(f"{CANCELLED_ONCE}:")
+    ]
+    if not booking_ids:
+        return set()
+    return set(
+        session.exec(select(Booking.workshop_id).where(among(Booking.id, booking_ids))).all()
+    )
 
 
 def _tell_bookers(
