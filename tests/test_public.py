@@ -1116,7 +1116,7 @@ def test_the_confirmation_of_a_last_withdrawal_outlives_the_erasure_it_leads_to(
         assert people.find_by_email(session, "only@example.com") is None
     [last] = mails(db, "only@example.com", template="consent_withdrawn")
     assert last.status == "queued" and last.person_id is None
-    assert "we will delete your details" in last.body_text
+    assert "we will delete your details within 30 days" in last.body_text
     assert "/manage/" not in last.body_text and "/unsubscribe/" not in last.body_text
 
 

@@ -45,18 +45,18 @@ def test_newsletter_from_sign_up_to_deletion(live: LiveServer, page: Page) -> No
     welcome = live.wait_for_mail(ADDRESS, "You are subscribed to the Family Hubs newsletter")
     page.goto(live.link(welcome, "manage"))
     expect(page.get_by_role("heading", name="Your preferences")).to_be_visible()
-    page.get_by_role("button", name="Stop Family Hubs newsletter").click()
-    expect(page.get_by_text("We have stopped that")).to_be_visible()
-    assert _state(live, "newsletter") == "withdrawn"
     page.get_by_role("button", name="Agree to this: Yes, email me about events").click()
     expect(page.get_by_text("We have saved your choice")).to_be_visible()
     assert _state(live, "family_hub_events") == "given"
+    page.get_by_role("button", name="Stop Family Hubs newsletter").click()
+    expect(page.get_by_text("We have stopped that")).to_be_visible()
+    assert _state(live, "newsletter") == "withdrawn"
 
     with page.expect_download() as download:
         page.get_by_role("link", name="Download it as a file (JSON)").click()
     data = json.loads(download.value.path().read_text())
     assert data["person"]["email"] == ADDRESS
-    assert [e["action"] for e in data["consent_events"]] == ["given", "withdrawn", "given"]
+    assert [e["action"] for e in data["consent_events"]] == ["given", "given", "withdrawn"]
 
     withdrawn = live.wait_for_mail(ADDRESS, "We have stopped what you asked us to stop")
     unsubscribe = withdrawn["List-Unsubscribe"].strip("<>")
