@@ -18,7 +18,15 @@ from consent import log_privacy
 from consent.db import Database
 from consent.errors import Conflict, InvalidInput, Suppressed
 from consent.links import RevokedLink, make_token, resolve
-from consent.models import Booking, ConsentEvent, Person, PersonChange, RightsRequest, Suppression
+from consent.models import (
+    Booking,
+    ConsentEvent,
+    Person,
+    PersonChange,
+    RightsRequest,
+    Suppression,
+    Workshop,
+)
 from consent.services import casework, imports, ledger, people, workshops
 from consent.timeutil import LONDON, utcnow
 from consent.validation import normalise_email
@@ -198,6 +206,18 @@ def test_an_address_used_by_someone_else_cannot_be_taken(session: Session) -> No
         people.change_email(session, person, "Taken@example.com", channel="admin", actor="a:1")
 
 
+def _book(session: Session, workshop: Workshop, email: str) -> tuple[Booking, bool]:
+    return workshops.book(
+        session,
+        workshop,
+        name="Bea Booker",
+        email=email,
+        setting=None,
+        district="Riverside",
+        job_role="Volunteer",
+    )
+
+
 def test_a_booker_who_changed_address_books_no_second_place_on_a_workshop(
     session: Session,
 ) -> None:
@@ -205,15 +225,7 @@ def test_a_booker_who_changed_address_books_no_second_place_on_a_workshop(
     first = factories.booking(session, workshop, email="old@example.com")
     person = people.find_by_email(session, "old@example.com")
     people.change_email(session, person, "new@example.com", channel="email_link", actor="self")
-    again, created = workshops.book(
-        session,
-        workshop,
-        name="Bea Booker",
-        email="new@example.com",
-        setting=None,
-        district="Riverside",
-        job_role="Volunteer",
-    )
+    again, created = _book(session, workshop, "new@example.com")
     assert (again.id, created) == (first.id, False)
     assert workshops.places_taken(session, workshop) == 1
 
@@ -227,15 +239,7 @@ def test_a_place_booked_under_an_address_no_longer_used_still_counts_as_theirs(
     before = Booking(workshop_id=workshop.id, person_id=person.id, email="before@example.com")
     session.add(before)
     session.flush()
-    again, created = workshops.book(
-        session,
-        workshop,
-        name="Bea Booker",
-        email="now@example.com",
-        setting=None,
-        district="Riverside",
-        job_role="Volunteer",
-    )
+    again, created = _book(session, workshop, "now@example.com")
     assert (again.id, created) == (before.id, False)
 
 
