@@ -1069,6 +1069,30 @@ def test_staying_on_a_panel_records_the_wording_shown_and_asks_about_recordings_
     assert renewals()[1:] == [("panel_contact", contact.id), ("panel_recordings", recordings.id)]
 
 
+def test_a_renewal_page_older_than_the_agreement_in_force_is_refused(
+    app: Flask, client: FlaskClient
+) -> None:
+    """A page left open while the member agreed to newer wording must not move their
+    agreement back to the wording it showed."""
+    db = _db(app)
+    with db.transaction() as session:
+        person = factories.person(session, email="stella@example.com")
+        factories.member(session, factories.panel(session), person)
+        path = "/renew/" + links.make_token(db.settings, person, "renew", purpose="panel_contact")
+    page = text(client.get(path))
+    with db.transaction() as session:
+        newer = notices.publish(session, "panel_contact", "Yes, newer.", "Text two.")
+        found = people.find_by_email(session, "stella@example.com")
+        ledger.give(session, found, "panel_contact", channel="web_form", actor="self")
+    refused = client.post(path, data=hidden_fields(page))
+    assert refused.status_code == 400 and "The wording has changed" in text(refused)
+    assert 'href="#submit"' in text(refused)
+    with db.reader() as session:
+        found = people.find_by_email(session, "stella@example.com")
+        assert [e.action for e in ledger.events_for(session, found)] == ["given", "given"]
+        assert ledger.states_for(session, found)["panel_contact"].notice_id == newer.id
+
+
 def _unsubscribe_path(db: Database, email: str, purpose: str | None) -> str:
     with db.reader() as session:
         person = people.find_by_email(session, email)

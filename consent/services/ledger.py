@@ -910,7 +910,8 @@ def renew(
     """Renew consent in force; the time limit starts again.
 
     As with ``give``, ``notice`` is the version the person was shown when a page showed
-    one; otherwise the current version.
+    one; otherwise the current version. A page older than the agreement in force is
+    refused, as renewing on it would move the agreement back to older wording.
     """
     _check_channel(channel)
     actor = _check_actor(actor)
@@ -923,6 +924,12 @@ def renew(
         )
     if notice is not None and notice.purpose_id != ctx.purpose_id:
         raise InvalidInput("notice", "That notice belongs to a different purpose.")
+    if notice is not None and notice.version < (ctx.state_notice_version or 0):
+        raise InvalidInput(
+            purpose_key,
+            "The wording has changed since this page was opened. Reload the page, read it "
+            "again and then send the form.",
+        )
     return _append(
         session,
         person,

@@ -314,7 +314,7 @@ def renew(token: str) -> str | tuple[str, int]:
                 view = preferences.overview(session, person)
             return render_template("public/renewed.html", view=view)
         except InvalidInput as error:
-            attach_error(form, error, fallback="panel_recordings")
+            attach_error(form, error, fallback="submit")
         except DomainError as error:
             return render_template("public/confirm_problem.html", message=error.message), 409
     with database().reader() as session:
