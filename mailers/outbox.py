@@ -85,6 +85,7 @@ class OutboxWorker:
 
     def _send_batch(self, ids: list[int], report: DeliveryReport) -> bool:
         pending = list(ids)
+        in_flight: int | None = None
         with self.database.reader() as session:
             rows = {row.id: row for row in outbox.load(session, ids)}
         try:
@@ -100,6 +101,7 @@ class OutboxWorker:
                         pending.remove(outbox_id)
                         report.lost += 1
                         continue
+                    in_flight = outbox_id
                     try:
                         mime = messages.build(row, self.database.settings)
                         connection.send(mime, reference=str(outbox_id))
@@ -129,7 +131,7 @@ class OutboxWorker:
         except RelayUnavailable as exc:
             log.warning("mail relay unavailable; %d message(s) wait: %s", len(pending), exc)
             with self.database.transaction() as session:
-                outbox.release(session, pending, str(exc), worker=self.name)
+                outbox.release(session, pending, str(exc), worker=self.name, in_flight=in_flight)
             report.released += len(pending)
             report.errors.append(str(exc))
             return False

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import time_machine
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlmodel import select
 
 from consent import create_app, jobs, links
@@ -372,6 +372,25 @@ def test_a_batch_slower_than_the_lease_sends_each_message_once(
     assert [(r.status, r.claimed_by) for r in _rows(db)] == [("sent", None)] * 5
 
 
+def test_a_relay_lost_mid_batch_costs_no_message_an_attempt(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    """The relay going away is not the messages' fault: the one being sent when it went
+    gets its attempt back, and those not yet reached never used one."""
+    db = configured(**smtp_settings)
+    _queue(db, 4)
+
+    def meanwhile(accepted: int) -> None:
+        if accepted == 2:
+            smtp.stop()
+
+    with time_machine.travel(utcnow(), tick=True) as clock:
+        dropping = SlowRelay(smtp, clock, timedelta(0), meanwhile)
+        report = OutboxWorker(db, dropping).run_once()
+    assert (report.sent, report.released) == (2, 2)
+    assert [(r.status, r.attempts) for r in _rows(db)][2:] == [("queued", 0)] * 2
+
+
 def test_only_the_message_in_flight_past_the_lease_can_go_twice(
     configured: Open, smtp: SmtpServer, smtp_settings: dict
 ) -> None:
@@ -403,6 +422,7 @@ def test_a_worker_that_lost_its_claim_records_nothing_over_the_new_holder(
     [message] = _queue(db, 1)
     with db.transaction() as session:
         assert outbox.claim(session, "A", 10) == [message]
+        assert outbox.renew(session, message, worker="A")
     later = utcnow() + outbox.LEASE + timedelta(minutes=1)
     with db.transaction() as session:
         assert outbox.requeue_stale(session, now=later).requeued == 1
@@ -415,7 +435,7 @@ def test_a_worker_that_lost_its_claim_records_nothing_over_the_new_holder(
         )
         outbox.release(session, [message], "relay down", worker="A", now=later)
     [row] = _rows(db)
-    assert (row.status, row.claimed_by, row.attempts, row.sent_at) == ("sending", "B", 2, None)
+    assert (row.status, row.claimed_by, row.attempts, row.sent_at) == ("sending", "B", 1, None)
     with db.transaction() as session:
         assert outbox.renew(session, message, worker="B", now=later)
 
@@ -423,7 +443,7 @@ def test_a_worker_that_lost_its_claim_records_nothing_over_the_new_holder(
 def test_a_message_whose_worker_keeps_dying_fails_at_the_maximum_attempts(
     configured: Open, smtp: SmtpServer, smtp_settings: dict
 ) -> None:
-    """Each claim counts an attempt; a message that kills its worker every time must stop."""
+    """Each send counts an attempt; a message that kills its worker every time must stop."""
     db = configured(**smtp_settings)
     _queue(db, 1)
     moment = utcnow()
@@ -432,7 +452,8 @@ def test_a_message_whose_worker_keeps_dying_fails_at_the_maximum_attempts(
             with db.transaction() as session:
                 outbox.requeue_stale(session, now=moment)
         with db.transaction() as session:
-            assert len(outbox.claim(session, f"dies-{attempt}", 10, now=moment)) == 1
+            [message] = outbox.claim(session, f"dies-{attempt}", 10, now=moment)
+            assert outbox.renew(session, message, worker=f"dies-{attempt}", now=moment)
         moment += outbox.LEASE + timedelta(minutes=1)
     with time_machine.travel(moment, tick=True):
         report = OutboxWorker(db).run_once()
@@ -441,6 +462,22 @@ def test_a_message_whose_worker_keeps_dying_fails_at_the_maximum_attempts(
     [row] = _rows(db)
     assert (row.status, row.attempts, row.claimed_by) == ("failed", outbox.MAX_ATTEMPTS, None)
     assert "no attempts left" in row.last_error
+
+
+def test_a_message_a_slow_batch_never_reached_keeps_its_last_attempt(db: Database) -> None:
+    """Its worker was alive, only busy with the messages before it: it was never sent, so
+    it has not used an attempt and must be queued again, not failed."""
+    [message] = _queue(db, 1)
+    with db.transaction() as session:
+        session.execute(
+            update(Outbox).where(Outbox.id == message).values(attempts=outbox.MAX_ATTEMPTS - 1)
+        )
+        assert outbox.claim(session, "A", 10) == [message]
+    later = utcnow() + outbox.LEASE + timedelta(minutes=1)
+    with db.transaction() as session:
+        assert outbox.requeue_stale(session, now=later) == outbox.Stale(requeued=1, failed=0)
+    [row] = _rows(db)
+    assert (row.status, row.attempts) == ("queued", outbox.MAX_ATTEMPTS - 1)
 
 
 def test_mail_queued_by_the_web_process_is_delivered_within_seconds(

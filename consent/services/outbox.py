@@ -158,7 +158,6 @@ def claim(session: Session, worker: str, limit: int, now: datetime | None = None
             status="sending",
             claimed_by=worker,
             claimed_at=now,
-            attempts=table.c.attempts + 1,
         )
         .returning(table.c.id)
     )
@@ -172,10 +171,13 @@ def load(session: Session, ids: list[int]) -> list[Outbox]:
 
 
 def renew(session: Session, outbox_id: int, *, worker: str, now: datetime | None = None) -> bool:
-    """Confirm ``worker`` still holds the message and restart its lease; False if it does not.
+    """Confirm ``worker`` still holds the message, restart its lease and count the attempt;
+    False if it does not hold it.
 
     Called in its own short transaction right before each send: a batch can outlast the
     lease, and after that ``requeue_stale`` may have handed the message to another worker.
+    The attempt is counted here, not when the batch was claimed, so messages a slow batch
+    never reached use up none of their attempts.
     The gap between this and the relay's answer remains, so a message whose own send takes
     longer than the lease can still go twice; delivery is at least once, not exactly once.
     """
@@ -191,7 +193,7 @@ def _renew() -> Any:
     return (
         update(table)
         .where(_held_by(table, bindparam("row_id"), bindparam("worker")))
-        .values(claimed_at=bindparam("now"))
+        .values(claimed_at=bindparam("now"), attempts=table.c.attempts + 1)
     )
 
 
@@ -263,11 +265,18 @@ def mark_failed_attempt(
 
 
 def release(
-    session: Session, ids: list[int], error: str, *, worker: str, now: datetime | None = None
+    session: Session,
+    ids: list[int],
+    error: str,
+    *,
+    worker: str,
+    in_flight: int | None = None,
+    now: datetime | None = None,
 ) -> None:
     """Give claimed messages back when the relay could not be reached: not their fault,
-    so the attempt is not counted and they wait for the relay to come back. Only those
-    ``worker`` still holds: the others, and their attempt counts, belong to another worker."""
+    so the attempt counted for the one ``in_flight`` is taken back (the others had none
+    counted) and they wait for the relay to come back. Only those ``worker`` still holds:
+    the others, and their attempt counts, belong to another worker."""
     if not ids:
         return
     now = now or utcnow()
@@ -278,7 +287,7 @@ def release(
         .values(
             status="queued",
             claimed_by=None,
-            attempts=table.c.attempts - 1,
+            attempts=case((table.c.id == in_flight, table.c.attempts - 1), else_=table.c.attempts),
             last_error=without_addresses(error)[:ERROR_MAX],
             next_attempt_at=now + CONNECTION_RETRY,
         )
@@ -292,7 +301,7 @@ class Stale(NamedTuple):
 
 def requeue_stale(session: Session, now: datetime | None = None) -> Stale:
     """Messages whose claim ran out (the worker died or stalled): queue them again, or fail
-    those that have used every attempt, since each claim counts one and a message that
+    those that have used every attempt, since each send counts one and a message that
     kills its worker would otherwise be retried for ever."""
     now = now or utcnow()
     table = Outbox.__table__
