@@ -3,6 +3,7 @@ they parse the request, call a service, and render."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -51,6 +52,7 @@ def _templates(app: Flask) -> None:
     )
     app.jinja_env.filters["london_date"] = london_date
     app.jinja_env.filters["long_date"] = long_date
+    app.jinja_env.filters["from_json"] = json.loads
     app.jinja_env.filters["london_datetime"] = london_datetime
     app.jinja_env.filters["iso_london"] = lambda text: london_datetime(datetime.fromisoformat(text))
     app.jinja_env.trim_blocks = True
