@@ -84,19 +84,27 @@ class OutboxWorker:
         return report
 
     def _send_batch(self, ids: list[int], report: DeliveryReport) -> bool:
+        """Send a claimed batch, renewing the claim on each message just before it goes.
+
+        The next message's claim is renewed in the same commit that marks one sent, so a
+        message costs one commit, not two.
+        """
         pending = list(ids)
         in_flight: int | None = None
+        renewed: bool | None = None
         with self.database.reader() as session:
             rows = {row.id: row for row in outbox.load(session, ids)}
         try:
             with self.backend.connect() as connection:
-                for outbox_id in ids:
+                for index, outbox_id in enumerate(ids):
                     row = rows.pop(outbox_id, None)
                     if row is None:
                         pending.remove(outbox_id)
                         continue
-                    with self.database.transaction() as session:
-                        held = outbox.renew(session, outbox_id, worker=self.name)
+                    if renewed is None:
+                        with self.database.transaction() as session:
+                            renewed = outbox.renew(session, outbox_id, worker=self.name)
+                    held, renewed = renewed, None
                     if not held:
                         pending.remove(outbox_id)
                         report.lost += 1
@@ -124,8 +132,11 @@ class OutboxWorker:
                         else:
                             report.lost += 1
                         continue
+                    following = next((i for i in ids[index + 1 :] if i in rows), None)
                     with self.database.transaction() as session:
                         outbox.mark_sent(session, outbox_id, worker=self.name)
+                        if following is not None:
+                            renewed = outbox.renew(session, following, worker=self.name)
                     pending.remove(outbox_id)
                     report.sent += 1
         except RelayUnavailable as exc:
