@@ -30,6 +30,9 @@ from mailers.backends import (
     from_settings,
 )
 
+#: A batch renews its claims once half the lease has passed, well before they run out.
+RENEW_AFTER = outbox.LEASE / 2
+
 log = logging.getLogger(__name__)
 
 
@@ -84,32 +87,36 @@ class OutboxWorker:
         return report
 
     def _send_batch(self, ids: list[int], report: DeliveryReport) -> bool:
-        """Send a claimed batch, renewing the claim on each message just before it goes.
+        """Send a claimed batch, renewing the claims still to send whenever half the lease
+        has passed, and skipping any this worker no longer holds.
 
-        The next message's claim is renewed in the same commit that marks one sent, so a
-        message costs one commit, not two.
+        Renewing only then, and all at once, costs a batch that sends quickly nothing: each
+        renewal rewrites the message rows, bodies and all.
         """
         pending = list(ids)
-        in_flight: int | None = None
-        renewed: bool | None = None
+        held, renewed_at = set(ids), utcnow()
         with self.database.reader() as session:
             rows = {row.id: row for row in outbox.load(session, ids)}
         try:
             with self.backend.connect() as connection:
-                for index, outbox_id in enumerate(ids):
+                for outbox_id in ids:
                     row = rows.pop(outbox_id, None)
                     if row is None:
                         pending.remove(outbox_id)
                         continue
-                    if renewed is None:
+                    if utcnow() - renewed_at >= RENEW_AFTER:
+                        renewed_at = utcnow()
                         with self.database.transaction() as session:
-                            renewed = outbox.renew(session, outbox_id, worker=self.name)
-                    held, renewed = renewed, None
-                    if not held:
+                            held = outbox.renew(
+                                session,
+                                [i for i in pending if i in held],
+                                worker=self.name,
+                                now=renewed_at,
+                            )
+                    if outbox_id not in held:
                         pending.remove(outbox_id)
                         report.lost += 1
                         continue
-                    in_flight = outbox_id
                     try:
                         mime = messages.build(row, self.database.settings)
                         connection.send(mime, reference=str(outbox_id))
@@ -132,17 +139,14 @@ class OutboxWorker:
                         else:
                             report.lost += 1
                         continue
-                    following = next((i for i in ids[index + 1 :] if i in rows), None)
                     with self.database.transaction() as session:
                         outbox.mark_sent(session, outbox_id, worker=self.name)
-                        if following is not None:
-                            renewed = outbox.renew(session, following, worker=self.name)
                     pending.remove(outbox_id)
                     report.sent += 1
         except RelayUnavailable as exc:
             log.warning("mail relay unavailable; %d message(s) wait: %s", len(pending), exc)
             with self.database.transaction() as session:
-                outbox.release(session, pending, str(exc), worker=self.name, in_flight=in_flight)
+                outbox.release(session, pending, str(exc), worker=self.name)
             report.released += len(pending)
             report.errors.append(str(exc))
             return False

@@ -4,8 +4,8 @@ Nothing in the service layer sends mail. A message is rendered when it is queued
 says what was true when the decision was made), claimed atomically by one worker, and
 marked sent, retried with backoff, or failed. Bodies are purged a while after sending.
 
-A claim is a lease: a worker renews it just before each send and records an outcome only
-while it still holds it, so a batch that outlasts the lease cannot send twice what
+A claim is a lease: a worker renews it as it works through a batch and records an outcome
+only while it still holds it, so a batch that outlasts the lease cannot send twice what
 ``requeue_stale`` has already handed to another worker.
 """
 
@@ -158,6 +158,7 @@ def claim(session: Session, worker: str, limit: int, now: datetime | None = None
             status="sending",
             claimed_by=worker,
             claimed_at=now,
+            attempts=table.c.attempts + 1,
         )
         .returning(table.c.id)
     )
@@ -170,31 +171,27 @@ def load(session: Session, ids: list[int]) -> list[Outbox]:
     )
 
 
-def renew(session: Session, outbox_id: int, *, worker: str, now: datetime | None = None) -> bool:
-    """Confirm ``worker`` still holds the message, restart its lease and count the attempt;
-    False if it does not hold it.
+def renew(
+    session: Session, ids: list[int], *, worker: str, now: datetime | None = None
+) -> set[int]:
+    """Restart the lease on those of ``ids`` that ``worker`` still holds; returns them.
 
-    Called in its own short transaction right before each send: a batch can outlast the
-    lease, and after that ``requeue_stale`` may have handed the message to another worker.
-    The attempt is counted here, not when the batch was claimed, so messages a slow batch
-    never reached use up none of their attempts.
-    The gap between this and the relay's answer remains, so a message whose own send takes
-    longer than the lease can still go twice; delivery is at least once, not exactly once.
+    A worker calls this before a send once half the lease has passed since it last did, so
+    the messages of a slow batch never go stale while it is working through them, and it
+    skips any it no longer holds: after a stall, ``requeue_stale`` may have handed them to
+    another worker. A message whose own send outlasts half the lease can still go twice;
+    delivery is at least once, not exactly once.
     """
-    result = session.connection().execute(
-        _renew(), {"row_id": outbox_id, "worker": worker, "now": now or utcnow()}
-    )
-    return bool(result.rowcount)
-
-
-@cache
-def _renew() -> Any:
+    if not ids:
+        return set()
     table = Outbox.__table__
-    return (
+    result = session.execute(
         update(table)
-        .where(_held_by(table, bindparam("row_id"), bindparam("worker")))
-        .values(claimed_at=bindparam("now"), attempts=table.c.attempts + 1)
+        .where(table.c.id.in_(ids), table.c.status == "sending", table.c.claimed_by == worker)
+        .values(claimed_at=now or utcnow())
+        .returning(table.c.id)
     )
+    return set(result.scalars())
 
 
 def _held_by(table: Any, row_id: Any, worker: Any) -> Any:
@@ -265,18 +262,11 @@ def mark_failed_attempt(
 
 
 def release(
-    session: Session,
-    ids: list[int],
-    error: str,
-    *,
-    worker: str,
-    in_flight: int | None = None,
-    now: datetime | None = None,
+    session: Session, ids: list[int], error: str, *, worker: str, now: datetime | None = None
 ) -> None:
     """Give claimed messages back when the relay could not be reached: not their fault,
-    so the attempt counted for the one ``in_flight`` is taken back (the others had none
-    counted) and they wait for the relay to come back. Only those ``worker`` still holds:
-    the others, and their attempt counts, belong to another worker."""
+    so the attempt is not counted and they wait for the relay to come back. Only those
+    ``worker`` still holds: the others, and their attempt counts, belong to another worker."""
     if not ids:
         return
     now = now or utcnow()
@@ -287,7 +277,7 @@ def release(
         .values(
             status="queued",
             claimed_by=None,
-            attempts=case((table.c.id == in_flight, table.c.attempts - 1), else_=table.c.attempts),
+            attempts=table.c.attempts - 1,
             last_error=without_addresses(error)[:ERROR_MAX],
             next_attempt_at=now + CONNECTION_RETRY,
         )
@@ -301,8 +291,9 @@ class Stale(NamedTuple):
 
 def requeue_stale(session: Session, now: datetime | None = None) -> Stale:
     """Messages whose claim ran out (the worker died or stalled): queue them again, or fail
-    those that have used every attempt, since each send counts one and a message that
-    kills its worker would otherwise be retried for ever."""
+    those that have used every attempt, since each claim counts one and a message that
+    kills its worker would otherwise be retried for ever. A working worker renews its
+    claims, so only a stalled or dead one's messages are found here."""
     now = now or utcnow()
     table = Outbox.__table__
     stale = and_(table.c.status == "sending", table.c.claimed_at < now - LEASE)
