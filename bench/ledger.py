@@ -78,7 +78,8 @@ def prepare(url: str, people: int, per_person: float, reuse: bool) -> None:
 
 
 def pick_writes(db: Database, count: int, rng: random.Random) -> list[tuple[int, str]]:
-    """People from the population and a purpose each does not currently consent to."""
+    """People from the population and a purpose each does not currently consent to and may
+    give: agreeing to recordings needs panel contact in force."""
     with db.reader() as session:
         max_id = session.scalar(select(func.max(Person.id)))
         keys = dict(session.exec(select(Purpose.id, Purpose.key)).all())
@@ -101,7 +102,12 @@ def pick_writes(db: Database, count: int, rng: random.Random) -> list[tuple[int,
                     )
                 ).all()
             )
-            free = [k for pid, k in keys.items() if pid not in given]
+            members = any(keys[pid] == "panel_contact" for pid in given)
+            free = [
+                k
+                for pid, k in keys.items()
+                if pid not in given and (k != "panel_recordings" or members)
+            ]
             if free:
                 chosen.append((person_id, rng.choice(free)))
     return chosen
