@@ -1,9 +1,9 @@
 """The outbox worker: claims due messages, sends them, and records what happened.
 
 Each message is marked sent in its own transaction right after the relay accepts it, so
-a crash can repeat at most the one message in flight. Just before each send the worker
-renews its claim, and skips the message if the claim has gone: a batch slower than the
-lease may have had its rest handed to another worker, which sends them instead.
+a crash can repeat at most the one message in flight. Once half the lease has passed, the
+worker renews its claims on the rest of the batch, and skips any it has lost: a worker
+that stalled past the lease may have had them handed to another, which sends them instead.
 
 A web process keeps one worker thread that sleeps until a commit that queued mail wakes
 it; the scheduler runs the same worker every minute as a safety net.

@@ -187,16 +187,16 @@ def renew(
     table = Outbox.__table__
     result = session.execute(
         update(table)
-        .where(table.c.id.in_(ids), table.c.status == "sending", table.c.claimed_by == worker)
+        .where(table.c.id.in_(ids), _held_by(table, worker))
         .values(claimed_at=now or utcnow())
         .returning(table.c.id)
     )
     return set(result.scalars())
 
 
-def _held_by(table: Any, row_id: Any, worker: Any) -> Any:
-    """A message still being sent under this worker's claim."""
-    return and_(table.c.id == row_id, table.c.status == "sending", table.c.claimed_by == worker)
+def _held_by(table: Any, worker: Any) -> Any:
+    """Messages still being sent under this worker's claim."""
+    return and_(table.c.status == "sending", table.c.claimed_by == worker)
 
 
 def mark_sent(
@@ -215,7 +215,7 @@ def _mark_sent() -> Any:
     purge = table.c.purge_on_send.is_(True)
     return (
         update(table)
-        .where(_held_by(table, bindparam("row_id"), bindparam("worker")))
+        .where(table.c.id == bindparam("row_id"), _held_by(table, bindparam("worker")))
         .values(
             status="sent",
             sent_at=bindparam("now"),
@@ -273,7 +273,7 @@ def release(
     table = Outbox.__table__
     session.execute(
         update(table)
-        .where(table.c.id.in_(ids), table.c.status == "sending", table.c.claimed_by == worker)
+        .where(table.c.id.in_(ids), _held_by(table, worker))
         .values(
             status="queued",
             claimed_by=None,
