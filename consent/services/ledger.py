@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     String,
@@ -796,6 +796,25 @@ def _wording(wording: str | None, default: str) -> str:
     return shown or default
 
 
+class _Seen(NamedTuple):
+    id: int | None
+    text_hash: str
+    statement: str
+    #: Older than the wording the consent in force was given on.
+    older: bool
+
+
+def _seen(ctx: _Context, notice: Notice | None) -> _Seen:
+    """The wording an event records: the version a page showed, when it says which, else the
+    current one. A page older than the agreement in force must not move it back."""
+    if notice is None:
+        return _Seen(ctx.notice_id, ctx.notice_hash, ctx.notice_statement, older=False)
+    if notice.purpose_id != ctx.purpose_id:
+        raise InvalidInput("notice", "That notice belongs to a different purpose.")
+    older = notice.version < (ctx.state_notice_version or 0)
+    return _Seen(notice.id, notice.text_hash, notice.statement, older)
+
+
 def give(
     session: Session,
     person: Person,
@@ -825,12 +844,8 @@ def give(
             RECORDINGS, "You can agree to recording panel meetings once you have joined a panel."
         )
     ctx = _load_context(session, person, purpose_key)
-    if notice is not None and notice.purpose_id != ctx.purpose_id:
-        raise InvalidInput("notice", "That notice belongs to a different purpose.")
-    notice_id = notice.id if notice is not None else ctx.notice_id
-    notice_hash = notice.text_hash if notice is not None else ctx.notice_hash
-    statement = notice.statement if notice is not None else ctx.notice_statement
-    shown = _wording(wording, statement)
+    seen = _seen(ctx, notice)
+    shown = _wording(wording, seen.statement)
     if ctx.suppressed:
         if channel not in FRESH_CHANNELS:
             raise Suppressed(
@@ -839,19 +854,16 @@ def give(
         from consent.services import people
 
         people.lift_suppression(session, person.email or "")
-    if ctx.state_status == "given" and (
-        ctx.state_notice_id == notice_id
-        or (notice is not None and notice.version < (ctx.state_notice_version or 0))
-    ):
+    if ctx.state_status == "given" and (ctx.state_notice_id == seen.id or seen.older):
         return None
-    assert notice_id is not None
+    assert seen.id is not None
     return _append(
         session,
         person,
         ctx,
         "given",
-        notice_id=notice_id,
-        notice_hash=notice_hash,
+        notice_id=seen.id,
+        notice_hash=seen.text_hash,
         channel=channel,
         actor=actor,
         wording=shown,
@@ -922,9 +934,8 @@ def renew(
             f"There is no consent in force for {ctx.purpose_title.lower()} to renew. "
             "Ask the person to agree again."
         )
-    if notice is not None and notice.purpose_id != ctx.purpose_id:
-        raise InvalidInput("notice", "That notice belongs to a different purpose.")
-    if notice is not None and notice.version < (ctx.state_notice_version or 0):
+    seen = _seen(ctx, notice)
+    if seen.older:
         raise InvalidInput(
             purpose_key,
             "The wording has changed since this page was opened. Reload the page, read it "
@@ -935,11 +946,11 @@ def renew(
         person,
         ctx,
         "renewed",
-        notice_id=notice.id if notice is not None else ctx.notice_id,
-        notice_hash=notice.text_hash if notice is not None else ctx.notice_hash,
+        notice_id=seen.id,
+        notice_hash=seen.text_hash,
         channel=channel,
         actor=actor,
-        wording=_wording(wording, notice.statement if notice is not None else ctx.notice_statement),
+        wording=_wording(wording, seen.statement),
         note=note,
         at=at or utcnow(),
     )
