@@ -343,14 +343,14 @@ def scrub(
         if email and person_id in suppress_ids
     ]
     if suppressed:
-        session.execute(_suppress_insert(dialect), suppressed)
+        session.execute(_hash_insert(dialect, Suppression.__table__), suppressed)
     declined = [
         {"email_hmac": email_hmac(hash_key, email), "declined_at": at, "created_at": now}
         for _, email, at in living
         if email and at is not None
     ]
     if declined:
-        session.execute(_decline_insert(dialect), declined)
+        session.execute(_hash_insert(dialect, DeclinedInvitations.__table__), declined)
     newsletter_people = set(
         session.execute(
             select(ConsentState.person_id)
@@ -436,12 +436,7 @@ def scrub(
 
 
 @cache
-def _suppress_insert(dialect: str) -> Any:
+def _hash_insert(dialect: str, table: Any) -> Any:
+    """An insert into a list of address hashes that leaves a hash already listed alone."""
     make = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return make(Suppression.__table__).on_conflict_do_nothing(index_elements=["email_hmac"])
-
-
-@cache
-def _decline_insert(dialect: str) -> Any:
-    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return make(DeclinedInvitations.__table__).on_conflict_do_nothing(index_elements=["email_hmac"])
+    return make(table).on_conflict_do_nothing(index_elements=["email_hmac"])
