@@ -133,8 +133,7 @@ def book(
     person: Person = known or people.find_or_create(
         session, address, name=cleaned_name, fill_name=False
     )
-    existing = next((booking for booking in found if booking.email == address), None)
-    existing = existing or next(iter(found), None)
+    existing = next((b for b in found if b.email == address), found[0] if found else None)
     if existing is None:
         existing = Booking(workshop_id=workshop.id, email=address)
         session.add(existing)
