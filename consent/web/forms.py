@@ -7,6 +7,8 @@ to the form so the person sees the message beside what they typed.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask_wtf import FlaskForm
 from govuk_frontend_wtf.wtforms_widgets import (
     GovCheckboxesInput,
@@ -75,6 +77,12 @@ def came(value: str | None, event: str) -> bool:
     return value == "yes"
 
 
+def must_choose(message: str) -> dict[str, Any]:
+    """A choice field's answer is required and must be one offered; both say ``message``,
+    never WTForms' own "Not a valid choice"."""
+    return {"validators": [InputRequired(message)], "invalid_choice_message": message}
+
+
 def choices(values: tuple[str, ...]) -> list[SelectChoice]:
     return [SelectChoice(value) for value in values]
 
@@ -134,15 +142,13 @@ class BookingForm(FlaskForm):
     district = RadioField(
         "Which district do you live or work in?",
         choices=choices(options().districts),
-        validators=[InputRequired("Select the district you live or work in.")],
-        invalid_choice_message="Select the district you live or work in.",
+        **must_choose("Select the district you live or work in."),
         widget=Radios(),
     )
     job_role = RadioField(
         "What is your role?",
         choices=choices(options().job_roles),
-        validators=[InputRequired("Select your role.")],
-        invalid_choice_message="Select your role.",
+        **must_choose("Select your role."),
         widget=Radios(),
     )
     newsletter = BooleanField(widget=GovCheckboxInput())
@@ -199,8 +205,7 @@ class _JoinBase(FlaskForm):
     age_band = RadioField(
         "How old are you?",
         choices=choices(options().age_bands),
-        validators=[InputRequired("Select your age group.")],
-        invalid_choice_message="Select your age group.",
+        **must_choose("Select your age group."),
         widget=Radios(),
     )
     children_count = StringField(
@@ -263,8 +268,7 @@ class FeedbackForm(FlaskForm):
     rating = RadioField(
         "How useful was the workshop?",
         choices=choices(("Very useful", "Useful", "Not very useful", "Not useful at all")),
-        validators=[InputRequired("Select how useful the workshop was.")],
-        invalid_choice_message="Select how useful the workshop was.",
+        **must_choose("Select how useful the workshop was."),
         widget=Radios(),
     )
     comments = TextAreaField(

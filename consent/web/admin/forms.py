@@ -29,7 +29,7 @@ from wtforms.validators import InputRequired, Length, Optional
 
 from consent.models.api_keys import SCOPES
 from consent.models.rights import REQUEST_KINDS
-from consent.web.forms import Checkboxes, Radios, choices
+from consent.web.forms import Checkboxes, Radios, choices, must_choose
 
 
 def _text(
@@ -76,15 +76,13 @@ class OnBehalfForm(FlaskForm):
     purpose = SelectField(
         "What",
         choices=[],
-        validators=[InputRequired("Select what they agreed to or stopped.")],
-        invalid_choice_message="Select what they agreed to or stopped.",
+        **must_choose("Select what they agreed to or stopped."),
         widget=GovSelect(),
     )
     action = RadioField(
         "They told us",
         choices=choices(("Agree", "Stop")),
-        validators=[InputRequired("Select whether they agreed or stopped.")],
-        invalid_choice_message="Select whether they agreed or stopped.",
+        **must_choose("Select whether they agreed or stopped."),
         widget=Radios(),
     )
     note = TextAreaField(
@@ -150,8 +148,7 @@ class SessionForm(FlaskForm):
             SelectChoice("in_person", "In person"),
             SelectChoice("hybrid", "Both"),
         ],
-        validators=[InputRequired("Select the format.")],
-        invalid_choice_message="Select the format.",
+        **must_choose("Select the format."),
         widget=Radios(),
     )
     location = _text("Where (optional)", max_length=300)
@@ -180,15 +177,13 @@ class RightsForm(FlaskForm):
     kind = RadioField(
         "Type of request",
         choices=choices(REQUEST_KINDS),
-        validators=[InputRequired("Select the type of request.")],
-        invalid_choice_message="Select the type of request.",
+        **must_choose("Select the type of request."),
         widget=Radios(),
     )
     channel = RadioField(
         "How it arrived",
         choices=choices(("post", "phone", "email", "in person")),
-        validators=[InputRequired("Select how the request arrived.")],
-        invalid_choice_message="Select how the request arrived.",
+        **must_choose("Select how the request arrived."),
         widget=Radios(),
     )
     received = _text(
@@ -203,8 +198,7 @@ class RightsUpdateForm(FlaskForm):
     status = RadioField(
         "Status",
         choices=choices(("open", "completed", "refused", "withdrawn")),
-        validators=[InputRequired("Select a status.")],
-        invalid_choice_message="Select a status.",
+        **must_choose("Select a status."),
         widget=Radios(),
     )
     outcome = TextAreaField(
@@ -222,8 +216,7 @@ class ImportForm(FlaskForm):
     purpose = SelectField(
         "Purpose",
         choices=[],
-        validators=[InputRequired("Select a purpose.")],
-        invalid_choice_message="Select a purpose.",
+        **must_choose("Select a purpose."),
         widget=GovSelect(),
     )
     file = FileField("CSV file", widget=GovFileInput())
@@ -248,8 +241,7 @@ class NewUserForm(FlaskForm):
             SelectChoice("dpo", "Data protection officer"),
             SelectChoice("admin", "Administrator"),
         ],
-        validators=[InputRequired("Select a role.")],
-        invalid_choice_message="Select a role.",
+        **must_choose("Select a role."),
         widget=Radios(),
     )
     submit = SubmitField("Create account", widget=GovSubmitInput())
