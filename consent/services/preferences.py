@@ -97,6 +97,9 @@ class Overview:
     memberships: list[PanelPlace]
     bookings: list[UpcomingBooking]
 
+    def purpose(self, key: str) -> PurposeView:
+        return next(view for view in self.purposes if view.purpose.key == key)
+
 
 def _filling(record: type, statement: Any) -> Any:
     """``statement``, once it is checked to select ``record``'s fields in order, as the page

@@ -13,7 +13,6 @@ from consent.models import Booking, Notice, Panel, Purpose, Workshop
 from consent.options import options
 from consent.services import (
     catalogue,
-    ledger,
     notices,
     panels,
     people,
@@ -320,17 +319,16 @@ def renew(token: str) -> str | tuple[str, int]:
     with database().reader() as session:
         person, _ = resolve(session, token, "renew")
         view = preferences.overview(session, person)
-        shown = _current(session, *RENEW_KEYS)
-        purposes = _purposes(session, *RENEW_KEYS)
-        records = ledger.has_consent(session, person, "panel_recordings")
+    asked = {key: view.purpose(key) for key in RENEW_KEYS}
+    shown = {key: purpose.notice for key, purpose in asked.items()}
     _fill_notices(form, shown)
     page = render_template(
         "public/renew.html",
         form=form,
         view=view,
         shown=shown,
-        purposes=purposes,
-        records=records,
+        purposes={key: purpose.purpose for key, purpose in asked.items()},
+        records=asked["panel_recordings"].given,
     )
     return page, 400 if form.errors else 200
 
