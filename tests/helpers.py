@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -130,3 +132,36 @@ def send_raw(port: int, request: bytes) -> bytes:
         while chunk := conn.recv(4096):
             answer += chunk
     return answer
+
+
+class Beside(threading.Thread):
+    """Runs ``work`` on another thread and keeps what it returned or raised."""
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        super().__init__(daemon=True)
+        self.work = work
+        self.result: object = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.work()
+        except BaseException as exc:
+            self.error = exc
+
+
+def until_someone_waits_for_a_lock(engine: Engine) -> None:
+    """Return once another connection waits for a lock (PostgreSQL), so a test can let go."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with engine.connect() as connection:
+            waiting = connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            ).scalar_one()
+        if waiting:
+            return
+        time.sleep(0.02)
+    raise AssertionError("Nothing waited for the lock.")

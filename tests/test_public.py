@@ -47,7 +47,7 @@ from consent.services import (
 )
 from consent.timeutil import london_date, utcnow
 from tests import factories
-from tests.helpers import find_anywhere
+from tests.helpers import Beside, find_anywhere, until_someone_waits_for_a_lock
 from tests.web import buttons, csrf, hidden_fields, link_in, mails, one_click, submit, text
 
 
@@ -774,6 +774,36 @@ def test_changing_a_preference_from_the_manage_page(
     assert odd.status_code == 302 and _state(db, member, "newsletter") == "withdrawn"
     for booking in ("99999999999999999999999", "²"):
         assert _post_manage(client, path, f"bookings/{booking}/cancel", {}).status_code == 404
+
+
+def test_a_change_that_arrives_as_the_person_is_erased_gets_the_link_page(
+    app: Flask, client: FlaskClient, member: str, backend: str
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("SQLite lets one writer in at a time, so the two cannot cross")
+    db = _db(app)
+    path = _manage_path(db, member)
+    token = csrf(text(client.get(path)))
+    person = _person(db, member)
+    assert person is not None
+    form = {"csrf_token": token, "purpose": "newsletter", "agree": "no"}
+
+    def events() -> int:
+        with db.reader() as session:
+            mine = select(func.count()).where(ConsentEvent.person_id == person.id)
+            return session.exec(mine).one()
+
+    before = events()
+    with db.transaction() as session:
+        people.scrub(session, [person.id], reason="nothing_held", suppress_ids=set())
+        posting = Beside(lambda: client.post(f"{path}/consent", data=form))
+        posting.start()
+        until_someone_waits_for_a_lock(db.engine)
+    posting.join(timeout=60)
+    assert posting.error is None
+    assert posting.result.status_code == 410
+    assert "Get a new link by email" in text(posting.result)
+    assert events() == before
 
 
 def test_stop_everything_in_one_step(app: Flask, client: FlaskClient, member: str) -> None:

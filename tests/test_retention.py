@@ -20,7 +20,7 @@ from sqlmodel import Session
 
 from consent.config import Settings
 from consent.db import Database
-from consent.errors import Conflict
+from consent.errors import Conflict, Erased
 from consent.models import (
     Booking,
     ConsentEvent,
@@ -54,7 +54,13 @@ from consent.services import (
 from consent.timeutil import LONDON, london_date, utcnow
 from mailers.outbox import OutboxWorker
 from tests import factories
-from tests.helpers import child_environment, deliver_and_purge, find_anywhere
+from tests.helpers import (
+    Beside,
+    child_environment,
+    deliver_and_purge,
+    find_anywhere,
+    until_someone_waits_for_a_lock,
+)
 from tests.web import csrf, hidden_fields, link_in, mails, one_click
 from tests.web import text as page_text
 
@@ -1054,3 +1060,104 @@ def test_bookings_another_sweep_purged_first_are_not_counted_again(db: Database)
     finally:
         stop()
     assert report.removed["bookings_purged"] == 0
+
+
+def _held_for_nothing(db: Database, email: str) -> int:
+    with db.transaction() as session:
+        person = people.find_or_create(session, email, name="Rosa Okafor")
+        person.review_at = utcnow() - timedelta(minutes=1)
+        return person.id
+
+
+def _postgresql_only(backend: str) -> None:
+    if backend != "postgresql":
+        pytest.skip("SQLite lets one writer in at a time, so the two cannot cross")
+
+
+def test_a_consent_given_while_the_sweep_decides_keeps_the_person(
+    db: Database, backend: str
+) -> None:
+    _postgresql_only(backend)
+    person_id = _held_for_nothing(db, "rosa@example.com")
+    with db.transaction() as session:
+        person = people.find_by_email(session, "rosa@example.com")
+        assert person is not None
+        ledger.give(session, person, "newsletter", channel="web_form", actor="self")
+        sweep = Beside(lambda: retention.sweep(db))
+        sweep.start()
+        until_someone_waits_for_a_lock(db.engine)
+    sweep.join(timeout=60)
+    assert sweep.error is None
+    assert isinstance(sweep.result, retention.SweepReport)
+    assert sweep.result.removed["people_erased"] == 0
+    with db.reader() as session:
+        kept = session.get(Person, person_id)
+        assert kept is not None and kept.erased_at is None
+        assert kept.email == "rosa@example.com"
+        assert ledger.has_consent(session, kept, "newsletter")
+
+
+@pytest.mark.parametrize("what", ["sign-up", "booking"])
+def test_a_sign_up_made_while_the_person_is_erased_starts_a_new_record(
+    db: Database, backend: str, what: str
+) -> None:
+    _postgresql_only(backend)
+    person_id = _held_for_nothing(db, "rosa@example.com")
+    with db.transaction() as session:
+        workshop_id = factories.workshop(session, days=3).id
+
+    def sign_up() -> int | None:
+        with db.transaction() as session:
+            if what == "booking":
+                on = workshops.get_workshop(session, workshop_id)
+                return factories.booking(session, on, "rosa@example.com").person_id
+            pending = signups.request_subscription(
+                session, email="rosa@example.com", name=None, shown={"newsletter": 1}
+            )
+            return pending.person_id
+
+    with db.transaction() as session:
+        people.scrub(session, [person_id], reason="nothing_held", suppress_ids=set())
+        signing = Beside(sign_up)
+        signing.start()
+        until_someone_waits_for_a_lock(db.engine)
+    signing.join(timeout=60)
+    assert signing.error is None
+    assert signing.result != person_id
+    with db.reader() as session:
+        fresh = session.get(Person, signing.result)
+        assert fresh is not None and fresh.erased_at is None
+        assert fresh.email == "rosa@example.com"
+        left_behind = (
+            session.execute(
+                select(func.count()).where(PendingSignup.person_id == person_id)
+            ).scalar_one()
+            + session.execute(
+                select(func.count()).where(Booking.person_id == person_id)
+            ).scalar_one()
+        )
+        assert left_behind == 0
+
+
+def test_a_consent_for_someone_erased_meanwhile_is_refused(db: Database, backend: str) -> None:
+    _postgresql_only(backend)
+    person_id = _held_for_nothing(db, "rosa@example.com")
+
+    def agree() -> None:
+        with db.transaction() as session:
+            person = session.get(Person, person_id)
+            assert person is not None and person.erased_at is None
+            ledger.give(session, person, "newsletter", channel="web_form", actor="self")
+
+    with db.transaction() as session:
+        people.scrub(session, [person_id], reason="nothing_held", suppress_ids=set())
+        agreeing = Beside(agree)
+        agreeing.start()
+        until_someone_waits_for_a_lock(db.engine)
+    agreeing.join(timeout=60)
+    assert isinstance(agreeing.error, Erased)
+    with db.reader() as session:
+        events = session.execute(
+            select(func.count()).where(ConsentEvent.person_id == person_id)
+        ).scalar_one()
+    assert events == 0

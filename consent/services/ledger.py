@@ -235,7 +235,8 @@ def _load_context(session: Session, person: Person, purpose_key: str) -> _Contex
     values = {"person_id": person.id, "purpose_key": purpose_key, "email_hmac": digest}
     if is_postgres(session):
         locked, found = _CONTEXT.run_after(_LOCK, session, values)
-        locked.fetchall()
+        if locked.fetchone() != (None,):
+            raise Erased("This person's details have been deleted.")
     else:
         found = _CONTEXT.run(session, values)
     row = found.fetchone()
@@ -246,7 +247,7 @@ def _load_context(session: Session, person: Person, purpose_key: str) -> _Contex
 
 def _lock_query(dialect: str) -> Any:
     person = Person.__table__
-    return select(person.c.id).where(person.c.id == bindparam("person_id")).with_for_update()
+    return select(person.c.erased_at).where(person.c.id == bindparam("person_id")).with_for_update()
 
 
 _CONTEXT = Prepared(_context_query)
@@ -604,6 +605,24 @@ def _review(session: Session, person_ids: list[int], at: datetime) -> None:
     session.execute(update(table).where(among(table.c.id, person_ids)).values(review_at=at))
 
 
+def lock_people(session: Session, person_ids: list[int]) -> list[int]:
+    """Lock these people's rows, in id order so two batches cannot deadlock, and return
+    those not erased.
+
+    Every write to a person's chain, or decision to erase them, takes this lock first
+    (PostgreSQL; SQLite has one writer at a time), so what follows sees the others' work.
+    """
+    person = Person.__table__
+    return list(
+        session.execute(
+            select(person.c.id)
+            .where(among(person.c.id, person_ids), person.c.erased_at.is_(None))
+            .order_by(person.c.id)
+            .with_for_update()
+        ).scalars()
+    )
+
+
 def _heads(session: Session, person_ids: list[int]) -> dict[int, tuple[int, str]]:
     """Each person's last (seq, hash), for chaining a batch of new events."""
     event = ConsentEvent.__table__
@@ -640,13 +659,7 @@ def give_many(
         return 0
     purpose = notices.get_purpose(session, purpose_key)
     person_ids = sorted({item[0] for item in items})
-    if is_postgres(session):
-        session.execute(
-            select(Person.id)
-            .where(among(Person.id, person_ids))
-            .order_by(Person.id)
-            .with_for_update()
-        ).all()
+    lock_people(session, person_ids)
     heads = _heads(session, person_ids)
     changes = [
         _Change(
@@ -700,13 +713,7 @@ def expire_many(
         person_ids = _next_due(session, now, limit, after)
     if not person_ids:
         return []
-    if is_postgres(session):
-        session.execute(
-            select(Person.id)
-            .where(among(Person.id, person_ids))
-            .order_by(Person.id)
-            .with_for_update()
-        ).all()
+    lock_people(session, person_ids)
     rows = session.execute(
         select(
             state.c.person_id,

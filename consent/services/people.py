@@ -99,6 +99,21 @@ def find_by_email(session: Session, email: str) -> Person | None:
     return loading.person_by_email.get(session, normalise_email(email))
 
 
+def find_for_update(session: Session, email: str) -> Person | None:
+    """The living person with this address, locked for a write that gives them a reason to
+    be held (a sign-up, a booking, a request).
+
+    The retention sweep takes the same lock before deciding to erase someone, so the two
+    cannot cross: if the sweep erased them first, there is no one to find, and the caller
+    starts afresh with a new record.
+    """
+    person = find_by_email(session, email)
+    if person is None or ledger.lock_people(session, [person.id]):
+        return person
+    session.expire(person)
+    return None
+
+
 def get_by_public_id(session: Session, public_id: str) -> Person:
     person = loading.person_by_public_id.get(session, public_id)
     if person is None:
@@ -117,7 +132,7 @@ def find_or_create(
     """
     normalised = normalise_email(email)
     cleaned_name = clean_text(name, field="name", label="your name")
-    person = loading.person_by_email.get(session, normalised)
+    person = find_for_update(session, normalised)
     if person is not None:
         if cleaned_name and not person.name and fill_name:
             person.name = cleaned_name

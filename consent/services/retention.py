@@ -611,15 +611,18 @@ def _erase_unheld(session: Session, report: SweepReport, ids: list[int], now: da
     """Erase those of these people we no longer hold for anything; stop reviewing the rest.
 
     The expiry step calls this in its own transaction, so a member whose consent ran out is
-    erased in the same write as the expiry: one commit, and each row rewritten once.
+    erased in the same write as the expiry: one commit, and each row rewritten once. The
+    people are locked before anything is decided, so a consent, sign-up or booking being
+    written for one of them at that moment is seen, not erased with them.
     """
-    if not ids:
+    living = ledger.lock_people(session, ids) if ids else []
+    if not living:
         return
     person, state = Person.__table__, ConsentState.__table__
-    held = holders(session, ids, now)
+    held = holders(session, living, now)
     if held:
         session.execute(update(person).where(among(person.c.id, held)).values(review_at=None))
-    gone = [i for i in ids if i not in held]
+    gone = [i for i in living if i not in held]
     if gone:
         opted_out = set(
             session.execute(

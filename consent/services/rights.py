@@ -289,7 +289,7 @@ def log_request(
     )
     person = None
     if email and email.strip():
-        person = people.find_by_email(session, email)
+        person = people.find_for_update(session, email)
         if person is None:
             raise InvalidInput(
                 "email",

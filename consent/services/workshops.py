@@ -120,7 +120,7 @@ def book(
     if workshop.starts_at <= utcnow():
         raise Conflict("This workshop has already started, so it cannot be booked.")
     session.exec(select(Workshop.id).where(Workshop.id == workshop.id).with_for_update()).one()
-    known = people.find_by_email(session, address)
+    known = people.find_for_update(session, address)
     theirs = Booking.email == address
     if known is not None:
         theirs = or_(theirs, Booking.person_id == known.id)

@@ -8,7 +8,7 @@ from flask import Flask, Response, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from consent.errors import NotFound
+from consent.errors import Erased, NotFound
 from consent.links import ExpiredLink, LinkError, RevokedLink
 from consent.web.api import http_problem, problem
 
@@ -46,6 +46,15 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(LinkError)
     def _link(error: LinkError) -> tuple[str, int]:
         return link_page(error)
+
+    @app.errorhandler(Erased)
+    def _erased(error: Erased) -> tuple[str, int] | Response:
+        """Someone erased while their request was on its way: as if their link had gone."""
+        if request.path.startswith("/api/"):
+            return problem(410, "Gone", error.message)
+        if request.path.startswith("/admin"):
+            return page(410, body=error.message)
+        return link_page(RevokedLink(error.message, erased=True))
 
     @app.errorhandler(NotFound)
     def _not_found(error: NotFound) -> tuple[str, int]:
