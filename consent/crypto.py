@@ -69,9 +69,10 @@ def cipher_for(session: Session) -> FieldCipher:
 def encrypted_columns() -> list[tuple[Any, Any, bool]]:
     """Every (table model, column attribute, holds JSON) with ciphertext. JSON values are
     re-padded as they are re-encrypted, for values stored before padding."""
-    from consent.models import AdminUser, PanelProfile, PendingSignup, SessionNote
+    from consent.models import AdminUser, LinkRequest, PanelProfile, PendingSignup, SessionNote
 
     return [
+        (LinkRequest, LinkRequest.address, False),
         (PanelProfile, PanelProfile.special_category, True),
         (PendingSignup, PendingSignup.payload, True),
         (SessionNote, SessionNote.text, False),

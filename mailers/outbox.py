@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from consent.db import Database
-from consent.services import outbox
+from consent.services import link_requests, outbox
 from consent.timeutil import utcnow
 from mailers import message as messages
 from mailers.backends import (
@@ -72,6 +72,10 @@ class OutboxWorker:
     def run_once(self, max_batches: int | None = None) -> DeliveryReport:
         """Send everything due now, batch by batch; stops early if the relay is down."""
         report = DeliveryReport()
+        while True:
+            with self.database.transaction() as session:
+                if not link_requests.answer(session):
+                    break
         with self.database.transaction() as session:
             stale = outbox.requeue_stale(session)
         report.requeued, report.failed = stale.requeued, stale.failed

@@ -34,6 +34,7 @@ from tests.smtp_sink import (
     self_signed,
     server_context,
 )
+from tests.web import submit
 
 Open = Callable[..., Database]
 
@@ -484,6 +485,24 @@ def test_mail_queued_by_the_web_process_is_delivered_within_seconds(
     assert len(files) == 1
     content = files[0].read_text()
     assert "To: soon@example.com" in content and "Your link to manage your preferences" in content
+
+
+def test_a_link_asked_for_on_the_web_is_emailed_within_seconds(
+    settings: Settings, tmp_path: Path
+) -> None:
+    app = create_app(replace_settings(settings, mail_dir=tmp_path / "mail", mail_wake=True))
+    database: Database = app.extensions["consent.db"]
+    with database.transaction() as session:
+        factories.person(session, "soon@example.com")
+    submit(app.test_client(), "/link", {"email": "soon@example.com"})
+    deadline = time.monotonic() + 10
+    files: list[Path] = []
+    while time.monotonic() < deadline and not files:
+        files = list((tmp_path / "mail").glob("*.eml"))
+        time.sleep(0.05)
+    app.extensions["consent.mailer"].stop()
+    assert len(files) == 1
+    assert "To: soon@example.com" in files[0].read_text()
 
 
 def replace_settings(settings: Settings, **changes: object) -> Settings:

@@ -23,7 +23,9 @@ from consent.errors import Conflict
 from consent.models import (
     Booking,
     ConsentEvent,
+    LinkRequest,
     Notice,
+    Outbox,
     Panel,
     PanelMembership,
     PanelProfile,
@@ -46,6 +48,7 @@ from consent.services import (
     workshops,
 )
 from consent.timeutil import london_date, utcnow
+from mailers.outbox import OutboxWorker
 from tests import factories
 from tests.helpers import Beside, find_anywhere, until_someone_waits_for_a_lock
 from tests.web import buttons, csrf, hidden_fields, link_in, mails, one_click, submit, text
@@ -1398,12 +1401,27 @@ def test_broken_expired_and_revoked_links_get_clear_pages(
 def test_new_link_says_the_same_whether_or_not_the_address_is_known(
     app: Flask, client: FlaskClient, member: str
 ) -> None:
+    db = _db(app)
+
+    def waiting() -> tuple[int, int]:
+        with db.reader() as session:
+            requests = session.exec(select(func.count()).select_from(LinkRequest)).one()
+            return requests, session.exec(select(func.count()).select_from(Outbox)).one()
+
+    before = waiting()
     known = text(submit(client, "/link", {"email": member}))
-    unknown = text(submit(client, "/link", {"email": "stranger@example.com"}))
+    after_known = waiting()
+    unknown = text(submit(client, "/link", {"email": "Stranger@Example.com"}))
+    after_unknown = waiting()
     strip = lambda page: page.split('name="csrf_token"')[0]  # noqa: E731
     assert strip(known) == strip(unknown)
-    assert [m.template for m in mails(_db(app), member)] == ["preferences_link"]
-    assert mails(_db(app), "stranger@example.com") == []
+    assert after_known == (before[0] + 1, before[1]) and after_unknown == (before[0] + 2, before[1])
+    assert find_anywhere(db.engine, ["stranger@example.com"]) == []
+    assert mails(db, member) == []
+    OutboxWorker(db).run_once()
+    assert [m.template for m in mails(db, member)] == ["preferences_link"]
+    assert mails(db, "stranger@example.com") == []
+    assert waiting()[0] == 0
 
 
 def test_new_link_is_rate_limited(settings: Settings) -> None:

@@ -14,7 +14,13 @@ from consent.models.panels import (
     PanelSession,
     SessionNote,
 )
-from consent.models.people import DeclinedInvitations, Person, PersonChange, Suppression
+from consent.models.people import (
+    DeclinedInvitations,
+    LinkRequest,
+    Person,
+    PersonChange,
+    Suppression,
+)
 from consent.models.reports import StatCounter
 from consent.models.retention import JobRun, RetentionRun
 from consent.models.rights import RightsRequest
@@ -32,6 +38,7 @@ __all__ = [
     "DeclinedInvitations",
     "JobRun",
     "JobState",
+    "LinkRequest",
     "MailchimpChange",
     "Notice",
     "Outbox",

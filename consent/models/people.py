@@ -1,5 +1,5 @@
-"""People who sign up, the record of changes to their details, the suppression list, and
-the addresses of erased people who had declined panel invitations."""
+"""People who sign up, the record of changes to their details, the suppression list, the
+addresses of erased people who had declined panel invitations, and requests for new links."""
 
 from __future__ import annotations
 
@@ -104,3 +104,17 @@ class DeclinedInvitations(SQLModel, table=True):
     email_hmac: str = Field(max_length=64, unique=True)
     declined_at: datetime = Field(sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class LinkRequest(SQLModel, table=True):
+    """Someone asked for a new preferences link. The mailer answers it moments later, so the
+    page does the same work, and takes the same time, whether or not the address is ours.
+
+    ``address`` is encrypted: it may be a stranger's. Each row lives until the next delivery.
+    """
+
+    __tablename__ = "link_request"
+
+    id: int | None = Field(default=None, primary_key=True)
+    address: str = Field(sa_type=Text)
+    requested_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

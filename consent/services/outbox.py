@@ -110,10 +110,15 @@ def queue(
     statement = _insert(session.get_bind().dialect.name)
     new_id = session.execute(statement, values).scalar_one_or_none()
     if new_id is not None:
-        wake = session.info.get("wake_mailer")
-        if wake is not None:
-            after_commit(session, wake)
+        wake_after_commit(session)
     return new_id
+
+
+def wake_after_commit(session: Session) -> None:
+    """Have this process's mailer look at the queue as soon as the transaction commits."""
+    wake = session.info.get("wake_mailer")
+    if wake is not None:
+        after_commit(session, wake)
 
 
 @cache

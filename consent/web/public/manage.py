@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from consent import links
 from consent.errors import Conflict, InvalidInput, NotFound
-from consent.services import audit, notices, outbox, people, preferences, rights
+from consent.services import audit, link_requests, notices, people, preferences, rights
 from consent.web import database, security, settings
 from consent.web.forms import (
     ButtonForm,
@@ -306,11 +306,7 @@ def new_link() -> str | tuple[str, int]:
     if form.validate_on_submit():
         try:
             with database().transaction() as session:
-                person = people.find_by_email(session, form.email.data)
-                if person is not None:
-                    outbox.queue(
-                        session, "preferences_link", person=person, context={"name": person.name}
-                    )
+                link_requests.ask(session, form.email.data)
             return render_template("public/link_sent.html")
         except InvalidInput as error:
             attach_error(form, error, fallback="email")
