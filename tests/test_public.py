@@ -1344,6 +1344,77 @@ def test_leaving_the_panel_ends_recordings_and_they_cannot_be_agreed_alone(
     assert _state(db, recorded_member, "panel_recordings") == "withdrawn"
 
 
+def _panels_of(db: Database, email: str) -> dict[str, str | None]:
+    """Each panel this person joined, with why they left it (None while they are on it)."""
+    with db.reader() as session:
+        person = people.find_by_email(session, email)
+        assert person is not None
+        rows = session.exec(
+            select(Panel.name, PanelMembership.left_reason)
+            .join(PanelMembership, PanelMembership.panel_id == Panel.id)
+            .where(PanelMembership.person_id == person.id)
+        ).all()
+    return dict(rows)
+
+
+def test_a_member_of_two_panels_can_leave_just_one(
+    app: Flask, client: FlaskClient, recorded_member: str
+) -> None:
+    db = _db(app)
+    with db.transaction() as session:
+        person = people.find_by_email(session, recorded_member)
+        southfield = factories.panel(session, "Southfield Parent Carer Panel")
+        factories.member(session, southfield, person)
+        south_id = southfield.id
+    path = _manage_path(db, recorded_member)
+    page = text(client.get(path))
+    assert ("Leave this panel", "Leave this panel (the Southfield Parent Carer Panel)") in buttons(
+        page
+    )
+    assert "Leave all your panels" in page
+    token = csrf(page)
+    left = client.post(
+        f"{path}/panels/{south_id}/leave", data={"csrf_token": token}, follow_redirects=True
+    )
+    assert "You have left the Southfield Parent Carer Panel" in text(left)
+    assert _panels_of(db, recorded_member) == {
+        "Northfield Parent Carer Panel": None,
+        "Southfield Parent Carer Panel": "withdrawn",
+    }
+    with db.reader() as session:
+        profiles = session.exec(
+            select(Panel.name)
+            .join(PanelMembership, PanelMembership.panel_id == Panel.id)
+            .join(PanelProfile, PanelProfile.membership_id == PanelMembership.id)
+        ).all()
+    assert profiles == ["Northfield Parent Carer Panel"]
+    assert _state(db, recorded_member, "panel_contact") == "given"
+    assert _state(db, recorded_member, "panel_recordings") == "given"
+    [confirmation] = mails(db, recorded_member, template="consent_withdrawn")
+    assert "Being on the Southfield Parent Carer Panel" in (confirmation.body_text or "")
+    again = client.post(
+        f"{path}/panels/{south_id}/leave", data={"csrf_token": token}, follow_redirects=True
+    )
+    assert "You are not on that panel." in text(again)
+    assert len(mails(db, recorded_member, template="consent_withdrawn")) == 1
+    assert "Leave this panel" not in text(again) and "Leave the panel" in text(again)
+
+
+def test_leaving_the_only_panel_by_its_own_button_is_leaving_the_panel(
+    app: Flask, client: FlaskClient, recorded_member: str
+) -> None:
+    db = _db(app)
+    with db.reader() as session:
+        [panel_id] = session.exec(select(Panel.id)).all()
+    path = _manage_path(db, recorded_member)
+    token = csrf(text(client.get(path)))
+    client.post(f"{path}/panels/{panel_id}/leave", data={"csrf_token": token})
+    assert _panels_of(db, recorded_member) == {"Northfield Parent Carer Panel": "withdrawn"}
+    assert _state(db, recorded_member, "panel_contact") == "withdrawn"
+    assert _state(db, recorded_member, "panel_recordings") == "withdrawn"
+    assert client.post(f"{path}/panels/{panel_id}/leave", data={}).status_code == 400
+
+
 def test_unsubscribing_from_panel_contact_stops_recordings_too(
     app: Flask, client: FlaskClient, recorded_member: str
 ) -> None:

@@ -33,6 +33,7 @@ from consent.services import (
     notice_catalogue,
     notices,
     outbox,
+    panels,
     people,
     reports,
     retention,
@@ -263,6 +264,38 @@ def set_consent(
     if event is not None:
         confirm_withdrawal(session, person, stops)
     return event is not None
+
+
+def leave_panel(session: Session, person: Person, panel_id: int) -> str | None:
+    """Leave one panel, destroying the panel information held for it at once.
+
+    Leaving the only panel is withdrawing panel contact, which ends recordings too. Leaving
+    one of several keeps the others, and the agreement to be contacted that they need.
+    Returns the panel's name, or None when the person is no longer on it (a second press).
+    """
+    member = PanelMembership.__table__.c
+    live = session.execute(
+        select(member.panel_id, Panel.name)
+        .join(Panel, Panel.id == member.panel_id)
+        .where(member.person_id == person.id, member.left_at.is_(None))
+    ).all()
+    name = next((name for place, name in live if place == panel_id), None)
+    if name is None:
+        return None
+    if len(live) == 1:
+        set_consent(session, person, ledger.PANEL_CONTACT, agree=False, notice_id=None)
+        return name
+    assert person.id is not None
+    panels.end_memberships_of(
+        session, [person.id], reason="withdrawn", at=utcnow(), panel_id=panel_id
+    )
+    outbox.queue(
+        session,
+        "consent_withdrawn",
+        person=person,
+        context={"name": person.name, "withdrawn": [f"Being on the {name}"], "erasing": False},
+    )
+    return name
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,22 @@ def stop_everything(token: str) -> BaseResponse | tuple[str, int]:
     )
 
 
+@bp.post("/manage/<token>/panels/<int:panel_id>/leave")
+def leave_panel(token: str, panel_id: int) -> BaseResponse | tuple[str, int]:
+    if not ButtonForm().validate_on_submit():
+        return _bad_request()
+    with database().transaction() as session:
+        person, _ = resolve(session, token, "manage")
+        left = preferences.leave_panel(session, person, panel_id)
+    if left is None:
+        return _back(token, "You are not on that panel.")
+    return _back(
+        token,
+        f"Done. You have left the {left}. We have deleted your information for it, "
+        "and emailed you to confirm.",
+    )
+
+
 @bp.post("/manage/<token>/bookings/<int:booking_id>/cancel")
 def cancel_booking(token: str, booking_id: int) -> BaseResponse | tuple[str, int]:
     if not ButtonForm().validate_on_submit():
