@@ -274,6 +274,17 @@ class ReconcileReport:
     requests: int = 0
 
 
+def _moment(value: object) -> datetime | None:
+    """A Mailchimp timestamp (ISO 8601 with its offset); None if it is missing or odd."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo else None
+
+
 def reconcile(
     database: Database, client: Client | None = None, page: int = 1000
 ) -> ReconcileReport:
@@ -304,7 +315,11 @@ def reconcile(
                     continue
                 with database.transaction() as session:
                     if queue.record_unsubscribe(
-                        session, email, reason=status, actor="mailchimp:reconcile"
+                        session,
+                        email,
+                        reason=status,
+                        actor="mailchimp:reconcile",
+                        changed_at=_moment(member.get("last_changed")),
                     ):
                         report.withdrawn += 1
             if len(members) < page:

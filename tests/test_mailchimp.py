@@ -356,6 +356,28 @@ def test_reconciliation_records_unsubscribes_and_cleans_since_the_last_run(
     assert listing == ["/3.0/lists/list123/members"] * 2
 
 
+def test_an_unsubscribe_older_than_a_fresh_agreement_does_not_undo_it(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    """A first reconciliation reads every unsubscribe Mailchimp ever recorded; someone who
+    agreed again here since then has changed their mind, and keeps getting the newsletter."""
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        for name in ("again", "gone"):
+            factories.consenting(session, "newsletter", email=f"{name}@example.com")
+    _pusher(db).push()
+    last_year = (utcnow() - timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    mailchimp_fake.members[md5("again@example.com")].update(
+        status="unsubscribed", last_changed=last_year
+    )
+    mailchimp_fake.members[md5("gone@example.com")]["status"] = "unsubscribed"
+    assert reconcile(db).withdrawn == 1
+    with db.reader() as session:
+        for name, status in (("again", "given"), ("gone", "withdrawn")):
+            person = people.find_by_email(session, f"{name}@example.com")
+            assert ledger.states_for(session, person)["newsletter"].status == status
+
+
 def test_reconciliation_says_when_mailchimp_is_down(
     configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
 ) -> None:

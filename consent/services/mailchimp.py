@@ -17,7 +17,7 @@ from sqlmodel import Session
 from consent.db import settings_of
 from consent.errors import NotConsented
 from consent.models import MailchimpChange, Person
-from consent.services import ledger, people
+from consent.services import ledger, notices, people
 from consent.timeutil import utcnow
 from consent.validation import without_addresses
 
@@ -230,11 +230,28 @@ def mark_moved_missing(session: Session, ids: list[int], now: datetime | None = 
     session.flush()
 
 
-def record_unsubscribe(session: Session, email: str, *, reason: str, actor: str) -> bool:
-    """Mailchimp says this address unsubscribed or was cleaned: withdraw the newsletter."""
+def record_unsubscribe(
+    session: Session,
+    email: str,
+    *,
+    reason: str,
+    actor: str,
+    changed_at: datetime | None = None,
+) -> bool:
+    """Mailchimp says this address unsubscribed or was cleaned: withdraw the newsletter.
+
+    ``changed_at`` is when Mailchimp last changed the member. Someone who agreed again here
+    after that has changed their mind since, so an older unsubscribe (a first reconciliation
+    reads them all) does not undo it. Mailchimp gives whole seconds, hence the margin.
+    """
     person = people.find_by_email(session, email)
     if person is None:
         return False
+    if changed_at is not None:
+        state = ledger.get_state(session, person, notices.get_purpose(session, "newsletter"))
+        given = state.given_at if state is not None and state.status == "given" else None
+        if given is not None and given >= changed_at + timedelta(seconds=1):
+            return False
     try:
         event = ledger.withdraw(
             session,
