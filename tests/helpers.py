@@ -165,3 +165,17 @@ def until_someone_waits_for_a_lock(engine: Engine) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("Nothing waited for the lock.")
+
+
+def meanwhile_erased(database: Any, person_id: int, work: Callable[[], object]) -> Beside:
+    """Run ``work`` on another thread while a transaction erases the person, and let the
+    erasure commit only once ``work`` waits for its lock (PostgreSQL): the two then cross."""
+    from consent.services import people
+
+    with database.transaction() as session:
+        people.scrub(session, [person_id], reason="nothing_held", suppress_ids=set())
+        beside = Beside(work)
+        beside.start()
+        until_someone_waits_for_a_lock(database.engine)
+    beside.join(timeout=60)
+    return beside

@@ -468,6 +468,16 @@ def test_a_message_whose_worker_keeps_dying_fails_at_the_maximum_attempts(
     assert "no attempts left" in row.last_error
 
 
+def _written_within_seconds(folder: Path, seconds: float = 10) -> list[Path]:
+    """The .eml files the file backend wrote, once there are any or the time is up."""
+    deadline = time.monotonic() + seconds
+    files: list[Path] = []
+    while time.monotonic() < deadline and not files:
+        files = list(folder.glob("*.eml"))
+        time.sleep(0.05)
+    return files
+
+
 def test_mail_queued_by_the_web_process_is_delivered_within_seconds(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -476,11 +486,7 @@ def test_mail_queued_by_the_web_process_is_delivered_within_seconds(
     with database.transaction() as session:
         person = factories.person(session, "soon@example.com")
         outbox.queue(session, "preferences_link", person=person, context={"name": None})
-    deadline = time.monotonic() + 10
-    files: list[Path] = []
-    while time.monotonic() < deadline and not files:
-        files = list((tmp_path / "mail").glob("*.eml"))
-        time.sleep(0.05)
+    files = _written_within_seconds(tmp_path / "mail")
     app.extensions["consent.mailer"].stop()
     assert len(files) == 1
     content = files[0].read_text()
@@ -495,11 +501,7 @@ def test_a_link_asked_for_on_the_web_is_emailed_within_seconds(
     with database.transaction() as session:
         factories.person(session, "soon@example.com")
     submit(app.test_client(), "/link", {"email": "soon@example.com"})
-    deadline = time.monotonic() + 10
-    files: list[Path] = []
-    while time.monotonic() < deadline and not files:
-        files = list((tmp_path / "mail").glob("*.eml"))
-        time.sleep(0.05)
+    files = _written_within_seconds(tmp_path / "mail")
     app.extensions["consent.mailer"].stop()
     assert len(files) == 1
     assert "To: soon@example.com" in files[0].read_text()

@@ -50,7 +50,7 @@ from consent.services import (
 from consent.timeutil import london_date, utcnow
 from mailers.outbox import OutboxWorker
 from tests import factories
-from tests.helpers import Beside, find_anywhere, until_someone_waits_for_a_lock
+from tests.helpers import find_anywhere, meanwhile_erased
 from tests.web import buttons, csrf, hidden_fields, link_in, mails, one_click, submit, text
 
 
@@ -797,12 +797,7 @@ def test_a_change_that_arrives_as_the_person_is_erased_gets_the_link_page(
             return session.exec(mine).one()
 
     before = events()
-    with db.transaction() as session:
-        people.scrub(session, [person.id], reason="nothing_held", suppress_ids=set())
-        posting = Beside(lambda: client.post(f"{path}/consent", data=form))
-        posting.start()
-        until_someone_waits_for_a_lock(db.engine)
-    posting.join(timeout=60)
+    posting = meanwhile_erased(db, person.id, lambda: client.post(f"{path}/consent", data=form))
     assert posting.error is None
     assert posting.result.status_code == 410
     assert "Get a new link by email" in text(posting.result)

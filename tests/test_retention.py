@@ -59,6 +59,7 @@ from tests.helpers import (
     child_environment,
     deliver_and_purge,
     find_anywhere,
+    meanwhile_erased,
     until_someone_waits_for_a_lock,
 )
 from tests.web import csrf, hidden_fields, link_in, mails, one_click
@@ -1116,12 +1117,7 @@ def test_a_sign_up_made_while_the_person_is_erased_starts_a_new_record(
             )
             return pending.person_id
 
-    with db.transaction() as session:
-        people.scrub(session, [person_id], reason="nothing_held", suppress_ids=set())
-        signing = Beside(sign_up)
-        signing.start()
-        until_someone_waits_for_a_lock(db.engine)
-    signing.join(timeout=60)
+    signing = meanwhile_erased(db, person_id, sign_up)
     assert signing.error is None
     assert signing.result != person_id
     with db.reader() as session:
@@ -1149,12 +1145,7 @@ def test_a_consent_for_someone_erased_meanwhile_is_refused(db: Database, backend
             assert person is not None and person.erased_at is None
             ledger.give(session, person, "newsletter", channel="web_form", actor="self")
 
-    with db.transaction() as session:
-        people.scrub(session, [person_id], reason="nothing_held", suppress_ids=set())
-        agreeing = Beside(agree)
-        agreeing.start()
-        until_someone_waits_for_a_lock(db.engine)
-    agreeing.join(timeout=60)
+    agreeing = meanwhile_erased(db, person_id, agree)
     assert isinstance(agreeing.error, Erased)
     with db.reader() as session:
         events = session.execute(
