@@ -45,6 +45,7 @@ from consent.services import (
     outbox,
     panels,
     people,
+    preferences,
     reminders,
     retention,
     rights,
@@ -352,6 +353,38 @@ def test_an_invited_person_is_kept_while_their_join_link_works(
         assert retention.sweep(db).removed["people_erased"] == 1
     with db.reader() as session:
         assert people.find_by_email(session, "invited@example.com") is None
+
+
+def test_an_invitation_keeps_someone_who_then_stops_everything_else(
+    db: Database, settings: Settings
+) -> None:
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="ivy@example.com")
+        panels.invite(session, factories.panel(session), email="ivy@example.com", name="Ivy")
+        ledger.withdraw(session, person, "newsletter", channel="email_link", actor="self")
+    start = utcnow()
+    with time_machine.travel(start + timedelta(days=1)):
+        assert retention.sweep(db).removed["people_erased"] == 0
+    with time_machine.travel(start + timedelta(days=2)):
+        assert retention.sweep(db).removed["people_erased"] == 0
+    life = timedelta(seconds=settings.link_max_age["join"], hours=2)
+    with time_machine.travel(start + life):
+        assert retention.sweep(db).removed["people_erased"] == 1
+    with db.reader() as session:
+        assert people.find_by_email(session, "ivy@example.com") is None
+
+
+def test_stopping_everything_ends_the_hold_an_invitation_had(db: Database) -> None:
+    """'Stop everything' declines invitations, so one already sent keeps them no longer:
+    they are told their details will go, and the next sweep erases them."""
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="ivy@example.com")
+        panels.invite(session, factories.panel(session), email="ivy@example.com", name="Ivy")
+        preferences.withdraw_all(session, person)
+    [told] = mails(db, template="consent_withdrawn")
+    assert "we will delete your details within 30 days" in (told.body_text or "")
+    with time_machine.travel(utcnow() + timedelta(minutes=1)):
+        assert retention.sweep(db).removed["people_erased"] == 1
 
 
 def test_a_declined_invitation_is_remembered_after_the_person_is_erased(

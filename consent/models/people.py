@@ -52,6 +52,8 @@ class Person(SQLModel, table=True):
     review_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
     #: They asked, from an invitation's link, not to be invited to panels again.
     invitations_declined_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: Until when the join link of their latest panel invitation works: they are kept so.
+    invited_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     @property
     def is_erased(self) -> bool:

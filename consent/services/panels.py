@@ -548,9 +548,10 @@ def invite(session: Session, panel: Panel, *, email: str, name: str | None) -> P
     person = people.find_or_create(session, email, name=name)
     if people.declined_invitations(session, person):
         raise Conflict("This person asked not to be invited to panels, so they cannot be invited.")
-    link_life = timedelta(seconds=settings_of(session).link_max_age["join"], hours=1)
-    if person.review_at is not None and person.review_at < utcnow() + link_life:
-        person.review_at = utcnow() + link_life
+    until = utcnow() + timedelta(seconds=settings_of(session).link_max_age["join"], hours=1)
+    person.invited_until = max(person.invited_until or until, until)
+    if person.review_at is not None and person.review_at < until:
+        person.review_at = until
     join_url = links.url_for_session(session, person, "join", ref=panel.id)
     queued = outbox.queue(
         session,

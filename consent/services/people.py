@@ -427,6 +427,7 @@ def scrub(
             erased_at=now,
             updated_at=now,
             review_at=None,
+            invited_until=None,
             token_version=table.c.token_version + 1,
         )
     )
@@ -441,6 +442,7 @@ def scrub(
                 "postcode",
                 "pending_email",
                 "review_at",
+                "invited_until",
             ):
                 set_committed_value(person, name, None)
             set_committed_value(person, "erased_at", now)

@@ -398,10 +398,17 @@ def unsubscribe(
     bookings = _stop_booking_mail(session, person) if purpose_key in _STOPS_BOOKING_MAIL else 0
     declines = _declines(person, purpose_key, purposes)
     if declines:
-        person.invitations_declined_at = utcnow()
+        _decline_invitations(session, person)
     if not one_click:
         confirm_withdrawal(session, person, purposes)
     return Stopping(purposes, bookings, declines)
+
+
+def _decline_invitations(session: Session, person: Person) -> None:
+    """No more invitations, and an invitation already sent no longer keeps them."""
+    person.invitations_declined_at = utcnow()
+    person.invited_until = None
+    session.flush()
 
 
 def withdraw_all(
@@ -414,7 +421,7 @@ def withdraw_all(
         ledger.withdraw(session, person, key, channel=channel, actor="self")
     declines = person.invitations_declined_at is None
     if declines:
-        person.invitations_declined_at = utcnow()
+        _decline_invitations(session, person)
     if notify:
         confirm_withdrawal(session, person, withdrawn)
     return Stopping(withdrawn, _stop_booking_mail(session, person), declines)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy import Select, and_, case, delete, func, or_, select, update
 from sqlmodel import Session
 
 from consent.db import Database, among, is_postgres
@@ -482,7 +482,8 @@ def holders(
     session: Session, person_ids: list[int], now: datetime, ending: Ending = Ending()
 ) -> set[int]:
     """Which of these people we still have a reason to hold: consent, panel, booking, sign-up,
-    or an open rights request (an access request must not be answered with 'nothing held').
+    a panel invitation whose link still works, or an open rights request (an access request
+    must not be answered with 'nothing held').
 
     A consent or membership past its time limit is no reason: the sweep ends them first,
     and a dry run, which ends nothing, must see the same. For the same reason a dry run
@@ -525,8 +526,10 @@ def holders(
             )
         )
         memberships = memberships.where(member.c.panel_id.not_in(ending.panels))
+    person = Person.__table__
     held: set[int] = set()
     for query in (
+        select(person.c.id).where(among(person.c.id, person_ids), person.c.invited_until > now),
         consents,
         memberships,
         bookings,
@@ -621,7 +624,13 @@ def _erase_unheld(session: Session, report: SweepReport, ids: list[int], now: da
     person, state = Person.__table__, ConsentState.__table__
     held = holders(session, living, now)
     if held:
-        session.execute(update(person).where(among(person.c.id, held)).values(review_at=None))
+        session.execute(
+            update(person)
+            .where(among(person.c.id, held))
+            .values(
+                review_at=case((person.c.invited_until > now, person.c.invited_until), else_=None)
+            )
+        )
     gone = [i for i in living if i not in held]
     if gone:
         opted_out = set(
