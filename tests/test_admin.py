@@ -7,6 +7,8 @@ import html
 import io
 import json
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -34,6 +36,7 @@ from consent.models import (
     SessionNote,
 )
 from consent.services import (
+    admin_users,
     api_keys,
     audit,
     ledger,
@@ -125,6 +128,59 @@ def test_repeated_failures_lock_the_account(app: Flask) -> None:
             select(func.count()).where(AuditEvent.action == "admin.sign_in_failed")
         ).scalar()
         assert failures == 5
+
+
+def test_guesses_sent_at_once_are_each_counted(app: Flask, backend: str) -> None:
+    """On PostgreSQL two sign-ins can run at the same moment: twenty wrong passwords sent
+    at once must still lock the account after five, and one code must work only once."""
+    if backend != "postgresql":
+        pytest.skip("SQLite lets one writer in at a time, so the attempts cannot overlap")
+    db = _db(app)
+    email, secret = make_staff(db, "dpo")
+    start = threading.Barrier(20)
+
+    def guess(password: str) -> str:
+        start.wait()
+        with db.transaction() as session:
+            try:
+                admin_users.check_password(session, email, password)
+            except admin_users.SignInRefused as refused:
+                return refused.message
+        return "in"
+
+    answers = _at_once(20, lambda: guess("wrong"))
+    assert sum("locked" in answer for answer in answers) == 15
+    with db.reader() as session:
+        failures = session.execute(
+            select(func.count()).where(AuditEvent.action == "admin.sign_in_failed")
+        ).scalar()
+    assert failures == 5
+    with time_machine.travel(utcnow() + timedelta(minutes=16)):
+        code = code_for(secret)
+        start = threading.Barrier(2)
+
+        def use_code() -> str:
+            start.wait()
+            with db.transaction() as session:
+                user = session.scalars(select(AdminUser).where(AdminUser.email == email)).one()
+                try:
+                    admin_users.check_code(session, user, code)
+                except admin_users.SignInRefused as refused:
+                    return refused.message
+            return "in"
+
+        assert sorted(_at_once(2, use_code)) == [admin_users.GENERIC, "in"]
+
+
+def _at_once(number: int, work: Callable[[], str]) -> list[str]:
+    answers: list[str] = []
+    threads = [threading.Thread(target=lambda: answers.append(work())) for _ in range(number)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(answers) == number
+    return answers
 
 
 def test_members_are_emailed_about_a_session_once_each(app: Flask) -> None:

@@ -108,13 +108,20 @@ def _fail(user: AdminUser, now: datetime) -> None:
 
 
 def check_password(session: Session, email: str, password: str) -> AdminUser:
-    """First step of signing in. Locks the account for a while after repeated failures."""
+    """First step of signing in. Locks the account for a while after repeated failures.
+
+    The account's row is locked while it is checked (both steps), so guesses sent at once
+    are counted one after another: otherwise thirty of them counted as two, and one code
+    could be used twice.
+    """
     now = utcnow()
     try:
         address = normalise_email(email)
     except InvalidInput as exc:
         raise SignInRefused(GENERIC) from exc
-    user = session.exec(select(AdminUser).where(AdminUser.email == address)).first()
+    user = session.exec(
+        select(AdminUser).where(AdminUser.email == address).with_for_update()
+    ).first()
     if user is None or not user.active:
         _verifier.hash("timing-equaliser")
         raise SignInRefused(GENERIC)
@@ -135,6 +142,7 @@ def check_password(session: Session, email: str, password: str) -> AdminUser:
 
 def check_code(session: Session, user: AdminUser, code: str) -> AdminUser:
     """Second step: a one-time code from the authenticator app, each usable once."""
+    session.refresh(user, with_for_update=True)
     now = utcnow()
     if _locked(user, now):
         raise SignInRefused(
