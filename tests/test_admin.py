@@ -7,6 +7,7 @@ import html
 import io
 import json
 import re
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -1411,6 +1412,26 @@ def test_import_previews_then_imports_all_or_nothing(app: Flask) -> None:
         ).scalar()
         assert imported == 2
     assert not list((app.config["SETTINGS"].instance_path / "imports").glob("*.csv"))
+
+
+def test_a_list_of_several_megabytes_is_taken_and_kept_private(app: Flask) -> None:
+    """Any other request may send 2 MB; an import list up to 50 MB must reach the page
+    (the form's token check reads the body first), and wait where only we can read it."""
+    rows = "".join(
+        f"parent{index}@example.com,Parent {index},2026-09-01,Paper form at Northfield hub\n"
+        for index in range(50_000)
+    )
+    content = ("email,name,consented_at,evidence\n" + rows).encode()
+    assert len(content) > 3 * 1024 * 1024
+    client = staff_client(app, "coordinator")
+    response = _upload(client, content)
+    assert response.status_code == 302
+    folder = app.config["SETTINGS"].instance_path / "imports"
+    [stored] = folder.glob("*.csv")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    too_big = {"csrf_token": "x", "rows": "x" * (3 * 1024 * 1024)}
+    assert client.post("/admin/import/confirm", data=too_big).status_code == 413
 
 
 @pytest.mark.parametrize(

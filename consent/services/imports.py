@@ -123,8 +123,11 @@ UPLOAD_KEEP = timedelta(hours=24)
 
 
 def upload_folder(instance_path: Path) -> Path:
+    """Where uploaded lists wait for their preview: personal data, so only this user may
+    read it (the folder 0700, each file 0600)."""
     folder = instance_path / "imports"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
     return folder
 
 

@@ -52,6 +52,8 @@ def _reading() -> bool:
 
 
 #: What a parent may POST, per address: plenty for a person, too few for a script.
+#: Endpoints that take more than the 2 MB any other request may send: an import list.
+LARGER_BODIES = {"admin.import_start": 55 * 1024 * 1024}
 POST_LIMIT = "20 per minute;200 per hour"
 LINK_LIMIT = "5 per minute;30 per hour"
 
@@ -148,6 +150,15 @@ def init_app(app: Flask) -> None:
     app.config["SESSION_COOKIE_SECURE"] = settings.base_url.startswith("https")
     app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024
     app.session_interface = _SessionCookies()
+
+    @app.before_request
+    def _larger_uploads() -> None:
+        """Registered before CSRF protection, which reads the form, and so the body, first:
+        a limit raised any later would come too late."""
+        allowed = LARGER_BODIES.get(request.endpoint or "")
+        if allowed is not None:
+            request.max_content_length = allowed
+
     csrf.init_app(app)
     limiter.init_app(app)
     always = [*_ALWAYS]

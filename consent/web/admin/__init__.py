@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, Response, abort, g, redirect, request, session, url_for
+from flask import Blueprint, Flask, Response, abort, g, redirect, session, url_for
 from flask_login import LoginManager, UserMixin, current_user, logout_user
 
 from consent.services import admin_users, audit
@@ -104,12 +104,6 @@ def _load(identifier: str) -> Staff | None:
     if user is None or not user.active or user.session_version != session_version:
         return None
     return Staff(user.id or 0, user.email, user.name, user.role, user.session_version)
-
-
-@bp.before_request
-def _uploads() -> None:
-    if request.endpoint == "admin.import_start":
-        request.max_content_length = 55 * 1024 * 1024
 
 
 @bp.before_request

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -59,7 +60,9 @@ def import_start() -> str | Response | tuple[str, int]:
             token = secrets.token_hex(16)
             path = _folder() / f"{token}.csv"
             written = 0
-            with path.open("wb") as handle:
+            with os.fdopen(
+                os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb"
+            ) as handle:
                 while chunk := upload.stream.read(1 << 20):
                     written += len(chunk)
                     if written > MAX_BYTES:
