@@ -13,6 +13,7 @@ from consent.models import ConsentEvent, PanelMembership, Person
 from consent.services import imports, ledger, panels, people
 from consent.timeutil import LONDON, utcnow
 from tests import factories
+from tests.helpers import meanwhile_erased
 
 
 def _csv(tmp_path: Path, *emails: str) -> Path:
@@ -90,3 +91,24 @@ def test_agreement_to_recordings_cannot_be_imported(db: Database, tmp_path: Path
     assert "cannot be imported" in refused.value.message
     with db.reader() as session:
         assert people.find_by_email(session, "norec@example.com") is None
+
+
+def test_a_list_naming_someone_erased_meanwhile_imports_nothing(
+    db: Database, tmp_path: Path, backend: str
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("SQLite lets one writer in at a time, so the two cannot cross")
+    with db.transaction() as session:
+        person_id = factories.person(session, "rosa@example.com").id
+    path = _csv(tmp_path, "rosa@example.com", "other@example.com")
+
+    def run() -> None:
+        with db.transaction() as session:
+            imports.commit(session, path, "newsletter", actor="c", actor_id=None, source="t")
+
+    importing = meanwhile_erased(db, person_id, run)
+    assert isinstance(importing.error, imports.ImportRefused)
+    assert "deleted while it was being imported" in importing.error.message
+    with db.reader() as session:
+        assert session.scalar(select(func.count()).select_from(ConsentEvent)) == 0
+        assert people.find_by_email(session, "other@example.com") is None

@@ -449,6 +449,12 @@ def _write(
     now: datetime,
 ) -> None:
     table = Person.__table__
+    known = [person.id for person in existing.values() if person.id is not None]
+    if len(ledger.lock_people(session, known)) < len(known):
+        raise ImportRefused(
+            "Someone on the list was deleted while it was being imported, so nothing was "
+            "imported. Upload the list again."
+        )
     new = [row for row in rows if row.email not in existing]
     if new:
         review = now + timedelta(days=1)

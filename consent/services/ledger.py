@@ -659,7 +659,8 @@ def give_many(
         return 0
     purpose = notices.get_purpose(session, purpose_key)
     person_ids = sorted({item[0] for item in items})
-    lock_people(session, person_ids)
+    if len(lock_people(session, person_ids)) < len(person_ids):
+        raise Erased("Someone's details were deleted before their consent could be recorded.")
     heads = _heads(session, person_ids)
     changes = [
         _Change(
