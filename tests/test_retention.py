@@ -25,6 +25,7 @@ from consent.models import (
     Booking,
     ConsentEvent,
     JobRun,
+    LinkRequest,
     Outbox,
     Panel,
     PanelMembership,
@@ -41,6 +42,7 @@ from consent.services import (
     admin_users,
     imports,
     ledger,
+    link_requests,
     notices,
     outbox,
     panels,
@@ -1185,3 +1187,39 @@ def test_a_consent_for_someone_erased_meanwhile_is_refused(db: Database, backend
             select(func.count()).where(ConsentEvent.person_id == person_id)
         ).scalar_one()
     assert events == 0
+
+
+def _ask_for_a_link(db: Database, email: str) -> None:
+    with db.transaction() as session:
+        link_requests.ask(session, email)
+
+
+def test_a_request_for_a_link_goes_with_the_person_or_after_an_hour(db: Database) -> None:
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="rosa@example.com")
+    _ask_for_a_link(db, "rosa@example.com")
+    _ask_for_a_link(db, "stranger@example.com")
+    with db.transaction() as session:
+        people.erase(session, session.get(Person, person.id), channel="email_link", actor="self")
+    with db.reader() as session:
+        assert session.execute(select(func.count()).select_from(LinkRequest)).scalar_one() == 1
+    with time_machine.travel(utcnow() + timedelta(minutes=61)):
+        assert retention.sweep(db).removed["link_requests_dropped"] == 1
+    with db.reader() as session:
+        assert session.execute(select(func.count()).select_from(LinkRequest)).scalar_one() == 0
+
+
+def test_a_link_is_not_sent_to_someone_erased_while_it_was_answered(
+    db: Database, backend: str
+) -> None:
+    _postgresql_only(backend)
+    person_id = _held_for_nothing(db, "rosa@example.com")
+
+    def answer() -> int:
+        with db.transaction() as session:
+            link_requests.ask(session, "rosa@example.com")
+            return link_requests.answer(session)
+
+    answering = meanwhile_erased(db, person_id, answer)
+    assert answering.error is None and answering.result == 1
+    assert mails(db) == []

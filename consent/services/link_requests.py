@@ -8,14 +8,21 @@ mailer sends a link to those we know moments later.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
 from sqlalchemy import delete, select
 from sqlmodel import Session
 
 from consent.crypto import UndecryptableField, cipher_for
 from consent.db import is_postgres
 from consent.models import LinkRequest
-from consent.services import outbox, people
+from consent.services import ledger, outbox, people
 from consent.validation import normalise_email
+
+#: How long a request may wait for the mailer before the retention sweep drops it.
+STALE = timedelta(hours=1)
 
 
 def ask(session: Session, email: str) -> None:
@@ -36,14 +43,47 @@ def answer(session: Session, limit: int = 200) -> int:
     rows = session.execute(query).all()
     if not rows:
         return 0
-    cipher = cipher_for(session)
-    for _, token in rows:
-        try:
-            address = cipher.decrypt(token)
-        except UndecryptableField:
-            continue
-        person = people.find_by_email(session, address)
-        if person is not None:
+    found = [people.find_by_email(session, address) for _, address in _readable(session, rows)]
+    known = [person for person in found if person is not None and person.id is not None]
+    living = set(ledger.lock_people(session, sorted({person.id or 0 for person in known})))
+    for person in known:
+        if person.id in living:
             outbox.queue(session, "preferences_link", person=person, context={"name": person.name})
     session.execute(delete(LinkRequest).where(LinkRequest.id.in_([row[0] for row in rows])))
     return len(rows)
+
+
+def forget(session: Session, addresses: set[str]) -> int:
+    """Drop waiting requests for these addresses: their owners are being erased, and no
+    table may keep an erased person's address in any form.
+
+    Requests the mailer is answering at this moment are left to it: it waits for the
+    erasure, finds no one, and drops them. Waiting for it instead could deadlock.
+    """
+    if not addresses:
+        return 0
+    query = select(LinkRequest.id, LinkRequest.address)
+    if is_postgres(session):
+        query = query.with_for_update(skip_locked=True)
+    rows = session.execute(query).all()
+    gone = [row_id for row_id, address in _readable(session, rows) if address in addresses]
+    if gone:
+        session.execute(delete(LinkRequest).where(LinkRequest.id.in_(gone)))
+    return len(gone)
+
+
+def purge_stale(session: Session, now: datetime) -> int:
+    """Requests the mailer has not answered within an hour: whoever asked will ask again."""
+    result = session.execute(delete(LinkRequest).where(LinkRequest.requested_at < now - STALE))
+    return int(result.rowcount or 0)
+
+
+def _readable(session: Session, rows: Sequence[Any]) -> list[tuple[int, str]]:
+    """(id, address) of each request whose address can still be read."""
+    cipher, readable = cipher_for(session), []
+    for row_id, token in rows:
+        try:
+            readable.append((row_id, cipher.decrypt(token)))
+        except UndecryptableField:
+            continue
+    return readable

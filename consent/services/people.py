@@ -336,7 +336,7 @@ def scrub(
     The people are locked first (on PostgreSQL), so when two sweeps pick the same person the
     one that waited finds them already erased and neither erases nor counts them again.
     """
-    from consent.services import mailchimp
+    from consent.services import link_requests, mailchimp
 
     now = utcnow()
     table = Person.__table__
@@ -376,6 +376,7 @@ def scrub(
     for person_id, email, _ in living:
         if email and person_id in newsletter_people:
             mailchimp.queue_delete(session, person_id, email)
+    link_requests.forget(session, {email for _, email, _ in living if email})
     counts["memberships"] = panels.delete_all_for_people(session, ids)
     session.execute(delete(PendingSignup).where(among(PendingSignup.person_id, ids)))
     counts["bookings"] = int(

@@ -10,8 +10,9 @@ remembering.
   promises), whether or not a coordinator has closed its evaluation;
 - people left with no consent, membership, booking, pending sign-up or open rights
   request: erased, and those who opted out join the suppression list;
-- mail bodies past their keep time, unconfirmed sign-ups past their link, and uploaded
-  import files nobody confirmed within a day, removed.
+- mail bodies past their keep time, unconfirmed sign-ups past their link, uploaded
+  import files nobody confirmed within a day, and requests for a new link the mailer has
+  not answered within an hour, removed.
 
 Work goes in batches of bounded size, each in its own transaction, so killing the process
 at any moment leaves nothing half done and the next run finishes the job. Counts for
@@ -36,6 +37,7 @@ from consent.models import (
     Booking,
     ConsentState,
     JobRun,
+    LinkRequest,
     Panel,
     PanelMembership,
     PendingSignup,
@@ -45,7 +47,16 @@ from consent.models import (
     RightsRequest,
     Workshop,
 )
-from consent.services import imports, ledger, outbox, panels, people, signups, workshops
+from consent.services import (
+    imports,
+    ledger,
+    link_requests,
+    outbox,
+    panels,
+    people,
+    signups,
+    workshops,
+)
 from consent.timeutil import to_london, utcnow
 from consent.validation import without_addresses
 
@@ -104,6 +115,7 @@ def sweep(
         _purge_mail_bodies,
         _remove_abandoned_uploads,
         _trim_job_runs,
+        _drop_stale_link_requests,
     ]
     try:
         for step in steps:
@@ -455,6 +467,21 @@ def _trim_job_runs(database: Database, report: SweepReport, now: datetime, batch
         return session.execute(delete(table).where(table.c.id.in_(ids))).rowcount or 0
 
     report.removed["job_runs_removed"] += _batches(database, trim)
+
+
+def _drop_stale_link_requests(
+    database: Database, report: SweepReport, now: datetime, batch: int
+) -> None:
+    if report.dry_run:
+        stale = LinkRequest.requested_at < now - link_requests.STALE
+        with database.reader() as session:
+            number = session.execute(select(func.count()).where(stale)).scalar_one()
+        if number:
+            report.removed["link_requests_dropped"] += number
+            report.would.append(f"{number} unanswered request(s) for a new link would go")
+        return
+    with database.transaction() as session:
+        report.removed["link_requests_dropped"] += link_requests.purge_stale(session, now)
 
 
 def _remove_abandoned_uploads(
