@@ -169,6 +169,15 @@ EMAILS: dict[str, EmailSpec] = {
         "withdrawn",
         "erasing",
     ),
+    "panel_left": _spec(
+        "You have left a Parent Carer Panel",
+        "you asked to leave a Parent Carer Panel.",
+        None,
+        True,
+        "name",
+        "panel_name",
+        "staying",
+    ),
     "data_deleted": _spec(
         "We have deleted your details",
         "you asked us to delete your details.",

@@ -50,7 +50,7 @@ from consent.services import (
 from consent.timeutil import london_date, utcnow
 from mailers.outbox import OutboxWorker
 from tests import factories
-from tests.helpers import find_anywhere, meanwhile_erased
+from tests.helpers import Beside, find_anywhere, meanwhile_erased, until_someone_waits_for_a_lock
 from tests.web import buttons, csrf, hidden_fields, link_in, mails, one_click, submit, text
 
 
@@ -800,8 +800,25 @@ def test_a_change_that_arrives_as_the_person_is_erased_gets_the_link_page(
     posting = meanwhile_erased(db, person.id, lambda: client.post(f"{path}/consent", data=form))
     assert posting.error is None
     assert posting.result.status_code == 410
-    assert "Get a new link by email" in text(posting.result)
+    assert "Your details have been deleted" in text(posting.result)
     assert events() == before
+
+
+def test_an_unsubscribe_that_arrives_as_the_person_is_erased_still_says_done(
+    app: Flask, client: FlaskClient, member: str, backend: str
+) -> None:
+    """A mail app's one-click unsubscribe and the page's button: the person is gone, which
+    is more than they asked, so both answer as if it had worked."""
+    if backend != "postgresql":
+        pytest.skip("SQLite lets one writer in at a time, so the two cannot cross")
+    db = _db(app)
+    person = _person(db, member)
+    assert person is not None
+    token = links.make_token(db.settings, person, "unsubscribe", purpose="newsletter")
+    path = f"/unsubscribe/{token}"
+    quick = meanwhile_erased(db, person.id, lambda: one_click(client, path))
+    assert quick.error is None
+    assert (quick.result.status_code, quick.result.get_data(as_text=True)) == (200, "Unsubscribed.")
 
 
 def test_stop_everything_in_one_step(app: Flask, client: FlaskClient, member: str) -> None:
@@ -1385,14 +1402,49 @@ def test_a_member_of_two_panels_can_leave_just_one(
     assert profiles == ["Northfield Parent Carer Panel"]
     assert _state(db, recorded_member, "panel_contact") == "given"
     assert _state(db, recorded_member, "panel_recordings") == "given"
-    [confirmation] = mails(db, recorded_member, template="consent_withdrawn")
-    assert "Being on the Southfield Parent Carer Panel" in (confirmation.body_text or "")
+    [confirmation] = mails(db, recorded_member, template="panel_left")
+    body = confirmation.body_text or ""
+    assert "You have left the Southfield Parent Carer Panel" in body
+    assert "- Northfield Parent Carer Panel" in body
     again = client.post(
         f"{path}/panels/{south_id}/leave", data={"csrf_token": token}, follow_redirects=True
     )
     assert "You are not on that panel." in text(again)
-    assert len(mails(db, recorded_member, template="consent_withdrawn")) == 1
+    assert len(mails(db, recorded_member, template="panel_left")) == 1
     assert "Leave this panel" not in text(again) and "Leave the panel" in text(again)
+
+
+def test_leaving_both_panels_at_once_leaves_no_panel_agreement_behind(
+    app: Flask, recorded_member: str, backend: str
+) -> None:
+    """Two tabs, one button each: whichever comes second is leaving the last panel."""
+    if backend != "postgresql":
+        pytest.skip("SQLite lets one writer in at a time, so the two cannot cross")
+    db = _db(app)
+    with db.transaction() as session:
+        person = people.find_by_email(session, recorded_member)
+        southfield = factories.panel(session, "Southfield Parent Carer Panel")
+        factories.member(session, southfield, person)
+        ids = {panel.name: panel.id for panel in session.exec(select(Panel)).all()}
+
+    def leave(name: str) -> str | None:
+        with db.transaction() as session:
+            person = people.find_by_email(session, recorded_member)
+            assert person is not None
+            return preferences.leave_panel(session, person, ids[name])
+
+    with db.transaction() as session:
+        person = people.find_by_email(session, recorded_member)
+        assert person is not None
+        preferences.leave_panel(session, person, ids["Northfield Parent Carer Panel"])
+        other = Beside(lambda: leave("Southfield Parent Carer Panel"))
+        other.start()
+        until_someone_waits_for_a_lock(db.engine)
+    other.join(timeout=60)
+    assert other.error is None
+    assert set(_panels_of(db, recorded_member).values()) == {"withdrawn"}
+    assert _state(db, recorded_member, "panel_contact") == "withdrawn"
+    assert _state(db, recorded_member, "panel_recordings") == "withdrawn"
 
 
 def test_leaving_the_only_panel_by_its_own_button_is_leaving_the_panel(
@@ -1495,6 +1547,23 @@ def test_new_link_is_rate_limited(settings: Settings) -> None:
     client = app.test_client()
     codes = [submit(client, "/link", {"email": f"p{i}@example.com"}).status_code for i in range(7)]
     assert codes[:5] == [200] * 5 and codes[-1] == 429
+
+
+def test_other_spellings_of_one_address_share_its_limit_for_new_links(
+    settings: Settings,
+) -> None:
+    """Requests from many places (so no one place's limit applies) for one mailbox, spelt
+    with capitals and full-width letters: still five links, no more."""
+    app = create_app(replace(settings, rate_limits=True))
+    client = app.test_client()
+    spellings = ["pat@example.com", "PAT@example.com", "pat@ｅxample.com", "Pat@Example.COM"]
+    codes = []
+    for index in range(8):
+        place = {"REMOTE_ADDR": f"192.0.2.{index + 1}"}
+        token = csrf(text(client.get("/link", environ_base=place)))
+        form = {"csrf_token": token, "email": spellings[index % len(spellings)]}
+        codes.append(client.post("/link", data=form, environ_base=place).status_code)
+    assert codes == [200] * 5 + [429] * 3
 
 
 def test_reading_pages_is_never_rate_limited_but_posting_is(settings: Settings) -> None:

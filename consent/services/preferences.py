@@ -16,7 +16,14 @@ from sqlmodel import Session
 
 from consent import links
 from consent.db import settings_of
-from consent.errors import Conflict, InvalidInput, NotConsented, NotFound, UnknownWording
+from consent.errors import (
+    Conflict,
+    Erased,
+    InvalidInput,
+    NotConsented,
+    NotFound,
+    UnknownWording,
+)
 from consent.models import (
     Booking,
     ConsentState,
@@ -273,6 +280,9 @@ def leave_panel(session: Session, person: Person, panel_id: int) -> str | None:
     one of several keeps the others, and the agreement to be contacted that they need.
     Returns the panel's name, or None when the person is no longer on it (a second press).
     """
+    assert person.id is not None
+    if not ledger.lock_people(session, [person.id]):
+        raise Erased("This person's details have been deleted.")
     member = PanelMembership.__table__.c
     live = session.execute(
         select(member.panel_id, Panel.name)
@@ -285,15 +295,15 @@ def leave_panel(session: Session, person: Person, panel_id: int) -> str | None:
     if len(live) == 1:
         set_consent(session, person, ledger.PANEL_CONTACT, agree=False, notice_id=None)
         return name
-    assert person.id is not None
     panels.end_memberships_of(
         session, [person.id], reason="withdrawn", at=utcnow(), panel_id=panel_id
     )
+    staying = [other for place, other in live if place != panel_id]
     outbox.queue(
         session,
-        "consent_withdrawn",
+        "panel_left",
         person=person,
-        context={"name": person.name, "withdrawn": [f"Being on the {name}"], "erasing": False},
+        context={"name": person.name, "panel_name": name, "staying": staying},
     )
     return name
 

@@ -49,12 +49,17 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Erased)
     def _erased(error: Erased) -> tuple[str, int] | Response:
-        """Someone erased while their request was on its way: as if their link had gone."""
+        """Someone erased while their request was on its way: there is nothing left to do."""
         if request.path.startswith("/api/"):
             return problem(410, "Gone", error.message)
         if request.path.startswith("/admin"):
             return page(410, body=error.message)
-        return link_page(RevokedLink(error.message, erased=True))
+        return page(
+            410,
+            "Your details have been deleted",
+            "We no longer hold your details, so there is nothing left to change. "
+            "You can sign up again at any time.",
+        )
 
     @app.errorhandler(NotFound)
     def _not_found(error: NotFound) -> tuple[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -11,8 +12,9 @@ from sqlmodel import Session
 from werkzeug.wrappers import Response as BaseResponse
 
 from consent import links
-from consent.errors import Conflict, InvalidInput, NotFound
+from consent.errors import Conflict, Erased, InvalidInput, NotFound
 from consent.services import audit, link_requests, notices, people, preferences, rights
+from consent.validation import normalise_email
 from consent.web import database, security, settings
 from consent.web.forms import (
     ButtonForm,
@@ -67,6 +69,11 @@ def change_consent(token: str) -> BaseResponse | tuple[str, int]:
         if agree
         else "Done. We have stopped that, and emailed you to confirm.",
     )
+
+
+def _erased(error: Exception) -> bool:
+    """Their details are gone: erased before the request, or while it was on its way."""
+    return isinstance(error, Erased) or (isinstance(error, links.RevokedLink) and error.erased)
 
 
 def _bad_request() -> tuple[str, int]:
@@ -233,9 +240,9 @@ def delete(token: str) -> str | tuple[str, int]:
             with database().transaction() as session:
                 person, _ = resolve(session, token, "manage")
                 preferences.delete_everything(session, person)
-        except links.RevokedLink as error:
+        except (links.RevokedLink, Erased) as error:
             # A second press of the button: their own link, so this tells them nothing new.
-            if not error.erased:
+            if not _erased(error):
                 raise
         return render_template("public/deleted.html")
     with database().reader() as session:
@@ -290,15 +297,17 @@ def unsubscribe_post(token: str) -> str | tuple[str, int]:
     twice is harmless.
     """
     one_click = request.form.get("List-Unsubscribe") == "One-Click"
-    with database().transaction() as session:
-        try:
+    try:
+        with database().transaction() as session:
             person, claims = resolve(session, token, "unsubscribe")
-        except links.RevokedLink as error:
-            if error.erased:
-                return render_template("public/unsubscribed.html", stopped=[], erased=True)
+            stopped = preferences.unsubscribe(session, person, claims.purpose, one_click=one_click)
+            titles = _titles(session, stopped)
+    except (links.RevokedLink, Erased) as error:
+        if not _erased(error):
             raise
-        stopped = preferences.unsubscribe(session, person, claims.purpose, one_click=one_click)
-        titles = _titles(session, stopped)
+        if one_click:
+            return "Unsubscribed.", 200
+        return render_template("public/unsubscribed.html", stopped=[], erased=True)
     if one_click:
         return "Unsubscribed.", 200
     return render_template("public/unsubscribed.html", stopped=titles, erased=False)
@@ -308,8 +317,12 @@ def unsubscribe_post(token: str) -> str | tuple[str, int]:
 
 
 def _email_key() -> str:
-    """Rate-limit key per address, stored as a keyed hash, never as the address."""
+    """Rate-limit key per mailbox, stored as a keyed hash, never as the address. The
+    address is normalised as the request will be: other spellings of one mailbox (capitals,
+    full-width letters) must share its limit."""
     raw = (request.form.get("email") or "").strip().lower()[:320]
+    with contextlib.suppress(InvalidInput):
+        raw = normalise_email(raw)
     digest = hmac.new(settings().hash_key.encode(), raw.encode(), hashlib.sha256)
     return "link:" + digest.hexdigest()
 
