@@ -72,10 +72,13 @@ class OutboxWorker:
     def run_once(self, max_batches: int | None = None) -> DeliveryReport:
         """Send everything due now, batch by batch; stops early if the relay is down."""
         report = DeliveryReport()
-        while True:
-            with self.database.transaction() as session:
-                if not link_requests.answer(session):
-                    break
+        try:
+            while True:
+                with self.database.transaction() as session:
+                    if not link_requests.answer(session):
+                        break
+        except Exception:
+            log.exception("answering requests for a new link failed; the mail goes on")
         with self.database.transaction() as session:
             stale = outbox.requeue_stale(session)
         report.requeued, report.failed = stale.requeued, stale.failed

@@ -22,7 +22,7 @@ from consent import create_app, jobs, links
 from consent.config import Settings
 from consent.db import Database
 from consent.models import JobRun, Outbox, Person
-from consent.services import outbox, people
+from consent.services import link_requests, outbox, people
 from consent.timeutil import utcnow
 from mailers.backends import FileBackend, RelayUnavailable, SmtpBackend
 from mailers.outbox import OutboxWorker
@@ -511,6 +511,19 @@ def replace_settings(settings: Settings, **changes: object) -> Settings:
     from dataclasses import replace
 
     return replace(settings, **changes)
+
+
+def test_a_failure_answering_link_requests_does_not_stop_the_mail(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _queue(db, 1)
+
+    def broken(session: object) -> int:
+        raise RuntimeError("a request that cannot be answered")
+
+    monkeypatch.setattr(link_requests, "answer", broken)
+    report = OutboxWorker(db, FileBackend(tmp_path / "out")).run_once()
+    assert report.sent == 1
 
 
 def test_the_file_backend_writes_real_eml_files(db: Database, tmp_path: Path) -> None:

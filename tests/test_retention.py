@@ -1223,3 +1223,30 @@ def test_a_link_is_not_sent_to_someone_erased_while_it_was_answered(
     answering = meanwhile_erased(db, person_id, answer)
     assert answering.error is None and answering.result == 1
     assert mails(db) == []
+
+
+def test_a_sign_up_for_an_address_its_owner_just_left_starts_a_new_record(
+    db: Database, backend: str
+) -> None:
+    _postgresql_only(backend)
+    with db.transaction() as session:
+        person_id = factories.consenting(session, "newsletter", email="old@example.com").id
+
+    def sign_up() -> int:
+        with db.transaction() as session:
+            pending = signups.request_subscription(
+                session, email="old@example.com", name=None, shown={"newsletter": 1}
+            )
+            return pending.person_id
+
+    with db.transaction() as session:
+        moving = session.get(Person, person_id)
+        assert moving is not None
+        people.change_email(session, moving, "new@example.com", channel="email_link", actor="self")
+        signing = Beside(sign_up)
+        signing.start()
+        until_someone_waits_for_a_lock(db.engine)
+    signing.join(timeout=60)
+    assert signing.error is None
+    assert signing.result != person_id
+    assert [m.to_address for m in mails(db, template="confirm_newsletter")] == ["old@example.com"]

@@ -104,12 +104,16 @@ def find_for_update(session: Session, email: str) -> Person | None:
     be held (a sign-up, a booking, a request).
 
     The retention sweep takes the same lock before deciding to erase someone, so the two
-    cannot cross: if the sweep erased them first, there is no one to find, and the caller
-    starts afresh with a new record.
+    cannot cross: if the sweep erased them first, or they moved to another address while
+    we waited, there is no one to find, and the caller starts afresh with a new record.
     """
     person = find_by_email(session, email)
-    if person is None or ledger.lock_people(session, [person.id]):
-        return person
+    if person is None:
+        return None
+    if ledger.lock_people(session, [person.id]):
+        session.refresh(person)
+        if person.email == normalise_email(email):
+            return person
     session.expire(person)
     return None
 
