@@ -34,7 +34,9 @@ def _has_control(value: str, allow_newlines: bool) -> bool:
     return False
 
 
-_ADDRESS = re.compile(r"[^\s/?&=<>\"'(),;:\[\]]+@[^\s/?&=<>\"'(),;:\[\]]+")
+#: A local part may hold ' = / + & ? (mary.o'brien@, a=b@): take them all, even if that also
+#: takes a little of the text before; a domain stops where a web address's path would start.
+_ADDRESS = re.compile(r"[^\s<>\"(),;:\[\]]+@[^\s/?&=<>\"'(),;:\[\]]+")
 
 
 def without_addresses(text: str) -> str:

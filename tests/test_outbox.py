@@ -24,6 +24,7 @@ from consent.db import Database
 from consent.models import JobRun, Outbox, Person
 from consent.services import link_requests, outbox, people
 from consent.timeutil import utcnow
+from consent.validation import without_addresses
 from mailers.backends import FileBackend, RelayUnavailable, SmtpBackend
 from mailers.outbox import OutboxWorker
 from tests import factories
@@ -214,6 +215,26 @@ def test_the_mail_job_s_record_keeps_no_address_a_relay_quoted(
         [run] = session.exec(select(JobRun)).all()
     assert run.status == "ok" and "554" in (run.detail or "") and "[email]" in (run.detail or "")
     assert "jane.doe" not in (run.detail or "")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "mary.o'brien@example.com",
+        "ann=bob@example.com",
+        "first+tag@example.com",
+        "dept/team@example.com",
+        "sales&hire@example.co.uk",
+        "Jane.Doe@Example.com",
+    ],
+)
+def test_every_kind_of_address_is_taken_out_of_recorded_errors(address: str) -> None:
+    """Relays quote refused addresses in many ways; none of it may reach a log or a record."""
+    local = address.split("@")[0]
+    for quoted in (f"550 <{address}>: rejected", f"to={address}, status=bounced", f"'{address}'"):
+        cleaned = without_addresses(quoted)
+        left = [word for word in re.findall(r"[a-z0-9]{2,}", local.lower()) if word in cleaned]
+        assert "[email]" in cleaned and not left, (quoted, cleaned)
 
 
 def test_a_message_refused_after_it_is_sent_retries_or_stops_by_the_code(

@@ -388,6 +388,28 @@ def test_booking_a_workshop(app: Flask, client: FlaskClient) -> None:
         assert session.exec(select(func.count()).select_from(Booking)).one() == 2
 
 
+def test_a_booking_email_never_carries_words_typed_into_the_form(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    """Anyone can book with anyone's address, so the name typed is not put in our email
+    to it: that would let a stranger send their words in the council's name. Someone whose
+    name we hold from a confirmed link is greeted by it."""
+    db = _db(app)
+    with db.transaction() as session:
+        named = people.find_by_email(session, member)
+        assert named is not None
+        named.name = "Pat Parent"
+    workshop_id = _workshop(db, capacity=5)
+    lure = "your refund is ready at https://evil.example/refund"
+    for address in ("victim@example.com", member):
+        submit(client, f"/workshops/{workshop_id}", {**BOOKING, "email": address, "name": lure})
+    [stranger] = mails(db, "victim@example.com", template="workshop_booked")
+    [known] = mails(db, member, template="workshop_booked")
+    assert "evil.example" not in (stranger.body_text or "") + (stranger.body_html or "")
+    assert "\nHello,\n" in (stranger.body_text or "")
+    assert "\nHello Pat Parent,\n" in (known.body_text or "")
+
+
 def test_a_past_workshop_says_so(app: Flask, client: FlaskClient) -> None:
     workshop_id = _workshop(_db(app), days=1)
     with time_machine.travel(utcnow() + timedelta(days=2)):

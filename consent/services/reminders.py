@@ -127,7 +127,7 @@ def workshop_reminders(session: Session, now: datetime | None = None) -> int:
                 person=person,
                 dedupe_key=f"workshop-reminder:{booking.id}:{to_london(workshop.starts_at):%Y-%m-%d}",
                 context={
-                    "name": booking.name,
+                    "name": person.name,
                     "workshop_title": workshop.title,
                     "workshop_when": london_datetime(workshop.starts_at),
                     "workshop_location": workshop.location,
@@ -185,7 +185,7 @@ def evaluation_requests(
                 person=person,
                 dedupe_key=f"workshop-evaluation:{booking.id}",
                 context={
-                    "name": booking.name,
+                    "name": person.name,
                     "workshop_title": workshop.title,
                     "evaluation_url": url,
                 },

@@ -187,7 +187,7 @@ def book_and_confirm(
         "workshop_booked",
         person=person,
         context={
-            "name": booking.name,
+            "name": person.name,
             "workshop_title": workshop.title,
             "workshop_when": london_datetime(workshop.starts_at),
             "workshop_location": workshop.location,
@@ -367,7 +367,7 @@ def _tell_bookers(
             person=person,
             dedupe_key=f"{once}:{booking.id}" if once else None,
             context={
-                "name": booking.name,
+                "name": person.name,
                 "workshop_title": workshop.title,
                 "workshop_when": london_datetime(workshop.starts_at),
                 **context,
