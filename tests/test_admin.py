@@ -609,6 +609,43 @@ def test_recording_a_withdrawal_by_phone_needs_a_note(app: Flask, world: dict[st
     assert mails(_db(app), "someone@example.com")[-1].template == "consent_withdrawn"
 
 
+def test_consent_taken_by_phone_records_the_wording_the_page_showed(
+    app: Flask, world: dict[str, str]
+) -> None:
+    """Staff read out what the page shows; the ledger records that wording and version,
+    and a newer wording published since the page was opened must be read out first."""
+    from tests.web import hidden_fields
+
+    client = staff_client(app, "coordinator")
+    page_path = f"/admin/people/{world['public_id']}"
+    page = text(client.get(page_path))
+    with _db(app).reader() as session:
+        first = notices.current_notice(session, notices.get_purpose(session, "workshops"))
+    assert first.statement in page
+    with _db(app).transaction() as session:
+        newer = notices.publish(
+            session, "workshops", "You may email me about workshops.", "A year."
+        )
+        newer_id = newer.id
+    form = {
+        **hidden_fields(page),
+        "purpose": "workshops",
+        "action": "Agree",
+        "note": "Phoned 3 March; wording read out",
+    }
+    stale = client.post(page_path + "/consent", data=form)
+    assert stale.status_code == 400 and "The wording for this has changed" in text(stale)
+    fresh = text(client.get(page_path))
+    assert "You may email me about workshops." in fresh
+    done = client.post(page_path + "/consent", data={**form, **hidden_fields(fresh)})
+    assert done.status_code == 302
+    with _db(app).reader() as session:
+        person = people.get_by_public_id(session, world["public_id"])
+        event = ledger.events_for(session, person)[-1]
+    assert (event.action, event.notice_id) == ("given", newer_id)
+    assert event.wording == "Read out to them: You may email me about workshops."
+
+
 def test_the_consent_timeline_shows_the_version_of_the_notice_not_its_id(
     app: Flask, world: dict[str, str]
 ) -> None:

@@ -78,12 +78,29 @@ def _audit(session: Session, actor: Actor, action: str, person: Person, **detail
 
 
 def record_on_behalf(
-    session: Session, person: Person, purpose_key: str, *, agree: bool, note: str, actor: Actor
+    session: Session,
+    person: Person,
+    purpose_key: str,
+    *,
+    agree: bool,
+    note: str,
+    actor: Actor,
+    shown: int | None = None,
 ) -> bool:
-    """Consent or a withdrawal given by phone or in person; a note saying how is required."""
+    """Consent or a withdrawal given by phone or in person; a note saying how is required.
+
+    ``shown`` is the notice the page showed staff to read out: consent points at it, and
+    is refused if a newer one was published since, which the person has not heard.
+    """
     if agree:
         purpose = notices.get_purpose(session, purpose_key)
-        statement = notices.current_notice(session, purpose).statement
+        current = notices.current_notice(session, purpose)
+        if shown != current.id:
+            raise InvalidInput(
+                "purpose",
+                "The wording for this has changed since the page was opened. "
+                "Read the new wording to them, then record it again.",
+            )
         event = ledger.give(
             session,
             person,
@@ -91,7 +108,8 @@ def record_on_behalf(
             channel="admin",
             actor=actor.label,
             note=note,
-            wording=f"Read out to them: {statement}",
+            notice=current,
+            wording=f"Read out to them: {current.statement}",
         )
     else:
         stops = withdrawal_scope(session, person, purpose_key)

@@ -12,6 +12,7 @@ from wtforms import SelectChoice
 from consent.errors import DomainError, InvalidInput
 from consent.models import Person
 from consent.services import casework, ledger, notices, preferences
+from consent.validation import whole_number
 from consent.web import database
 from consent.web.admin import COORDINATOR, DPO, bp, roles, staff
 from consent.web.admin.forms import ButtonOnly, NoteForm, OnBehalfForm, SearchForm
@@ -89,6 +90,7 @@ def on_behalf(public_id: str) -> str | BaseResponse | tuple[str, int]:
                     agree=form.action.data == "Agree",
                     note=form.note.data,
                     actor=actor(),
+                    shown=whole_number(request.form.get(f"shown-{form.purpose.data}")),
                 )
             flash("Recorded." if changed else "Nothing changed: that was already the case.")
             return redirect(url_for("admin.person", public_id=public_id))
