@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from consent.db import Database
 from consent.models import ConsentEvent, PanelMembership, Person
-from consent.services import imports, ledger, panels, people
+from consent.services import imports, ledger, notices, panels, people
 from consent.timeutil import LONDON, utcnow
 from tests import factories
 from tests.helpers import meanwhile_erased
@@ -112,3 +112,34 @@ def test_a_list_naming_someone_erased_meanwhile_imports_nothing(
     with db.reader() as session:
         assert session.scalar(select(func.count()).select_from(ConsentEvent)) == 0
         assert people.find_by_email(session, "other@example.com") is None
+
+
+def test_an_agreement_older_than_our_wording_is_not_said_to_be_to_it(
+    db: Database, tmp_path: Path
+) -> None:
+    """The ledger records the words each person agreed to. A list that does not give them
+    leaves them unknown for agreements older than the notice, not the notice's words."""
+    day = utcnow().astimezone(LONDON)
+    path = tmp_path / "list.csv"
+    path.write_text(
+        "email,consented_at,evidence,wording\n"
+        f"old@example.com,{(day - timedelta(days=400)).date()},Paper form,\n"
+        f"said@example.com,{(day - timedelta(days=400)).date()},Paper form,Yes please email me\n"
+        f"new@example.com,{(day - timedelta(days=1)).date()},Paper form,\n"
+    )
+    with db.transaction() as session:
+        notice = notices.current_notice(session, notices.get_purpose(session, "newsletter"))
+        notice.published_at = utcnow() - timedelta(days=30)
+        statement = notice.statement
+    with db.transaction() as session:
+        imports.commit(session, path, "newsletter", actor="c", actor_id=None, source="t")
+    with db.reader() as session:
+        wordings = {
+            address: ledger.events_for(session, people.find_by_email(session, address))[0].wording
+            for address in ("old@example.com", "said@example.com", "new@example.com")
+        }
+    assert wordings == {
+        "old@example.com": imports.WORDING_NOT_KNOWN,
+        "said@example.com": "Yes please email me",
+        "new@example.com": statement,
+    }

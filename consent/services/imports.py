@@ -438,6 +438,22 @@ def _run(
     return result
 
 
+#: What the ledger records as the wording of an imported agreement older than our notice,
+#: when the list does not say: the notice's words were not the ones they saw.
+WORDING_NOT_KNOWN = (
+    "Not known: the list did not give the wording they agreed to, and they agreed "
+    "before this notice was published."
+)
+
+
+def _wording(row: _Row, notice: Notice) -> str:
+    """The words the list says they agreed to; failing that, the notice's, but only for an
+    agreement made since the notice was published."""
+    if row.wording:
+        return row.wording
+    return notice.statement if row.at >= notice.published_at else WORDING_NOT_KNOWN
+
+
 def _write(
     session: Session,
     rows: list[_Row],
@@ -484,10 +500,7 @@ def _write(
     }
     ledger.give_many(
         session,
-        [
-            (person_ids[row.email], row.at, row.wording or notice.statement, row.evidence)
-            for row in rows
-        ],
+        [(person_ids[row.email], row.at, _wording(row, notice), row.evidence) for row in rows],
         purpose_key=purpose_key,
         notice=notice,
         channel="import",
