@@ -24,6 +24,7 @@ from consent.models import (
     Booking,
     ConsentEvent,
     LinkRequest,
+    MailchimpChange,
     Notice,
     Outbox,
     Panel,
@@ -36,6 +37,7 @@ from consent.models import (
 )
 from consent.services import (
     admin_users,
+    audit,
     ledger,
     notices,
     outbox,
@@ -44,6 +46,7 @@ from consent.services import (
     preferences,
     reminders,
     retention,
+    rights,
     signups,
     workshops,
 )
@@ -1056,6 +1059,62 @@ def test_download_holds_notes_about_them_and_what_waits_for_confirmation(
     for shown in ("Pat uses a ramp", "pat.new@example.com", "Joining Riverside Parent Carer Panel"):
         assert shown in page
     assert "Pat asked for a ramp" not in page
+
+
+def test_download_holds_staff_notes_requests_sync_and_who_looked(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    """Everything held about them, including what staff wrote and did about their record."""
+    db = _db(app)
+    with db.transaction() as session:
+        person = people.find_by_email(session, member)
+        assert person is not None
+        staff, _ = admin_users.create_admin(
+            session, "dpo@example.gov.uk", "dpo", "a long enough password"
+        )
+        people.correct_details(
+            session,
+            person,
+            {"postcode": "NE2 1AA"},
+            channel="admin",
+            actor=f"admin:{staff.id}",
+            note="Called by her social worker Ms Grey",
+        )
+        rights.log_request(
+            session,
+            kind="access",
+            channel="post",
+            received=utcnow().date().isoformat(),
+            requester="Ms Grey, on Pat's behalf",
+            email=member,
+            actor_id=staff.id,
+            actor=f"admin:{staff.id}",
+        )
+        session.add(MailchimpChange(action="subscribe", person_id=person.id, status="done"))
+        audit.record(
+            session,
+            "special_category.viewed",
+            actor=f"admin:{staff.id}",
+            actor_id=staff.id,
+            object_type="person",
+            object_id=person.public_id,
+        )
+    path = _manage_path(db, member)
+    data = json.loads(client.get(f"{path}/download").data)
+    [change] = data["detail_changes"]
+    assert change["note"] == "Called by her social worker Ms Grey"
+    assert data["rights_requests"][0]["requester"] == "Ms Grey, on Pat's behalf"
+    assert [c["change"] for c in data["newsletter_mailing_list_changes"]] == ["subscribe"]
+    viewed = [a["action"] for a in data["staff_actions_about_you"]]
+    assert "special_category.viewed" in viewed
+    page = text(client.get(f"{path}/data"))
+    for shown in (
+        "Called by her social worker Ms Grey",
+        "made by Ms Grey, on Pat&#39;s behalf",
+        "Subscribe, asked",
+        "special category: viewed",
+    ):
+        assert shown in page, shown
 
 
 def test_delete_everything(app: Flask, client: FlaskClient, member: str) -> None:

@@ -13,8 +13,10 @@ from consent.crypto import cipher_for
 from consent.errors import InvalidInput, NotFound
 from consent.models import (
     Attendance,
+    AuditEvent,
     Booking,
     ConsentEvent,
+    MailchimpChange,
     Notice,
     Outbox,
     Panel,
@@ -157,6 +159,8 @@ def export_person(session: Session, person: Person) -> dict[str, Any]:
             "updated_at": _iso(person.updated_at),
             "erased_at": _iso(person.erased_at),
             "new_email_waiting_to_be_confirmed": person.pending_email,
+            "declined_panel_invitations_at": _iso(person.invitations_declined_at),
+            "panel_invitation_link_works_until": _iso(person.invited_until),
         },
         "consents": [
             {
@@ -178,6 +182,7 @@ def export_person(session: Session, person: Person) -> dict[str, Any]:
         "emails": [
             {
                 "subject": o.subject,
+                "to": o.to_address,
                 "template": o.template,
                 "status": o.status,
                 "queued_at": _iso(o.created_at),
@@ -188,7 +193,13 @@ def export_person(session: Session, person: Person) -> dict[str, Any]:
             )
         ],
         "detail_changes": [
-            {"fields": c.fields.split(","), "channel": c.channel, "changed_at": _iso(c.changed_at)}
+            {
+                "fields": c.fields.split(","),
+                "channel": c.channel,
+                "by": c.actor,
+                "note": c.note,
+                "changed_at": _iso(c.changed_at),
+            }
             for c in session.exec(
                 select(PersonChange)
                 .where(PersonChange.person_id == person.id)
@@ -213,6 +224,8 @@ def export_person(session: Session, person: Person) -> dict[str, Any]:
         "rights_requests": [
             {
                 "kind": r.kind,
+                "requester": r.requester,
+                "channel": r.channel,
                 "received_at": _iso(r.received_at),
                 "due_at": _iso(r.due_at),
                 "status": r.status,
@@ -222,6 +235,27 @@ def export_person(session: Session, person: Person) -> dict[str, Any]:
                 select(RightsRequest)
                 .where(RightsRequest.person_id == person.id)
                 .order_by(RightsRequest.id)
+            )
+        ],
+        "newsletter_mailing_list_changes": [
+            {
+                "change": c.action,
+                "status": c.status,
+                "asked_at": _iso(c.created_at),
+                "done_at": _iso(c.done_at),
+            }
+            for c in session.exec(
+                select(MailchimpChange)
+                .where(MailchimpChange.person_id == person.id)
+                .order_by(MailchimpChange.id)
+            )
+        ],
+        "staff_actions_about_you": [
+            {"action": a.action, "by": a.actor, "at": _iso(a.occurred_at)}
+            for a in session.exec(
+                select(AuditEvent)
+                .where(AuditEvent.object_type == "person", AuditEvent.object_id == person.public_id)
+                .order_by(AuditEvent.seq)
             )
         ],
     }
