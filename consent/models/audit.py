@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Text
+from sqlalchemy import Index, Text
 from sqlmodel import Field, SQLModel
 
 from consent.models.base import UTCDateTime
@@ -14,6 +14,8 @@ class AuditEvent(SQLModel, table=True):
     """One admin action. ``detail`` holds identifiers and field names, never personal data."""
 
     __tablename__ = "audit_event"
+    #: A subject access export lists the actions about one person.
+    __table_args__ = (Index("ix_audit_event_object", "object_type", "object_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     seq: int = Field(unique=True)
