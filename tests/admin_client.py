@@ -27,7 +27,10 @@ def code_for(secret: str, step: int = 0) -> str:
     return pyotp.TOTP(secret).at(utcnow().timestamp() + 30 * step)
 
 
-def sign_in(client: FlaskClient, email: str, secret: str, password: str = PASSWORD) -> None:
+def sign_in(
+    client: FlaskClient, email: str, secret: str, password: str = PASSWORD, step: int = 0
+) -> None:
+    """Sign in; ``step`` takes the code from a later 30 seconds, as each code works once."""
     page = client.get("/admin/sign-in")
     response = client.post(
         "/admin/sign-in",
@@ -41,7 +44,7 @@ def sign_in(client: FlaskClient, email: str, secret: str, password: str = PASSWO
     page = client.get("/admin/sign-in/code")
     response = client.post(
         "/admin/sign-in/code",
-        data={"csrf_token": csrf(page.get_data(as_text=True)), "code": code_for(secret)},
+        data={"csrf_token": csrf(page.get_data(as_text=True)), "code": code_for(secret, step)},
     )
     assert response.status_code == 302, response.get_data(as_text=True)[:800]
 

@@ -299,7 +299,27 @@ def _user_id(app: Flask, email: str) -> int:
         return session.execute(select(AdminUser.id).where(AdminUser.email == email)).scalar_one()
 
 
-def test_an_administrator_adds_staff_who_sign_in_with_what_they_were_given(app: Flask) -> None:
+def _enrol(client: FlaskClient, email: str, password: str) -> str:
+    """Sign in with a password for an account whose code app is not set up: the key the
+    code page shows to its owner, and only to them."""
+    page = client.get("/admin/sign-in")
+    client.post(
+        "/admin/sign-in",
+        data={"csrf_token": csrf(text(page)), "email": email, "password": password},
+    )
+    shown = client.get("/admin/sign-in/code").get_data(as_text=True)
+    match = re.search(r'id="secret">([A-Z2-7]+)<', shown)
+    assert match, "no key on the code page"
+    done = client.post(
+        "/admin/sign-in/code", data={"csrf_token": csrf(shown), "code": code_for(match.group(1))}
+    )
+    assert done.status_code == 302
+    return match.group(1)
+
+
+def test_an_administrator_adds_staff_who_then_make_the_account_their_own(app: Flask) -> None:
+    """The administrator learns a first password, never the code app's key; the newcomer
+    sets up the app and must choose their own password before anything else."""
     boss = staff_client(app, "admin")
     created = _post(
         boss,
@@ -309,25 +329,76 @@ def test_an_administrator_adds_staff_who_sign_in_with_what_they_were_given(app: 
     )
     page = text(created)
     assert created.status_code == 200 and "shown only once" in page
-    password, secret = _shown(page, "Password"), _shown(page, "Key for the code app")
+    password = _shown(page, "Password")
     newcomer = app.test_client()
-    sign_in(newcomer, "nia.new@example.gov.uk", secret, password=password)
+    secret = _enrol(newcomer, "nia.new@example.gov.uk", password)
+    assert secret not in page
+    held = newcomer.get("/admin/panels")
+    assert held.status_code == 302 and held.location.endswith("/admin/password")
+    form = text(newcomer.get("/admin/password"))
+    assert "Choose your own password" in form
+    fields = {"csrf_token": csrf(form), "current": password, "again": "my own long password"}
+    differs = newcomer.post("/admin/password", data={**fields, "new": "another long password"})
+    assert differs.status_code == 400 and "Enter the same new password twice." in text(differs)
+    changed = newcomer.post("/admin/password", data={**fields, "new": "my own long password"})
+    assert changed.status_code == 302
     assert newcomer.get("/admin/panels").status_code == 200
     assert newcomer.get("/admin/users").status_code == 403
+    imposter = app.test_client()
+    page = imposter.get("/admin/sign-in")
+    refused = imposter.post(
+        "/admin/sign-in",
+        data={
+            "csrf_token": csrf(text(page)),
+            "email": "nia.new@example.gov.uk",
+            "password": password,
+        },
+    )
+    assert refused.status_code == 400, "the first password no longer works"
+    sign_in(
+        app.test_client(), "nia.new@example.gov.uk", secret, password="my own long password", step=1
+    )
     assert "code app not set up" not in text(boss.get("/admin/users"))
     with _db(app).reader() as session:
         user = session.get(AdminUser, _user_id(app, "nia.new@example.gov.uk"))
         assert user.role == "coordinator" and user.name == "Nia New"
-        assert password not in user.password_hash and secret not in (user.totp_secret or "")
-        assert (
-            session.execute(
-                select(func.count()).where(
-                    AuditEvent.action == "admin_user.created",
-                    AuditEvent.object_id == str(user.id),
-                )
-            ).scalar()
-            == 1
-        )
+        assert not user.password_change_due
+        for action in ("admin_user.created", "admin.password_changed"):
+            assert (
+                session.execute(
+                    select(func.count()).where(
+                        AuditEvent.action == action, AuditEvent.object_id == str(user.id)
+                    )
+                ).scalar()
+                == 1
+            ), action
+
+
+def test_staff_change_their_own_password_and_other_sessions_end(app: Flask) -> None:
+    email, secret = make_staff(_db(app), "dpo")
+    here, elsewhere = app.test_client(), app.test_client()
+    sign_in(here, email, secret)
+    sign_in(elsewhere, email, secret, step=1)
+    form = text(here.get("/admin/password"))
+    assert "Change your password" in form
+    wrong = here.post(
+        "/admin/password",
+        data={"csrf_token": csrf(form), "current": "not it", "new": "x" * 20, "again": "x" * 20},
+    )
+    assert wrong.status_code == 400 and "Your current password is not right." in text(wrong)
+    short = here.post(
+        "/admin/password",
+        data={"csrf_token": csrf(form), "current": PASSWORD, "new": "short", "again": "short"},
+    )
+    assert short.status_code == 400 and "12 characters or more" in text(short)
+    new = "a brand new long password"
+    done = here.post(
+        "/admin/password",
+        data={"csrf_token": csrf(form), "current": PASSWORD, "new": new, "again": new},
+    )
+    assert done.status_code == 302
+    assert here.get("/admin/audit").status_code == 200
+    assert elsewhere.get("/admin/audit").status_code == 302
 
 
 @pytest.mark.parametrize(
@@ -365,8 +436,8 @@ def test_a_lost_code_app_is_reset_and_only_the_new_key_works(app: Flask) -> None
     boss = staff_client(app, "admin")
     user_id = _user_id(app, email)
     reset = _post(boss, "/admin/users", f"/admin/users/{user_id}/reset-code")
-    new_secret = _shown(text(reset), "Key for the code app")
-    assert new_secret != old_secret and "Password" not in text(reset)
+    assert "sets up their authenticator app again" in text(reset)
+    assert "Password" not in text(reset) and not re.search(r"[A-Z2-7]{32}", text(reset))
     assert colleague.get("/admin/people").status_code == 302
     assert "code app not set up" in text(boss.get("/admin/users"))
 
@@ -382,7 +453,9 @@ def test_a_lost_code_app_is_reset_and_only_the_new_key_works(app: Flask) -> None
         data={"csrf_token": csrf(text(page)), "code": code_for(old_secret, step=1)},
     )
     assert refused.status_code != 302 and "not right" in text(refused)
-    sign_in(again, email, new_secret)
+    new_secret = _enrol(app.test_client(), email, PASSWORD)
+    assert new_secret != old_secret
+    sign_in(again, email, new_secret, step=1)
     assert again.get("/admin/people").status_code == 200
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint
+from sqlalchemy import CheckConstraint, false
 from sqlmodel import Field, SQLModel
 
 from consent.models.base import UTCDateTime
@@ -31,3 +31,6 @@ class AdminUser(SQLModel, table=True):
     active: bool = Field(default=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_login_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: The password was chosen by an administrator: its owner must replace it before
+    #: anything else, so that no one else knows a working password for the account.
+    password_change_due: bool = Field(default=False, sa_column_kwargs={"server_default": false()})

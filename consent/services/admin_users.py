@@ -49,8 +49,13 @@ def create_admin(
     name: str | None = None,
     actor: str = "cli",
     actor_id: int | None = None,
+    change_due: bool = False,
 ) -> tuple[AdminUser, str]:
-    """Create a staff account; returns it with its one-time-code secret for enrolment."""
+    """Create a staff account; returns it with its one-time-code secret for enrolment.
+
+    ``change_due`` is for a password someone else chose (an administrator's new account):
+    its owner replaces it at their first sign-in.
+    """
     if role not in ROLES:
         raise InvalidInput("role", f"Role must be one of: {', '.join(ROLES)}.")
     normalised = normalise_email(email)
@@ -65,6 +70,7 @@ def create_admin(
         role=role,
         password_hash=hash_password(password),
         totp_secret=cipher_for(session).encrypt(secret),
+        password_change_due=change_due,
     )
     session.add(user)
     session.flush()
@@ -78,6 +84,32 @@ def create_admin(
         detail={"role": role},
     )
     return user, secret
+
+
+def change_password(session: Session, user: AdminUser, current: str, new: str) -> None:
+    """The owner replaces their password; every other session of theirs ends."""
+    session.refresh(user, with_for_update=True)
+    try:
+        _verifier.verify(user.password_hash, current or "")
+    except VerificationError:
+        raise InvalidInput("current", "Your current password is not right.") from None
+    try:
+        check_password_strength(new)
+    except InvalidInput as error:
+        raise InvalidInput("new", error.message) from None
+    if new == current:
+        raise InvalidInput("new", "Choose a new password, not the one you have now.")
+    user.password_hash = hash_password(new)
+    user.password_change_due = False
+    user.session_version += 1
+    audit.record(
+        session,
+        "admin.password_changed",
+        actor=actor_label(user.id),
+        actor_id=user.id,
+        object_type="admin_user",
+        object_id=user.id,
+    )
 
 
 def totp_uri(user: AdminUser, secret: str, issuer: str) -> str:

@@ -138,6 +138,7 @@ def test_every_admin_page_has_no_axe_violations(live: LiveServer, page: Page) ->
         f"/admin/workshops/{ids['workshop']}",
         f"/admin/workshops/{ids['workshop']}/edit",
         "/admin/rights",
+        "/admin/password",
         "/admin/rights/new",
         "/admin/reports",
         "/admin/import",

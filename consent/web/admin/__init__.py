@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, Response, abort, g, redirect, session, url_for
+from flask import Blueprint, Flask, Response, abort, g, redirect, request, session, url_for
 from flask_login import LoginManager, UserMixin, current_user, logout_user
 
 from consent.services import admin_users, audit
@@ -39,6 +39,19 @@ class Staff(UserMixin):
     name: str
     role: str
     version: int
+    #: Signed in with a password an administrator chose: only the password page is open.
+    change_due: bool = False
+
+    @classmethod
+    def of(cls, user: Any) -> Staff:
+        return cls(
+            user.id or 0,
+            user.email,
+            user.name,
+            user.role,
+            user.session_version,
+            user.password_change_due,
+        )
 
     def get_id(self) -> str:
         return f"{self.user_id}:{self.version}"
@@ -103,7 +116,7 @@ def _load(identifier: str) -> Staff | None:
         user = admin_users.get(db_session, number)
     if user is None or not user.active or user.session_version != session_version:
         return None
-    return Staff(user.id or 0, user.email, user.name, user.role, user.session_version)
+    return Staff.of(user)
 
 
 @bp.before_request
@@ -118,7 +131,13 @@ def _idle_timeout() -> Any:
         return redirect(url_for("admin.sign_in", expired=1))
     session["admin_seen"] = now
     g.admin_navigation = True
+    if current_user.change_due and request.endpoint not in PASSWORD_FIRST_OPEN:
+        return redirect(url_for("admin.password"))
     return None
+
+
+#: What someone who must first replace the password they were given may still reach.
+PASSWORD_FIRST_OPEN = frozenset({"admin.password", "admin.sign_out"})
 
 
 @bp.after_request

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import time
 
-from flask import redirect, render_template, request, session, url_for
+from flask import flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
+from consent.errors import InvalidInput
 from consent.services import admin_users
 from consent.services.admin_users import SignInRefused
 from consent.web import database, settings
-from consent.web.admin import Staff, bp
-from consent.web.admin.forms import CodeForm, SignInForm
+from consent.web.admin import ADMIN, COORDINATOR, DPO, Staff, bp, roles
+from consent.web.admin.forms import CodeForm, PasswordForm, SignInForm
+from consent.web.forms import attach_error
 from consent.web.security import limiter
 
 
@@ -57,7 +59,7 @@ def code() -> str | Response | tuple[str, int]:
             assert user is not None
             try:
                 admin_users.check_code(db_session, user, form.code.data)
-                staff = Staff(user.id or 0, user.email, user.name, user.role, user.session_version)
+                staff = Staff.of(user)
                 session.clear()
                 login_user(staff)
                 session["admin_seen"] = time.time()
@@ -80,3 +82,29 @@ def sign_out() -> Response:
     logout_user()
     session.clear()
     return redirect(url_for("admin.sign_in"))
+
+
+@bp.route("/password", methods=["GET", "POST"])
+@limiter.limit("10 per minute", methods=["POST"])
+@roles(COORDINATOR, DPO, ADMIN)
+def password() -> str | Response | tuple[str, int]:
+    """Change your own password; the first thing to do with one an administrator chose."""
+    form = PasswordForm()
+    if form.validate_on_submit():
+        if form.new.data != form.again.data:
+            form.again.errors = ["Enter the same new password twice."]
+        else:
+            try:
+                with database().transaction() as db_session:
+                    user = admin_users.get(db_session, current_user.user_id)
+                    assert user is not None
+                    admin_users.change_password(db_session, user, form.current.data, form.new.data)
+                    staff = Staff.of(user)
+                login_user(staff)
+                flash("Your password has been changed.")
+                return redirect(url_for("admin.dashboard"))
+            except InvalidInput as error:
+                attach_error(form, error, fallback="new")
+    return render_template("admin/password.html", form=form, first=current_user.change_due), (
+        400 if form.errors else 200
+    )

@@ -55,6 +55,29 @@ class SignInForm(FlaskForm):
     submit = SubmitField("Continue", widget=GovSubmitInput())
 
 
+def _password(label: str, required: str, description: str | None = None) -> PasswordField:
+    return PasswordField(
+        label,
+        validators=[
+            InputRequired(required),
+            Length(max=1000, message=f"{label} must be 1000 characters or fewer."),
+        ],
+        description=description,
+        widget=GovPasswordInput(),
+    )
+
+
+class PasswordForm(FlaskForm):
+    current = _password("Current password", "Enter your current password.")
+    new = _password(
+        "New password",
+        "Enter a new password.",
+        "12 characters or more. A few unrelated words make a strong password you can remember.",
+    )
+    again = _password("New password again", "Enter your new password again.")
+    submit = SubmitField("Change password", widget=GovSubmitInput())
+
+
 class CodeForm(FlaskForm):
     code = _text(
         "Code from your authenticator app",

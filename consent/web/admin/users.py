@@ -9,7 +9,7 @@ from werkzeug.wrappers import Response
 
 from consent.errors import Conflict, InvalidInput
 from consent.services import admin_users
-from consent.web import database, settings
+from consent.web import database
 from consent.web.admin import ADMIN, bp, roles, staff
 from consent.web.admin.forms import ButtonOnly, NewUserForm
 from consent.web.forms import attach_error
@@ -31,7 +31,7 @@ def user_new() -> str | Response | tuple[str, int]:
         password = secrets.token_urlsafe(15)
         try:
             with database().transaction() as session:
-                user, secret = admin_users.create_admin(
+                user, _ = admin_users.create_admin(
                     session,
                     form.email.data,
                     form.role.data,
@@ -39,11 +39,9 @@ def user_new() -> str | Response | tuple[str, int]:
                     name=form.name.data,
                     actor=staff().actor,
                     actor_id=staff().user_id,
+                    change_due=True,
                 )
-            uri = admin_users.totp_uri(user, secret, settings().service_name)
-            return render_template(
-                "admin/user_created.html", user=user, password=password, secret=secret, uri=uri
-            )
+            return render_template("admin/user_created.html", user=user, password=password)
         except (InvalidInput, Conflict) as error:
             attach_error(
                 form,
@@ -69,11 +67,8 @@ def user_action(user_id: int, action: str) -> str | Response:
             return redirect(url_for("admin.users"))
         try:
             if action == "reset-code":
-                secret = admin_users.reset_second_factor(session, user, actor=me)
-                uri = admin_users.totp_uri(user, secret, settings().service_name)
-                return render_template(
-                    "admin/user_created.html", user=user, password=None, secret=secret, uri=uri
-                )
+                admin_users.reset_second_factor(session, user, actor=me)
+                return render_template("admin/user_created.html", user=user, password=None)
             admin_users.set_active(session, user, action == "activate", actor=me)
         except InvalidInput as error:
             flash(error.message, "error")
