@@ -898,6 +898,31 @@ def test_running_a_panel(app: Flask) -> None:
     assert find_anywhere(db.engine, ["E1 6AN"]) == []
 
 
+def test_reading_a_session_s_notes_is_audited(app: Flask, world: dict[str, str]) -> None:
+    """Notes may hold special category details (promise 7: each view is audited)."""
+    db = _db(app)
+    with db.transaction() as session:
+        panel = session.get(Panel, int(world["panel_id"]))
+        quiet, noted = factories.meeting(session, panel), factories.meeting(session, panel)
+        author, _ = admin_users.create_admin(
+            session, "writer@example.gov.uk", "coordinator", "a long enough password"
+        )
+        panels.add_note(session, noted, "Needs a quiet room", author_id=author.id)
+        paths = [f"/admin/sessions/{quiet.id}", f"/admin/sessions/{noted.id}"]
+    client = staff_client(app, "coordinator")
+    for path in paths:
+        assert client.get(path).status_code == 200
+    with db.reader() as session:
+        viewed = (
+            session.execute(
+                select(AuditEvent.object_id).where(AuditEvent.action == "session_notes.viewed")
+            )
+            .scalars()
+            .all()
+        )
+    assert viewed == [paths[1].rsplit("/", 1)[1]]
+
+
 def test_concluding_a_panel_schedules_destruction(app: Flask, world: dict[str, str]) -> None:
     from consent.services import retention
 

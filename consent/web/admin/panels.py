@@ -217,6 +217,16 @@ def panel_session(session_id: int) -> str:
         panel = service.get_panel(session, found.panel_id)
         register = service.attendance(session, found)
         notes = service.notes_of(session, found)
+    if notes:
+        # Notes may hold special category details, and every view of those is audited.
+        with database().transaction() as session:
+            audited(
+                session,
+                "session_notes.viewed",
+                object_type="panel_session",
+                object_id=session_id,
+                notes=len(notes),
+            )
     return render_template(
         "admin/session.html",
         item=found,
