@@ -244,6 +244,32 @@ def test_an_idle_session_ends_after_thirty_minutes(app: Flask) -> None:
     assert client.get("/admin/people").status_code == 302
 
 
+def test_even_a_busy_session_ends_after_twelve_hours(app: Flask) -> None:
+    client = staff_client(app, "coordinator")
+    start = utcnow()
+    for minutes in range(20, 12 * 60, 20):
+        with time_machine.travel(start + timedelta(minutes=minutes)):
+            assert client.get("/admin/people").status_code == 200, minutes
+    with time_machine.travel(start + timedelta(hours=12, minutes=1)):
+        response = client.get("/admin/people")
+    assert response.status_code == 302 and "expired=1" in response.location
+
+
+def test_a_password_left_without_its_code_is_forgotten_after_five_minutes(app: Flask) -> None:
+    email, _ = make_staff(_db(app), "dpo")
+    client = app.test_client()
+    page = client.get("/admin/sign-in")
+    client.post(
+        "/admin/sign-in",
+        data={"csrf_token": csrf(text(page)), "email": email, "password": PASSWORD},
+    )
+    assert client.get("/admin/sign-in/code").status_code == 200
+    with time_machine.travel(utcnow() + timedelta(minutes=6)):
+        late = client.get("/admin/sign-in/code")
+        assert late.status_code == 302 and "/admin/sign-in" in late.location
+        assert client.get("/admin/sign-in/code").status_code == 302
+
+
 def test_staff_stay_signed_in_while_the_old_key_is_kept_after_a_rotation(
     app: Flask, settings: Settings
 ) -> None:

@@ -24,6 +24,8 @@ from consent.web.security import limiter
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 login_manager = LoginManager()
 IDLE_SECONDS = 30 * 60
+#: However busy, staff sign in again after a working day (ASVS 3.3.2).
+LONGEST_SECONDS = 12 * 60 * 60
 F = TypeVar("F", bound=Callable[..., Any])
 
 COORDINATOR, DPO, ADMIN = "coordinator", "dpo", "admin"
@@ -125,7 +127,7 @@ def _idle_timeout() -> Any:
         return None
     now = time.time()
     last = session.get("admin_seen", now)
-    if now - last > IDLE_SECONDS:
+    if now - last > IDLE_SECONDS or now - session.get("admin_since", now) > LONGEST_SECONDS:
         logout_user()
         session.clear()
         return redirect(url_for("admin.sign_in", expired=1))

@@ -17,6 +17,10 @@ from consent.web.admin.forms import CodeForm, PasswordForm, SignInForm
 from consent.web.forms import attach_error
 from consent.web.security import limiter
 
+#: How long the code may take after the password: a half-finished sign-in left on a shared
+#: computer must not wait for the next person to finish it.
+CODE_WITHIN = 5 * 60
+
 
 @bp.route("/sign-in", methods=["GET", "POST"])
 @limiter.limit("10 per minute", methods=["POST"])
@@ -31,6 +35,7 @@ def sign_in() -> str | Response | tuple[str, int]:
                 user = admin_users.check_password(db_session, form.email.data, form.password.data)
                 session.clear()
                 session["pending_admin"] = user.id
+                session["pending_since"] = time.time()
                 return redirect(url_for("admin.code"))
             except SignInRefused as refused:
                 error = refused.message
@@ -44,8 +49,12 @@ def sign_in() -> str | Response | tuple[str, int]:
 @limiter.limit("10 per minute", methods=["POST"])
 def code() -> str | Response | tuple[str, int]:
     user_id = session.get("pending_admin")
-    if not isinstance(user_id, int):
+    since = session.get("pending_since")
+    if not isinstance(user_id, int) or not isinstance(since, float | int):
         return redirect(url_for("admin.sign_in"))
+    if time.time() - since > CODE_WITHIN:
+        session.clear()
+        return redirect(url_for("admin.sign_in", expired=1))
     form = CodeForm()
     error = None
     with database().reader() as db_session:
@@ -62,7 +71,7 @@ def code() -> str | Response | tuple[str, int]:
                 staff = Staff.of(user)
                 session.clear()
                 login_user(staff)
-                session["admin_seen"] = time.time()
+                session["admin_seen"] = session["admin_since"] = time.time()
                 return redirect(url_for("admin.dashboard"))
             except SignInRefused as refused:
                 error = refused.message
