@@ -278,12 +278,22 @@ def check_production_mail(settings: Settings) -> None:
         )
 
 
+#: The webhook's secret is in its address; anyone who guesses it can unsubscribe people.
+WEBHOOK_SECRET_MIN = 20
+
+
 def check_keys(settings: Settings) -> None:
     """Fail at start, not at the first encrypted write, when a key is unusable."""
     if not settings.secret_keys or any(len(k) < 32 for k in settings.secret_keys):
         raise ConfigError("Each of CONSENT_SECRET_KEYS must be at least 32 characters long.")
     if not settings.hash_key or len(settings.hash_key) < 32:
         raise ConfigError("CONSENT_HASH_KEY must be at least 32 characters long.")
+    if 0 < len(settings.mailchimp_webhook_secret) < WEBHOOK_SECRET_MIN:
+        raise ConfigError(
+            f"CONSENT_MAILCHIMP_WEBHOOK_SECRET must be at least {WEBHOOK_SECRET_MIN} characters "
+            "long: it is all that shows a webhook comes from Mailchimp. "
+            "Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+        )
     if not settings.field_keys:
         raise ConfigError("CONSENT_FIELD_KEYS must hold at least one Fernet key.")
     for key in settings.field_keys:

@@ -101,6 +101,7 @@ def test_production_refuses_a_base_address_without_https(address: str) -> None:
         ("CONSENT_RUN_SCHEDULER", "perhaps"),
         ("CONSENT_ENV", "staging"),
         ("CONSENT_LOG_LEVEL", "loud"),
+        ("CONSENT_MAILCHIMP_WEBHOOK_SECRET", "guessable"),
     ],
 )
 def test_bad_settings_are_named_in_the_error(tmp_path: Path, name: str, value: str) -> None:
