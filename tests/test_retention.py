@@ -40,6 +40,8 @@ from consent.models import (
 )
 from consent.services import (
     admin_users,
+    audit,
+    casework,
     imports,
     ledger,
     link_requests,
@@ -1250,3 +1252,56 @@ def test_a_sign_up_for_an_address_its_owner_just_left_starts_a_new_record(
     assert signing.error is None
     assert signing.result != person_id
     assert [m.to_address for m in mails(db, template="confirm_newsletter")] == ["old@example.com"]
+
+
+def test_a_person_locked_for_a_decision_can_still_be_sent_mail(db: Database, backend: str) -> None:
+    """The sweep's lock must not stop a coordinator emailing members: that write only
+    points at the person, and waiting on it, in another order, would deadlock."""
+    _postgresql_only(backend)
+    with db.transaction() as session:
+        person_id = factories.consenting(session, "newsletter", email="rosa@example.com").id
+
+    def send() -> int | None:
+        with db.transaction() as session:
+            person = session.get(Person, person_id)
+            assert person is not None
+            return outbox.queue(session, "preferences_link", person=person, context={})
+
+    with db.transaction() as session:
+        assert ledger.lock_people(session, [person_id]) == [person_id]
+        sending = Beside(send)
+        sending.start()
+        sending.join(timeout=10)
+        assert not sending.is_alive(), "the email waited for the lock"
+    assert sending.error is None and sending.result is not None
+
+
+def test_the_dpo_erasing_someone_being_invited_waits_instead_of_deadlocking(
+    db: Database, backend: str
+) -> None:
+    """Inviting locks the person, then writes the audit log; erasing must take them in the
+    same order, or each waits for the other."""
+    _postgresql_only(backend)
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="pat@example.com")
+        public_id, panel_id = person.public_id, factories.panel(session).id
+        dpo, _ = admin_users.create_admin(session, "dpo@example.gov.uk", "dpo", "a long password!")
+        actor = casework.Actor(dpo.id or 0, f"admin:{dpo.id}", "dpo")
+
+    def erase() -> None:
+        with db.transaction() as session:
+            found = casework.get_person(session, public_id)
+            casework.erase(session, found, note="Erasure request 12", actor=actor)
+
+    with db.transaction() as session:
+        panels.invite(
+            session, panels.get_panel(session, panel_id), email="pat@example.com", name=None
+        )
+        erasing = Beside(erase)
+        erasing.start()
+        until_someone_waits_for_a_lock(db.engine)
+        audit.record(session, "panel.invited", actor="admin:9", object_type="panel")
+    erasing.join(timeout=60)
+    assert erasing.error is None
+    with db.reader() as session:
+        assert people.find_by_email(session, "pat@example.com") is None

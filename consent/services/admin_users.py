@@ -88,7 +88,7 @@ def create_admin(
 
 def change_password(session: Session, user: AdminUser, current: str, new: str) -> None:
     """The owner replaces their password; every other session of theirs ends."""
-    session.refresh(user, with_for_update=True)
+    session.refresh(user, with_for_update={"key_share": True})
     try:
         _verifier.verify(user.password_hash, current or "")
     except VerificationError:
@@ -152,7 +152,7 @@ def check_password(session: Session, email: str, password: str) -> AdminUser:
     except InvalidInput as exc:
         raise SignInRefused(GENERIC) from exc
     user = session.exec(
-        select(AdminUser).where(AdminUser.email == address).with_for_update()
+        select(AdminUser).where(AdminUser.email == address).with_for_update(key_share=True)
     ).first()
     if user is None or not user.active:
         _verifier.hash("timing-equaliser")
@@ -174,7 +174,7 @@ def check_password(session: Session, email: str, password: str) -> AdminUser:
 
 def check_code(session: Session, user: AdminUser, code: str) -> AdminUser:
     """Second step: a one-time code from the authenticator app, each usable once."""
-    session.refresh(user, with_for_update=True)
+    session.refresh(user, with_for_update={"key_share": True})
     now = utcnow()
     if _locked(user, now):
         raise SignInRefused(

@@ -11,7 +11,7 @@ from sqlalchemy import or_, select
 from sqlmodel import Session
 
 from consent.crypto import cipher_for
-from consent.errors import DomainError, InvalidInput, NotFound
+from consent.errors import DomainError, Erased, InvalidInput, NotFound
 from consent.models import Outbox, PanelMembership, PanelProfile, Person
 from consent.models.people import name_key
 from consent.services import audit, ledger, notices, outbox, people, rights
@@ -177,11 +177,15 @@ def reveal_special_category(session: Session, person: Person, actor: Actor) -> l
 
 
 def erase(session: Session, person: Person, *, note: str, actor: Actor) -> people.ErasureReport:
+    """The DPO erases someone. The person is locked before the audit log is written, the
+    order every other writer takes them in: the other order could deadlock with them."""
     if actor.role != "dpo":
         raise NotAllowed("Only the data protection officer can erase a person's data.")
     cleaned = clean_text(note, field="note", label="a note", max_length=5000, multiline=True)
     if not cleaned:
         raise InvalidInput("note", "Enter a note saying why, for example the request reference.")
+    if person.id is None or not ledger.lock_people(session, [person.id]):
+        raise Erased("This person's details have been deleted.")
     _audit(session, actor, "person.erased", person)
     return people.erase(session, person, channel="admin", actor=actor.label, note=cleaned)
 

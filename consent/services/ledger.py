@@ -247,7 +247,8 @@ def _load_context(session: Session, person: Person, purpose_key: str) -> _Contex
 
 def _lock_query(dialect: str) -> Any:
     person = Person.__table__
-    return select(person.c.erased_at).where(person.c.id == bindparam("person_id")).with_for_update()
+    found = select(person.c.erased_at).where(person.c.id == bindparam("person_id"))
+    return found.with_for_update(key_share=True)
 
 
 _CONTEXT = Prepared(_context_query)
@@ -611,6 +612,9 @@ def lock_people(session: Session, person_ids: list[int]) -> list[int]:
 
     Every write to a person's chain, or decision to erase them, takes this lock first
     (PostgreSQL; SQLite has one writer at a time), so what follows sees the others' work.
+    It is ``FOR NO KEY UPDATE``: rows that only point at the person (a queued email, a
+    booking) are still written meanwhile, as ``FOR UPDATE`` would block them and deadlock
+    with whoever writes them for several people in another order.
     """
     person = Person.__table__
     return list(
@@ -618,7 +622,7 @@ def lock_people(session: Session, person_ids: list[int]) -> list[int]:
             select(person.c.id)
             .where(among(person.c.id, person_ids), person.c.erased_at.is_(None))
             .order_by(person.c.id)
-            .with_for_update()
+            .with_for_update(key_share=True)
         ).scalars()
     )
 
