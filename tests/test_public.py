@@ -1105,16 +1105,24 @@ def test_download_holds_staff_notes_requests_sync_and_who_looked(
     assert change["note"] == "Called by her social worker Ms Grey"
     assert data["rights_requests"][0]["requester"] == "Ms Grey, on Pat's behalf"
     assert [c["change"] for c in data["newsletter_mailing_list_changes"]] == ["subscribe"]
-    viewed = [a["action"] for a in data["staff_actions_about_you"]]
-    assert "special_category.viewed" in viewed
+    uses = {(a["action"], a["by"]) for a in data["uses_of_your_record"]}
+    assert ("special_category.viewed", "our staff") in uses
     page = text(client.get(f"{path}/data"))
     for shown in (
         "Called by her social worker Ms Grey",
         "made by Ms Grey, on Pat&#39;s behalf",
         "Subscribe, asked",
-        "special category: viewed",
+        "A member of staff looked at the answers you gave about yourself to join a panel.",
     ):
         assert shown in page, shown
+    client.get(f"{path}/download")
+    again = json.loads(client.get(f"{path}/download").data)
+    assert ("person.downloaded", "you") in {
+        (a["action"], a["by"]) for a in again["uses_of_your_record"]
+    }
+    assert "A copy of your record was downloaded from your preferences page." in text(
+        client.get(f"{path}/data")
+    )
 
 
 def test_delete_everything(app: Flask, client: FlaskClient, member: str) -> None:

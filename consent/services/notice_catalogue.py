@@ -96,12 +96,13 @@ def _cache(session: Session) -> CatalogueCache | None:
     return cache
 
 
-def current(session: Session, *, needs: set[int] | None = None) -> Catalogue:
-    """The catalogue, from memory when the copy is recent and holds the ``needs`` notices."""
+def current(session: Session, *, needs: set[int] | None = None, fresh: bool = False) -> Catalogue:
+    """The catalogue, from memory when the copy is recent and holds the ``needs`` notices;
+    ``fresh`` reads it again, for a page whose wording must be the newest this moment."""
     cache = _cache(session)
     if cache is None or session.info.get(_CHANGING):
         return load(session)
-    catalogue = cache.get(session)
+    catalogue = cache.get(session, fresh=fresh)
     if needs and not catalogue.knows(needs):
         catalogue = cache.get(session, fresh=True)
     return catalogue

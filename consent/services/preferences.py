@@ -171,15 +171,16 @@ _MEMBERSHIPS = Prepared(_memberships)
 _BOOKINGS = Prepared(_bookings)
 
 
-def overview(session: Session, person: Person) -> Overview:
-    """Everything the preferences page shows: three queries, the purposes kept in memory."""
+def overview(session: Session, person: Person, *, fresh: bool = False) -> Overview:
+    """Everything the preferences page shows: three queries, the purposes kept in memory
+    (read again if ``fresh``: staff read the wording out, and the newest is recorded)."""
     params = {"person_id": person.id, "now": utcnow()}
     states = {
         state.purpose_id: state
         for state in (ConsentNow(*row) for row in _STATES.rows(session, params))
     }
     catalogue = notice_catalogue.current(
-        session, needs={state.notice_id for state in states.values()}
+        session, needs={state.notice_id for state in states.values()}, fresh=fresh
     )
     closed = _panel_closed_at(session, person, catalogue.purposes, states)
     views = []

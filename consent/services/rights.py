@@ -250,8 +250,13 @@ def export_person(session: Session, person: Person) -> dict[str, Any]:
                 .order_by(MailchimpChange.id)
             )
         ],
-        "staff_actions_about_you": [
-            {"action": a.action, "by": a.actor, "at": _iso(a.occurred_at)}
+        "uses_of_your_record": [
+            {
+                "what": USES.get(a.action, f"Your record was used ({a.action})"),
+                "by": _who(a.actor),
+                "action": a.action,
+                "at": _iso(a.occurred_at),
+            }
             for a in session.exec(
                 select(AuditEvent)
                 .where(AuditEvent.object_type == "person", AuditEvent.object_id == person.public_id)
@@ -259,6 +264,33 @@ def export_person(session: Session, person: Person) -> dict[str, Any]:
             )
         ],
     }
+
+
+#: What each logged use of a person's record means, in words for the person.
+USES = {
+    "person.downloaded": "A copy of your record was downloaded from your preferences page",
+    "person.exported": "A copy of your record was made, to answer a request about your data",
+    "person.link_sent": "A member of staff emailed you a link to your preferences page",
+    "special_category.viewed": (
+        "A member of staff looked at the answers you gave about yourself to join a panel"
+    ),
+    "consent.recorded_on_behalf": (
+        "A member of staff recorded what you told them you agree to, or want to stop"
+    ),
+    "person.erased": "A member of staff deleted your details",
+    "api.consent_lookup": "Another council system checked what you have agreed to",
+}
+
+
+def _who(actor: str) -> str:
+    """Who a logged use was by, as the person would put it."""
+    if actor == "self":
+        return "you"
+    if actor.startswith("admin:"):
+        return "our staff"
+    if actor.startswith("api:"):
+        return "another council system"
+    return "our system"
 
 
 def _event(

@@ -127,7 +127,8 @@ def _idle_timeout() -> Any:
         return None
     now = time.time()
     last = session.get("admin_seen", now)
-    if now - last > IDLE_SECONDS or now - session.get("admin_since", now) > LONGEST_SECONDS:
+    since = session.setdefault("admin_since", now)
+    if now - last > IDLE_SECONDS or now - since > LONGEST_SECONDS:
         logout_user()
         session.clear()
         return redirect(url_for("admin.sign_in", expired=1))

@@ -53,7 +53,7 @@ def _person_page(
     return render_template(
         "admin/person.html",
         person=found,
-        view=preferences.overview(session, found),
+        view=preferences.overview(session, found, fresh=True),
         events=ledger.events_for(session, found),
         mails=casework.mail_history(session, found),
         form=form,
