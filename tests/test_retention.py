@@ -1305,3 +1305,27 @@ def test_the_dpo_erasing_someone_being_invited_waits_instead_of_deadlocking(
     assert erasing.error is None
     with db.reader() as session:
         assert people.find_by_email(session, "pat@example.com") is None
+
+
+def test_a_link_is_not_sent_to_an_address_its_owner_left_while_it_was_answered(
+    db: Database, backend: str
+) -> None:
+    _postgresql_only(backend)
+    with db.transaction() as session:
+        person_id = factories.consenting(session, "newsletter", email="old@example.com").id
+
+    def answer() -> int:
+        with db.transaction() as session:
+            link_requests.ask(session, "old@example.com")
+            return link_requests.answer(session)
+
+    with db.transaction() as session:
+        moving = session.get(Person, person_id)
+        assert moving is not None
+        people.change_email(session, moving, "new@example.com", channel="email_link", actor="self")
+        answering = Beside(answer)
+        answering.start()
+        until_someone_waits_for_a_lock(db.engine)
+    answering.join(timeout=60)
+    assert answering.error is None and answering.result == 1
+    assert mails(db, template="preferences_link") == []

@@ -36,18 +36,27 @@ def ask(session: Session, email: str) -> None:
 
 def answer(session: Session, limit: int = 200) -> int:
     """Queue a preferences link for each waiting request whose address is someone's, and
-    forget every request read. Returns how many were read: none means the wait is over."""
+    forget every request read. Returns how many were read: none means the wait is over.
+
+    The people are locked first, then read again: someone erased, or moved to another
+    address, while we waited gets nothing, and never a link sent to an address they left.
+    """
     query = select(LinkRequest.id, LinkRequest.address).order_by(LinkRequest.id).limit(limit)
     if is_postgres(session):
         query = query.with_for_update(skip_locked=True)
     rows = session.execute(query).all()
     if not rows:
         return 0
-    found = [people.find_by_email(session, address) for _, address in _readable(session, rows)]
-    known = [person for person in found if person is not None and person.id is not None]
-    living = set(ledger.lock_people(session, sorted({person.id or 0 for person in known})))
-    for person in known:
-        if person.id in living:
+    asked = [
+        (address, people.find_by_email(session, address)) for _, address in _readable(session, rows)
+    ]
+    known = [(address, person) for address, person in asked if person and person.id is not None]
+    living = set(ledger.lock_people(session, sorted({person.id or 0 for _, person in known})))
+    for address, person in known:
+        if person.id not in living:
+            continue
+        session.refresh(person)
+        if person.email == address:
             outbox.queue(session, "preferences_link", person=person, context={"name": person.name})
     session.execute(delete(LinkRequest).where(LinkRequest.id.in_([row[0] for row in rows])))
     return len(rows)
