@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, inspect, select
+from sqlalchemy import insert, inspect, select, update
 from sqlmodel import SQLModel
 
 import consent.models  # noqa: F401
 from consent.config import Settings
 from consent.db import Database, make_engine
-from consent.models import Person
+from consent.models import Outbox, Person
 from consent.schema import FOREIGN_TABLES, alembic_config, include_object, upgrade
 from consent.services import casework
 from consent.timeutil import utcnow
@@ -80,3 +82,54 @@ def test_upgrading_gives_people_already_there_a_search_key_folded_beyond_ascii(
     with db.reader() as session:
         assert [person.public_id for person in casework.search(session, "élo")] == ["p1"]
     db.dispose()
+
+
+def test_upgrading_keeps_people_whose_invitation_still_works(settings: Settings) -> None:
+    """Invitations sent before the upgrade hold their person as new ones do."""
+    command.downgrade(alembic_config(settings.database_url), "0012")
+    engine = make_engine(settings.database_url, pool=False)
+    now = utcnow()
+    with engine.begin() as conn:
+        ids = (
+            conn.execute(
+                insert(Person.__table__)
+                .values(token_version=1, created_at=now, updated_at=now)
+                .returning(Person.__table__.c.id, sort_by_parameter_order=True),
+                [
+                    {"public_id": "recent", "email": "r@example.com"},
+                    {"public_id": "lapsed", "email": "l@example.com"},
+                    {"public_id": "declined", "email": "d@example.com"},
+                ],
+            )
+            .scalars()
+            .all()
+        )
+        conn.execute(
+            update(Person.__table__)
+            .where(Person.__table__.c.id == ids[2])
+            .values(invitations_declined_at=now)
+        )
+        sent = [(ids[0], 40), (ids[0], 10), (ids[1], 40), (ids[2], 10)]
+        conn.execute(
+            insert(Outbox.__table__),
+            [
+                {
+                    "person_id": person_id,
+                    "template": "panel_invitation",
+                    "subject": "You are invited to join a Parent Carer Panel",
+                    "message_id": f"<{index}@test>",
+                    "status": "sent",
+                    "attempts": 1,
+                    "next_attempt_at": now - timedelta(days=days),
+                    "created_at": now - timedelta(days=days),
+                }
+                for index, (person_id, days) in enumerate(sent)
+            ],
+        )
+    upgrade(settings)
+    with engine.connect() as conn:
+        held = dict(conn.execute(select(Person.public_id, Person.invited_until)).all())
+    engine.dispose()
+    assert held["lapsed"] is None and held["declined"] is None
+    expected = now - timedelta(days=10) + timedelta(days=30, hours=1)
+    assert abs(held["recent"] - expected) < timedelta(seconds=1)
