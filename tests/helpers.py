@@ -167,15 +167,41 @@ def until_someone_waits_for_a_lock(engine: Engine) -> None:
     raise AssertionError("Nothing waited for the lock.")
 
 
-def meanwhile_erased(database: Any, person_id: int, work: Callable[[], object]) -> Beside:
-    """Run ``work`` on another thread while a transaction erases the person, and let the
-    erasure commit only once ``work`` waits for its lock (PostgreSQL): the two then cross."""
-    from consent.services import people
-
+def meanwhile(database: Any, change: Callable[[Any], object], work: Callable[[], object]) -> Beside:
+    """Run ``work`` on another thread while a transaction makes ``change``, and let the
+    change commit only once ``work`` waits for its lock (PostgreSQL): the two then cross."""
     with database.transaction() as session:
-        people.scrub(session, [person_id], reason="nothing_held", suppress_ids=set())
+        change(session)
         beside = Beside(work)
         beside.start()
         until_someone_waits_for_a_lock(database.engine)
     beside.join(timeout=60)
     return beside
+
+
+def meanwhile_erased(database: Any, person_id: int, work: Callable[[], object]) -> Beside:
+    """``work`` crossing the erasure of the person."""
+    from consent.services import people
+
+    return meanwhile(
+        database,
+        lambda session: people.scrub(
+            session, [person_id], reason="nothing_held", suppress_ids=set()
+        ),
+        work,
+    )
+
+
+def meanwhile_moved(
+    database: Any, person_id: int, new_email: str, work: Callable[[], object]
+) -> Beside:
+    """``work`` crossing the person's change of email address."""
+    from consent.models import Person
+    from consent.services import people
+
+    def move(session: Any) -> None:
+        people.change_email(
+            session, session.get(Person, person_id), new_email, channel="email_link", actor="self"
+        )
+
+    return meanwhile(database, move, work)

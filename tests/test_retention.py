@@ -65,6 +65,7 @@ from tests.helpers import (
     deliver_and_purge,
     find_anywhere,
     meanwhile_erased,
+    meanwhile_moved,
     until_someone_waits_for_a_lock,
 )
 from tests.web import csrf, hidden_fields, link_in, mails, one_click
@@ -1241,14 +1242,7 @@ def test_a_sign_up_for_an_address_its_owner_just_left_starts_a_new_record(
             )
             return pending.person_id
 
-    with db.transaction() as session:
-        moving = session.get(Person, person_id)
-        assert moving is not None
-        people.change_email(session, moving, "new@example.com", channel="email_link", actor="self")
-        signing = Beside(sign_up)
-        signing.start()
-        until_someone_waits_for_a_lock(db.engine)
-    signing.join(timeout=60)
+    signing = meanwhile_moved(db, person_id, "new@example.com", sign_up)
     assert signing.error is None
     assert signing.result != person_id
     assert [m.to_address for m in mails(db, template="confirm_newsletter")] == ["old@example.com"]
@@ -1319,13 +1313,6 @@ def test_a_link_is_not_sent_to_an_address_its_owner_left_while_it_was_answered(
             link_requests.ask(session, "old@example.com")
             return link_requests.answer(session)
 
-    with db.transaction() as session:
-        moving = session.get(Person, person_id)
-        assert moving is not None
-        people.change_email(session, moving, "new@example.com", channel="email_link", actor="self")
-        answering = Beside(answer)
-        answering.start()
-        until_someone_waits_for_a_lock(db.engine)
-    answering.join(timeout=60)
+    answering = meanwhile_moved(db, person_id, "new@example.com", answer)
     assert answering.error is None and answering.result == 1
     assert mails(db, template="preferences_link") == []
