@@ -616,14 +616,20 @@ def lock_people(session: Session, person_ids: list[int]) -> list[int]:
     booking) are still written meanwhile, as ``FOR UPDATE`` would block them and deadlock
     with whoever writes them for several people in another order.
     """
+    return [row[0] for row in locked_rows(session, person_ids)]
+
+
+def locked_rows(session: Session, person_ids: list[int], *columns: Any) -> list[Any]:
+    """:func:`lock_people`, returning (id, ``columns``...) of each living person, as they
+    are once the lock is held."""
     person = Person.__table__
     return list(
         session.execute(
-            select(person.c.id)
+            select(person.c.id, *columns)
             .where(among(person.c.id, person_ids), person.c.erased_at.is_(None))
             .order_by(person.c.id)
             .with_for_update(key_share=True)
-        ).scalars()
+        ).all()
     )
 
 

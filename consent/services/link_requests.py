@@ -18,7 +18,7 @@ from sqlmodel import Session
 from consent.crypto import UndecryptableField, cipher_for
 from consent.db import is_postgres
 from consent.models import LinkRequest
-from consent.services import ledger, outbox, people
+from consent.services import outbox, people
 from consent.validation import normalise_email
 
 #: How long a request may wait for the mailer before the retention sweep drops it.
@@ -47,17 +47,12 @@ def answer(session: Session, limit: int = 200) -> int:
     rows = session.execute(query).all()
     if not rows:
         return 0
-    asked = [
+    found = [
         (address, people.find_by_email(session, address)) for _, address in _readable(session, rows)
     ]
-    known = [(address, person) for address, person in asked if person and person.id is not None]
-    living = set(ledger.lock_people(session, sorted({person.id or 0 for _, person in known})))
-    for address, person in known:
-        if person.id not in living:
-            continue
-        session.refresh(person)
-        if person.email == address:
-            outbox.queue(session, "preferences_link", person=person, context={"name": person.name})
+    known = [(address, person) for address, person in found if person is not None]
+    for person in people.still_at(session, known):
+        outbox.queue(session, "preferences_link", person=person, context={"name": person.name})
     session.execute(delete(LinkRequest).where(LinkRequest.id.in_([row[0] for row in rows])))
     return len(rows)
 

@@ -107,15 +107,25 @@ def find_for_update(session: Session, email: str) -> Person | None:
     cannot cross: if the sweep erased them first, or they moved to another address while
     we waited, there is no one to find, and the caller starts afresh with a new record.
     """
-    person = find_by_email(session, email)
-    if person is None:
-        return None
-    if ledger.lock_people(session, [person.id]):
-        session.refresh(person)
-        if person.email == normalise_email(email):
-            return person
-    session.expire(person)
-    return None
+    address = normalise_email(email)
+    person = find_by_email(session, address)
+    return next(iter(still_at(session, [(address, person)] if person else [])), None)
+
+
+def still_at(session: Session, found: list[tuple[str, Person]]) -> list[Person]:
+    """Lock the people found by these addresses (in id order) and keep those still living
+    at them once the lock is held: any erased, or moved elsewhere, while we waited are
+    dropped, and forgotten by the session so that nothing stale of theirs is used."""
+    current = dict(
+        ledger.locked_rows(
+            session, sorted({p.id for _, p in found if p.id}), Person.__table__.c.email
+        )
+    )
+    kept = [person for address, person in found if current.get(person.id) == address]
+    for _, person in found:
+        if person not in kept:
+            session.expire(person)
+    return kept
 
 
 def get_by_public_id(session: Session, public_id: str) -> Person:
