@@ -86,7 +86,7 @@ def create_admin(
     return user, secret
 
 
-def change_password(session: Session, user: AdminUser, current: str, new: str) -> None:
+def change_password(session: Session, user: AdminUser, current: str, new: str, again: str) -> None:
     """The owner replaces their password; every other session of theirs ends."""
     session.refresh(user, with_for_update={"key_share": True})
     try:
@@ -97,6 +97,8 @@ def change_password(session: Session, user: AdminUser, current: str, new: str) -
         check_password_strength(new)
     except InvalidInput as error:
         raise InvalidInput("new", error.message) from None
+    if again != new:
+        raise InvalidInput("again", "Enter the same new password twice.")
     if new == current:
         raise InvalidInput("new", "Choose a new password, not the one you have now.")
     user.password_hash = hash_password(new)

@@ -100,20 +100,19 @@ def password() -> str | Response | tuple[str, int]:
     """Change your own password; the first thing to do with one an administrator chose."""
     form = PasswordForm()
     if form.validate_on_submit():
-        if form.new.data != form.again.data:
-            form.again.errors = ["Enter the same new password twice."]
-        else:
-            try:
-                with database().transaction() as db_session:
-                    user = admin_users.get(db_session, current_user.user_id)
-                    assert user is not None
-                    admin_users.change_password(db_session, user, form.current.data, form.new.data)
-                    staff = Staff.of(user)
-                login_user(staff)
-                flash("Your password has been changed.")
-                return redirect(url_for("admin.dashboard"))
-            except InvalidInput as error:
-                attach_error(form, error, fallback="new")
+        try:
+            with database().transaction() as db_session:
+                user = admin_users.get(db_session, current_user.user_id)
+                assert user is not None
+                admin_users.change_password(
+                    db_session, user, form.current.data, form.new.data, form.again.data
+                )
+                staff = Staff.of(user)
+            login_user(staff)
+            flash("Your password has been changed.")
+            return redirect(url_for("admin.dashboard"))
+        except InvalidInput as error:
+            attach_error(form, error, fallback="new")
     return render_template("admin/password.html", form=form, first=current_user.change_due), (
         400 if form.errors else 200
     )
