@@ -120,6 +120,8 @@ def _read(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
 
 #: How long an uploaded list may wait for its preview to be confirmed.
 UPLOAD_KEEP = timedelta(hours=24)
+#: The largest list the upload page takes.
+UPLOAD_MAX = 50 * 1024 * 1024
 
 
 def upload_folder(instance_path: Path) -> Path:

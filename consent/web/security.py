@@ -20,6 +20,7 @@ from flask_wtf.csrf import CSRFProtect
 from itsdangerous import URLSafeTimedSerializer
 
 from consent.log_privacy import SECRET_SEGMENTS, loggable
+from consent.services import imports
 
 #: Methods that only read. Every rate limit here is on POST, so these are never limited.
 READING = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -52,8 +53,9 @@ def _reading() -> bool:
 
 
 #: What a parent may POST, per address: plenty for a person, too few for a script.
-#: Endpoints that take more than the 2 MB any other request may send: an import list.
-LARGER_BODIES = {"admin.import_start": 55 * 1024 * 1024}
+#: Endpoints that take more than the 2 MB any other request may send: an import list, with
+#: room for the rest of its form, so that a list just over its limit is told so in words.
+LARGER_BODIES = {"admin.import_start": imports.UPLOAD_MAX + 5 * 1024 * 1024}
 POST_LIMIT = "20 per minute;200 per hour"
 LINK_LIMIT = "5 per minute;30 per hour"
 

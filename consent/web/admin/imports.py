@@ -18,8 +18,6 @@ from consent.web import database, settings
 from consent.web.admin import COORDINATOR, DPO, bp, roles, staff
 from consent.web.admin.forms import ConfirmImportForm, ImportForm
 
-MAX_BYTES = 50 * 1024 * 1024
-
 
 def _folder() -> Path:
     return service.upload_folder(settings().instance_path)
@@ -65,10 +63,10 @@ def import_start() -> str | Response | tuple[str, int]:
             ) as handle:
                 while chunk := upload.stream.read(1 << 20):
                     written += len(chunk)
-                    if written > MAX_BYTES:
+                    if written > service.UPLOAD_MAX:
                         break
                     handle.write(chunk)
-            if written > MAX_BYTES:
+            if written > service.UPLOAD_MAX:
                 path.unlink()
                 error = "The file is larger than 50 MB. Split it into smaller files."
             else:
