@@ -76,10 +76,13 @@ def forget(session: Session, addresses: set[str]) -> int:
     return len(gone)
 
 
-def purge_stale(session: Session, now: datetime) -> int:
+def stale(now: datetime) -> Any:
     """Requests the mailer has not answered within an hour: whoever asked will ask again."""
-    result = session.execute(delete(LinkRequest).where(LinkRequest.requested_at < now - STALE))
-    return int(result.rowcount or 0)
+    return LinkRequest.requested_at < now - STALE
+
+
+def purge_stale(session: Session, now: datetime) -> int:
+    return int(session.execute(delete(LinkRequest).where(stale(now))).rowcount or 0)
 
 
 def _readable(session: Session, rows: Sequence[Any]) -> list[tuple[int, str]]:

@@ -37,7 +37,6 @@ from consent.models import (
     Booking,
     ConsentState,
     JobRun,
-    LinkRequest,
     Panel,
     PanelMembership,
     PendingSignup,
@@ -473,9 +472,10 @@ def _drop_stale_link_requests(
     database: Database, report: SweepReport, now: datetime, batch: int
 ) -> None:
     if report.dry_run:
-        stale = LinkRequest.requested_at < now - link_requests.STALE
         with database.reader() as session:
-            number = session.execute(select(func.count()).where(stale)).scalar_one()
+            number = session.execute(
+                select(func.count()).where(link_requests.stale(now))
+            ).scalar_one()
         if number:
             report.removed["link_requests_dropped"] += number
             report.would.append(f"{number} unanswered request(s) for a new link would go")
