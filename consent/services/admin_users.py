@@ -86,6 +86,20 @@ def create_admin(
     return user, secret
 
 
+def _record(
+    session: Session, action: str, *, by: AdminUser, about: AdminUser | None = None
+) -> None:
+    """An audit event caused by a staff account, about an account when it names one."""
+    audit.record(
+        session,
+        action,
+        actor=actor_label(by.id),
+        actor_id=by.id,
+        object_type="admin_user" if about is not None else None,
+        object_id=about.id if about is not None else None,
+    )
+
+
 def change_password(session: Session, user: AdminUser, current: str, new: str, again: str) -> None:
     """The owner replaces their password; every other session of theirs ends."""
     session.refresh(user, with_for_update={"key_share": True})
@@ -104,14 +118,7 @@ def change_password(session: Session, user: AdminUser, current: str, new: str, a
     user.password_hash = hash_password(new)
     user.password_change_due = False
     user.session_version += 1
-    audit.record(
-        session,
-        "admin.password_changed",
-        actor=actor_label(user.id),
-        actor_id=user.id,
-        object_type="admin_user",
-        object_id=user.id,
-    )
+    _record(session, "admin.password_changed", by=user, about=user)
 
 
 def totp_uri(user: AdminUser, secret: str, issuer: str) -> str:
@@ -167,7 +174,7 @@ def check_password(session: Session, email: str, password: str) -> AdminUser:
         _verifier.verify(user.password_hash, password or "")
     except VerificationError:
         _fail(user, now)
-        audit.record(session, "admin.sign_in_failed", actor=actor_label(user.id), actor_id=user.id)
+        _record(session, "admin.sign_in_failed", by=user)
         raise SignInRefused(GENERIC) from None
     if _verifier.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
@@ -194,7 +201,7 @@ def check_code(session: Session, user: AdminUser, code: str) -> AdminUser:
                 break
     if step is None or (user.totp_last_step is not None and step <= user.totp_last_step):
         _fail(user, now)
-        audit.record(session, "admin.code_failed", actor=actor_label(user.id), actor_id=user.id)
+        _record(session, "admin.code_failed", by=user)
         raise SignInRefused(GENERIC)
     user.totp_last_step = step
     user.failed_logins = 0
@@ -202,8 +209,8 @@ def check_code(session: Session, user: AdminUser, code: str) -> AdminUser:
     user.last_login_at = now
     if user.totp_confirmed_at is None:
         user.totp_confirmed_at = now
-        audit.record(session, "admin.totp_enrolled", actor=actor_label(user.id), actor_id=user.id)
-    audit.record(session, "admin.signed_in", actor=actor_label(user.id), actor_id=user.id)
+        _record(session, "admin.totp_enrolled", by=user)
+    _record(session, "admin.signed_in", by=user)
     return user
 
 
@@ -237,13 +244,11 @@ def set_active(session: Session, user: AdminUser, active: bool, *, actor: AdminU
         raise InvalidInput("active", "You cannot deactivate your own account.")
     user.active = active
     user.session_version += 1
-    audit.record(
+    _record(
         session,
         "admin_user.activated" if active else "admin_user.deactivated",
-        actor=actor_label(actor.id),
-        actor_id=actor.id,
-        object_type="admin_user",
-        object_id=user.id,
+        by=actor,
+        about=user,
     )
 
 
@@ -254,12 +259,5 @@ def reset_second_factor(session: Session, user: AdminUser, *, actor: AdminUser) 
     user.totp_confirmed_at = None
     user.totp_last_step = None
     user.session_version += 1
-    audit.record(
-        session,
-        "admin_user.totp_reset",
-        actor=actor_label(actor.id),
-        actor_id=actor.id,
-        object_type="admin_user",
-        object_id=user.id,
-    )
+    _record(session, "admin_user.totp_reset", by=actor, about=user)
     return secret
