@@ -1276,6 +1276,8 @@ def test_the_confirmation_of_a_last_withdrawal_outlives_the_erasure_it_leads_to(
     assert last.status == "queued" and last.person_id is None
     assert "we will delete your details within 30 days" in last.body_text
     assert "/manage/" not in last.body_text and "/unsubscribe/" not in last.body_text
+    assert OutboxWorker(db).run_once().sent >= 1
+    assert find_anywhere(db.engine, ["only@example.com"]) == [], "kept once it was sent"
 
 
 def test_rfc_8058_one_click_unsubscribe_is_idempotent(
