@@ -1056,8 +1056,13 @@ def test_download_holds_notes_about_them_and_what_waits_for_confirmation(
     assert waiting["panel"] == "Riverside Parent Carer Panel"
     assert waiting["answers"]["profile"]["postcode"] == "RV1 2AB"
     page = text(client.get(f"{path}/data"))
-    for shown in ("Pat uses a ramp", "pat.new@example.com", "Joining Riverside Parent Carer Panel"):
-        assert shown in page
+    for shown in (
+        "Pat uses a ramp",
+        "pat.new@example.com",
+        "Joining Riverside Parent Carer Panel",
+        "RV1 2AB",
+    ):
+        assert shown in page, shown
     assert "Pat asked for a ramp" not in page
 
 
@@ -1091,6 +1096,9 @@ def test_download_holds_staff_notes_requests_sync_and_who_looked(
             actor=f"admin:{staff.id}",
         )
         session.add(MailchimpChange(action="subscribe", person_id=person.id, status="done"))
+        other = factories.panel(session, "Southfield Parent Carer Panel")
+        panels.invite(session, other, email=member, name=None)
+        person.invitations_declined_at = utcnow()
         audit.record(
             session,
             "special_category.viewed",
@@ -1102,8 +1110,16 @@ def test_download_holds_staff_notes_requests_sync_and_who_looked(
     path = _manage_path(db, member)
     data = json.loads(client.get(f"{path}/download").data)
     [change] = data["detail_changes"]
-    assert change["note"] == "Called by her social worker Ms Grey"
-    assert data["rights_requests"][0]["requester"] == "Ms Grey, on Pat's behalf"
+    assert (change["note"], change["by"]) == (
+        "Called by her social worker Ms Grey",
+        f"admin:{staff.id}",
+    )
+    [asked] = data["rights_requests"]
+    assert (asked["requester"], asked["channel"]) == ("Ms Grey, on Pat's behalf", "post")
+    assert data["person"]["panel_invitation_link_works_until"] is not None
+    assert data["person"]["declined_panel_invitations_at"] is not None
+    [invitation] = [m for m in data["emails"] if m["template"] == "panel_invitation"]
+    assert invitation["to"] == member
     assert [c["change"] for c in data["newsletter_mailing_list_changes"]] == ["subscribe"]
     uses = {(a["action"], a["by"]) for a in data["uses_of_your_record"]}
     assert ("special_category.viewed", "our staff") in uses
@@ -1111,6 +1127,9 @@ def test_download_holds_staff_notes_requests_sync_and_who_looked(
     for shown in (
         "Called by her social worker Ms Grey",
         "made by Ms Grey, on Pat&#39;s behalf",
+        "Your invitation to join a panel works until",
+        "You asked not to be invited to panels",
+        f"You are invited to join a Parent Carer Panel, to {member}",
         "Subscribe, asked",
         "A member of staff looked at the answers you gave about yourself to join a panel.",
     ):
