@@ -415,9 +415,13 @@ def test_a_declined_invitation_is_remembered_after_the_person_is_erased(
         assert "asked not to be invited to panels" in refused.value.message
         assert len(mails(db, template="panel_invitation")) == 1
         with db.transaction() as session:
-            signups.request_subscription(
+            asked = signups.request_subscription(
                 session, email="no@example.com", name=None, shown=_shown(session, "newsletter")
             )
+            again = people.find_by_email(session, "no@example.com")
+            assert again is not None
+            signups.confirm(session, again, asked)
+            assert ledger.has_consent(session, again, "newsletter")
         with db.transaction() as session, pytest.raises(Conflict):
             panels.invite(
                 session, panels.get_panel(session, panel_id), email="no@example.com", name=None
