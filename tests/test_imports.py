@@ -13,7 +13,7 @@ from consent.models import ConsentEvent, PanelMembership, Person
 from consent.services import imports, ledger, notices, panels, people
 from consent.timeutil import LONDON, utcnow
 from tests import factories
-from tests.helpers import meanwhile_erased
+from tests.helpers import crossing_writers_only, meanwhile_erased
 
 
 def _csv(tmp_path: Path, *emails: str) -> Path:
@@ -96,8 +96,7 @@ def test_agreement_to_recordings_cannot_be_imported(db: Database, tmp_path: Path
 def test_a_list_naming_someone_erased_meanwhile_imports_nothing(
     db: Database, tmp_path: Path, backend: str
 ) -> None:
-    if backend != "postgresql":
-        pytest.skip("SQLite lets one writer in at a time, so the two cannot cross")
+    crossing_writers_only(backend)
     with db.transaction() as session:
         person_id = factories.person(session, "rosa@example.com").id
     path = _csv(tmp_path, "rosa@example.com", "other@example.com")

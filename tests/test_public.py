@@ -53,7 +53,7 @@ from consent.services import (
 from consent.timeutil import london_date, utcnow
 from mailers.outbox import OutboxWorker
 from tests import factories
-from tests.helpers import Beside, find_anywhere, meanwhile_erased, until_someone_waits_for_a_lock
+from tests.helpers import crossing_writers_only, find_anywhere, meanwhile, meanwhile_erased
 from tests.web import buttons, csrf, hidden_fields, link_in, mails, one_click, submit, text
 
 
@@ -807,8 +807,7 @@ def test_changing_a_preference_from_the_manage_page(
 def test_a_change_that_arrives_as_the_person_is_erased_gets_the_link_page(
     app: Flask, client: FlaskClient, member: str, backend: str
 ) -> None:
-    if backend != "postgresql":
-        pytest.skip("SQLite lets one writer in at a time, so the two cannot cross")
+    crossing_writers_only(backend)
     db = _db(app)
     path = _manage_path(db, member)
     token = csrf(text(client.get(path)))
@@ -834,8 +833,7 @@ def test_an_unsubscribe_that_arrives_as_the_person_is_erased_still_says_done(
 ) -> None:
     """A mail app's one-click unsubscribe and the page's button: the person is gone, which
     is more than they asked, so both answer as if it had worked."""
-    if backend != "postgresql":
-        pytest.skip("SQLite lets one writer in at a time, so the two cannot cross")
+    crossing_writers_only(backend)
     db = _db(app)
     person = _person(db, member)
     assert person is not None
@@ -1528,8 +1526,7 @@ def test_leaving_both_panels_at_once_leaves_no_panel_agreement_behind(
     app: Flask, recorded_member: str, backend: str
 ) -> None:
     """Two tabs, one button each: whichever comes second is leaving the last panel."""
-    if backend != "postgresql":
-        pytest.skip("SQLite lets one writer in at a time, so the two cannot cross")
+    crossing_writers_only(backend)
     db = _db(app)
     with db.transaction() as session:
         person = people.find_by_email(session, recorded_member)
@@ -1543,14 +1540,12 @@ def test_leaving_both_panels_at_once_leaves_no_panel_agreement_behind(
             assert person is not None
             return preferences.leave_panel(session, person, ids[name])
 
-    with db.transaction() as session:
+    def first(session: Session) -> None:
         person = people.find_by_email(session, recorded_member)
         assert person is not None
         preferences.leave_panel(session, person, ids["Northfield Parent Carer Panel"])
-        other = Beside(lambda: leave("Southfield Parent Carer Panel"))
-        other.start()
-        until_someone_waits_for_a_lock(db.engine)
-    other.join(timeout=60)
+
+    other = meanwhile(db, first, lambda: leave("Southfield Parent Carer Panel"))
     assert other.error is None
     assert set(_panels_of(db, recorded_member).values()) == {"withdrawn"}
     assert _state(db, recorded_member, "panel_contact") == "withdrawn"

@@ -62,8 +62,10 @@ from tests import factories
 from tests.helpers import (
     Beside,
     child_environment,
+    crossing_writers_only,
     deliver_and_purge,
     find_anywhere,
+    meanwhile,
     meanwhile_erased,
     meanwhile_moved,
     until_someone_waits_for_a_lock,
@@ -1112,24 +1114,18 @@ def _held_for_nothing(db: Database, email: str) -> int:
         return person.id
 
 
-def _postgresql_only(backend: str) -> None:
-    if backend != "postgresql":
-        pytest.skip("SQLite lets one writer in at a time, so the two cannot cross")
-
-
 def test_a_consent_given_while_the_sweep_decides_keeps_the_person(
     db: Database, backend: str
 ) -> None:
-    _postgresql_only(backend)
+    crossing_writers_only(backend)
     person_id = _held_for_nothing(db, "rosa@example.com")
-    with db.transaction() as session:
+
+    def agree(session: Session) -> None:
         person = people.find_by_email(session, "rosa@example.com")
         assert person is not None
         ledger.give(session, person, "newsletter", channel="web_form", actor="self")
-        sweep = Beside(lambda: retention.sweep(db))
-        sweep.start()
-        until_someone_waits_for_a_lock(db.engine)
-    sweep.join(timeout=60)
+
+    sweep = meanwhile(db, agree, lambda: retention.sweep(db))
     assert sweep.error is None
     assert isinstance(sweep.result, retention.SweepReport)
     assert sweep.result.removed["people_erased"] == 0
@@ -1144,7 +1140,7 @@ def test_a_consent_given_while_the_sweep_decides_keeps_the_person(
 def test_a_sign_up_made_while_the_person_is_erased_starts_a_new_record(
     db: Database, backend: str, what: str
 ) -> None:
-    _postgresql_only(backend)
+    crossing_writers_only(backend)
     person_id = _held_for_nothing(db, "rosa@example.com")
     with db.transaction() as session:
         workshop_id = factories.workshop(session, days=3).id
@@ -1178,7 +1174,7 @@ def test_a_sign_up_made_while_the_person_is_erased_starts_a_new_record(
 
 
 def test_a_consent_for_someone_erased_meanwhile_is_refused(db: Database, backend: str) -> None:
-    _postgresql_only(backend)
+    crossing_writers_only(backend)
     person_id = _held_for_nothing(db, "rosa@example.com")
 
     def agree() -> None:
@@ -1219,7 +1215,7 @@ def test_a_request_for_a_link_goes_with_the_person_or_after_an_hour(db: Database
 def test_a_link_is_not_sent_to_someone_erased_while_it_was_answered(
     db: Database, backend: str
 ) -> None:
-    _postgresql_only(backend)
+    crossing_writers_only(backend)
     person_id = _held_for_nothing(db, "rosa@example.com")
 
     def answer() -> int:
@@ -1235,7 +1231,7 @@ def test_a_link_is_not_sent_to_someone_erased_while_it_was_answered(
 def test_a_sign_up_for_an_address_its_owner_just_left_starts_a_new_record(
     db: Database, backend: str
 ) -> None:
-    _postgresql_only(backend)
+    crossing_writers_only(backend)
     with db.transaction() as session:
         person_id = factories.consenting(session, "newsletter", email="old@example.com").id
 
@@ -1255,7 +1251,7 @@ def test_a_sign_up_for_an_address_its_owner_just_left_starts_a_new_record(
 def test_a_person_locked_for_a_decision_can_still_be_sent_mail(db: Database, backend: str) -> None:
     """The sweep's lock must not stop a coordinator emailing members: that write only
     points at the person, and waiting on it, in another order, would deadlock."""
-    _postgresql_only(backend)
+    crossing_writers_only(backend)
     with db.transaction() as session:
         person_id = factories.consenting(session, "newsletter", email="rosa@example.com").id
 
@@ -1279,7 +1275,7 @@ def test_the_dpo_erasing_someone_being_invited_waits_instead_of_deadlocking(
 ) -> None:
     """Inviting locks the person, then writes the audit log; erasing must take them in the
     same order, or each waits for the other."""
-    _postgresql_only(backend)
+    crossing_writers_only(backend)
     with db.transaction() as session:
         person = factories.consenting(session, "newsletter", email="pat@example.com")
         public_id, panel_id = person.public_id, factories.panel(session).id
@@ -1308,7 +1304,7 @@ def test_the_dpo_erasing_someone_being_invited_waits_instead_of_deadlocking(
 def test_a_link_is_not_sent_to_an_address_its_owner_left_while_it_was_answered(
     db: Database, backend: str
 ) -> None:
-    _postgresql_only(backend)
+    crossing_writers_only(backend)
     with db.transaction() as session:
         person_id = factories.consenting(session, "newsletter", email="old@example.com").id
 
