@@ -165,7 +165,7 @@ def test_a_form_cannot_name_someone_else_s_record_until_its_link_is_used(
     [mail] = mails(db, "quiet@example.com", template="confirm_newsletter")
     assert "Someone Else" not in (mail.body_text or "")
     confirm = link_in(mail, "confirm")
-    client.post(confirm, data={"csrf_token": csrf(text(client.get(confirm)))})
+    submit(client, confirm, {})
     with db.reader() as session:
         assert people.find_by_email(session, "quiet@example.com").name == "Someone Else"
         [change] = session.exec(select(PersonChange)).all()
@@ -191,7 +191,7 @@ def test_a_stranger_s_name_is_not_kept_on_a_new_address_its_owner_then_confirms(
         client, "/newsletter", {"email": "new@example.com", "name": "Real Owner", "newsletter": "y"}
     )
     owner = link_in(mails(db, "new@example.com", template="confirm_newsletter")[1], "confirm")
-    client.post(owner, data={"csrf_token": csrf(text(client.get(owner)))})
+    submit(client, owner, {})
     with db.reader() as session:
         assert people.find_by_email(session, "new@example.com").name == "Real Owner"
     [welcome] = mails(db, "new@example.com", template="welcome")
@@ -227,7 +227,7 @@ def test_the_version_shown_is_the_version_recorded(app: Flask, client: FlaskClie
         },
     )
     confirm = link_in(mails(db, "v1@example.com")[0], "confirm")
-    client.post(confirm, data={"csrf_token": csrf(text(client.get(confirm)))})
+    submit(client, confirm, {})
     with db.reader() as session:
         event = session.exec(select(ConsentEvent)).one()
         assert session.get(Notice, event.notice_id).version == 1
@@ -244,7 +244,7 @@ def test_confirming_an_older_sign_up_after_a_newer_one_keeps_the_newer_wording(
     submit(client, "/newsletter", {"email": "twice@example.com", "newsletter": "y"})
     older, newer = (link_in(m, "confirm") for m in mails(db, "twice@example.com"))
     for confirm in (newer, older):
-        client.post(confirm, data={"csrf_token": csrf(text(client.get(confirm)))})
+        submit(client, confirm, {})
     with db.reader() as session:
         [event] = session.exec(select(ConsentEvent)).all()
         assert session.get(Notice, event.notice_id).version == 2
@@ -331,7 +331,7 @@ def test_html_in_any_field_is_shown_as_text(app: Flask, client: FlaskClient) -> 
     submit(client, "/newsletter", {"email": "x@example.com", "name": name, "newsletter": "y"})
     db = _db(app)
     confirm = link_in(mails(db, "x@example.com")[0], "confirm")
-    client.post(confirm, data={"csrf_token": csrf(text(client.get(confirm)))})
+    submit(client, confirm, {})
     page = text(client.get(_manage_path(db, "x@example.com")))
     assert "<script>alert" not in page and "&lt;script&gt;" in page
     bad = submit(client, "/newsletter", {"email": "<script>@example.com", "newsletter": "y"})
@@ -482,7 +482,7 @@ def test_joining_a_panel_with_double_opt_in(app: Flask, client: FlaskClient) -> 
     [mail] = mails(db, "morgan@example.com")
     assert mail.template == "confirm_panel" and "hearing loop" not in mail.body_text
     confirm = link_in(mail, "confirm")
-    client.post(confirm, data={"csrf_token": csrf(text(client.get(confirm)))})
+    submit(client, confirm, {})
     assert _state(db, "morgan@example.com", "panel_contact") == "given"
     assert _state(db, "morgan@example.com", "panel_recordings") is None
     with db.reader() as session:
@@ -658,7 +658,7 @@ def test_a_member_corrects_their_panel_answers_from_the_preferences_page(
     assert form_path and "fill in the panel form again" in page
     submit(client, form_path.group(1), {**JOIN, "email": member, "postcode": "SW9 8QZ"})
     confirm = link_in(mails(db, member, template="confirm_panel")[-1], "confirm")
-    client.post(confirm, data={"csrf_token": csrf(text(client.get(confirm)))})
+    submit(client, confirm, {})
     with db.reader() as session:
         [profile] = session.exec(select(PanelProfile)).all()
         assert profile.postcode == "SW9 8QZ"
