@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyotp
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from consent.db import Database
 from consent.services import admin_users
@@ -27,12 +28,10 @@ def code_for(secret: str, step: int = 0) -> str:
     return pyotp.TOTP(secret).at(utcnow().timestamp() + 30 * step)
 
 
-def sign_in(
-    client: FlaskClient, email: str, secret: str, password: str = PASSWORD, step: int = 0
-) -> None:
-    """Sign in; ``step`` takes the code from a later 30 seconds, as each code works once."""
+def password_step(client: FlaskClient, email: str, password: str = PASSWORD) -> TestResponse:
+    """The first step of signing in: the email address and password."""
     page = client.get("/admin/sign-in")
-    response = client.post(
+    return client.post(
         "/admin/sign-in",
         data={
             "csrf_token": csrf(page.get_data(as_text=True)),
@@ -40,6 +39,13 @@ def sign_in(
             "password": password,
         },
     )
+
+
+def sign_in(
+    client: FlaskClient, email: str, secret: str, password: str = PASSWORD, step: int = 0
+) -> None:
+    """Sign in; ``step`` takes the code from a later 30 seconds, as each code works once."""
+    response = password_step(client, email, password)
     assert response.status_code == 302, response.get_data(as_text=True)[:500]
     page = client.get("/admin/sign-in/code")
     response = client.post(

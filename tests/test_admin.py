@@ -52,7 +52,14 @@ from consent.services import (
 )
 from consent.timeutil import LONDON, london_date, utcnow
 from tests import factories
-from tests.admin_client import PASSWORD, code_for, make_staff, sign_in, staff_client
+from tests.admin_client import (
+    PASSWORD,
+    code_for,
+    make_staff,
+    password_step,
+    sign_in,
+    staff_client,
+)
 from tests.helpers import crossing_writers_only, deliver_and_purge, find_anywhere, tamper
 from tests.web import csrf, link_in, mails, text
 
@@ -74,11 +81,7 @@ def test_sign_in_needs_a_password_and_a_fresh_code(app: Flask) -> None:
     email, secret = make_staff(db, "coordinator")
     client = app.test_client()
     assert client.get("/admin/people").status_code == 302
-    page = client.get("/admin/sign-in")
-    response = client.post(
-        "/admin/sign-in",
-        data={"csrf_token": csrf(text(page)), "email": email, "password": PASSWORD},
-    )
+    response = password_step(client, email, PASSWORD)
     assert response.location.endswith("/admin/sign-in/code")
     enrol = text(client.get("/admin/sign-in/code"))
     assert "Set up your authenticator app" in enrol and secret in enrol
@@ -95,11 +98,7 @@ def test_sign_in_needs_a_password_and_a_fresh_code(app: Flask) -> None:
         assert user.totp_confirmed_at is not None and user.password_hash.startswith("$argon2id$")
 
     other = app.test_client()
-    page = other.get("/admin/sign-in")
-    other.post(
-        "/admin/sign-in",
-        data={"csrf_token": csrf(text(page)), "email": email, "password": PASSWORD},
-    )
+    password_step(other, email, PASSWORD)
     second = text(other.get("/admin/sign-in/code"))
     assert "Set up your authenticator app" not in second and secret not in second
     replay = other.post("/admin/sign-in/code", data={"csrf_token": csrf(second), "code": code})
@@ -110,17 +109,9 @@ def test_repeated_failures_lock_the_account(app: Flask) -> None:
     email, secret = make_staff(_db(app), "dpo")
     client = app.test_client()
     for _ in range(5):
-        page = client.get("/admin/sign-in")
-        response = client.post(
-            "/admin/sign-in",
-            data={"csrf_token": csrf(text(page)), "email": email, "password": "wrong"},
-        )
+        response = password_step(client, email, "wrong")
         assert "not right" in text(response)
-    page = client.get("/admin/sign-in")
-    locked = client.post(
-        "/admin/sign-in",
-        data={"csrf_token": csrf(text(page)), "email": email, "password": PASSWORD},
-    )
+    locked = password_step(client, email, PASSWORD)
     assert "locked" in text(locked)
     with time_machine.travel(utcnow() + timedelta(minutes=16)):
         sign_in(app.test_client(), email, secret)
@@ -265,11 +256,7 @@ def test_even_a_busy_session_ends_after_twelve_hours(
 def test_a_password_left_without_its_code_is_forgotten_after_five_minutes(app: Flask) -> None:
     email, _ = make_staff(_db(app), "dpo")
     client = app.test_client()
-    page = client.get("/admin/sign-in")
-    client.post(
-        "/admin/sign-in",
-        data={"csrf_token": csrf(text(page)), "email": email, "password": PASSWORD},
-    )
+    password_step(client, email, PASSWORD)
     assert client.get("/admin/sign-in/code").status_code == 200
     with time_machine.travel(utcnow() + timedelta(minutes=6)):
         late = client.get("/admin/sign-in/code")
@@ -335,11 +322,7 @@ def _user_id(app: Flask, email: str) -> int:
 def _enrol(client: FlaskClient, email: str, password: str) -> str:
     """Sign in with a password for an account whose code app is not set up: the key the
     code page shows to its owner, and only to them."""
-    page = client.get("/admin/sign-in")
-    client.post(
-        "/admin/sign-in",
-        data={"csrf_token": csrf(text(page)), "email": email, "password": password},
-    )
+    password_step(client, email, password)
     shown = client.get("/admin/sign-in/code").get_data(as_text=True)
     match = re.search(r'id="secret">([A-Z2-7]+)<', shown)
     assert match, "no key on the code page"
@@ -377,16 +360,7 @@ def test_an_administrator_adds_staff_who_then_make_the_account_their_own(app: Fl
     assert changed.status_code == 302
     assert newcomer.get("/admin/panels").status_code == 200
     assert newcomer.get("/admin/users").status_code == 403
-    imposter = app.test_client()
-    page = imposter.get("/admin/sign-in")
-    refused = imposter.post(
-        "/admin/sign-in",
-        data={
-            "csrf_token": csrf(text(page)),
-            "email": "nia.new@example.gov.uk",
-            "password": password,
-        },
-    )
+    refused = password_step(app.test_client(), "nia.new@example.gov.uk", password)
     assert refused.status_code == 400, "the first password no longer works"
     sign_in(
         app.test_client(), "nia.new@example.gov.uk", secret, password="my own long password", step=1
@@ -475,11 +449,7 @@ def test_a_lost_code_app_is_reset_and_only_the_new_key_works(app: Flask) -> None
     assert "code app not set up" in text(boss.get("/admin/users"))
 
     again = app.test_client()
-    page = again.get("/admin/sign-in")
-    again.post(
-        "/admin/sign-in",
-        data={"csrf_token": csrf(text(page)), "email": email, "password": PASSWORD},
-    )
+    password_step(again, email, PASSWORD)
     page = again.get("/admin/sign-in/code")
     refused = again.post(
         "/admin/sign-in/code",
