@@ -102,6 +102,7 @@ class OutboxWorker:
         """
         pending = list(ids)
         held, renewed_at = set(ids), utcnow()
+        in_flight: int | None = None
         with self.database.reader() as session:
             rows = {row.id: row for row in outbox.load(session, ids)}
         try:
@@ -120,13 +121,15 @@ class OutboxWorker:
                                 worker=self.name,
                                 now=renewed_at,
                             )
-                    if outbox_id not in held:
+                    if outbox_id not in held or not self._still_held(outbox_id):
                         pending.remove(outbox_id)
                         report.lost += 1
                         continue
                     try:
                         mime = messages.build(row, self.database.settings)
+                        in_flight = outbox_id
                         connection.send(mime, reference=str(outbox_id))
+                        in_flight = None
                     except (TemporaryFailure, PermanentFailure, ValueError) as exc:
                         permanent = not isinstance(exc, TemporaryFailure)
                         with self.database.transaction() as session:
@@ -153,11 +156,24 @@ class OutboxWorker:
         except RelayUnavailable as exc:
             log.warning("mail relay unavailable; %d message(s) wait: %s", len(pending), exc)
             with self.database.transaction() as session:
+                if in_flight is not None:
+                    pending.remove(in_flight)
+                    outcome = outbox.mark_failed_attempt(
+                        session, in_flight, str(exc), permanent=False, worker=self.name
+                    )
+                    report.retrying += outcome == "retry"
+                    report.failed += outcome == "failed"
                 outbox.release(session, pending, str(exc), worker=self.name)
             report.released += len(pending)
             report.errors.append(str(exc))
             return False
         return True
+
+    def _still_held(self, outbox_id: int) -> bool:
+        """Checked just before each send, since the batch was loaded at its start: the
+        person may have been erased meanwhile, which cancels their mail."""
+        with self.database.reader() as session:
+            return outbox.still_held(session, outbox_id, worker=self.name)
 
     def purge(self, keep: timedelta | None = None) -> int:
         """Blank bodies of messages sent longer ago than the configured keep time."""

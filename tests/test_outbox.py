@@ -399,11 +399,11 @@ def test_a_batch_slower_than_the_lease_sends_each_message_once(
     assert [(r.status, r.claimed_by) for r in _rows(db)] == [("sent", None)] * 5
 
 
-def test_a_relay_lost_mid_batch_costs_no_message_an_attempt(
+def test_a_relay_lost_mid_batch_costs_only_the_message_in_flight_an_attempt(
     configured: Open, smtp: SmtpServer, smtp_settings: dict
 ) -> None:
-    """The relay going away is not the messages' fault: the one being sent when it went
-    gets its attempt back, and those not yet reached never used one."""
+    """Those not yet reached never used an attempt. The one being sent when the relay went
+    uses its attempt and waits its turn: it may be what made the relay hang up."""
     db = configured(**smtp_settings)
     _queue(db, 4)
 
@@ -414,8 +414,8 @@ def test_a_relay_lost_mid_batch_costs_no_message_an_attempt(
     with time_machine.travel(utcnow(), tick=True) as clock:
         dropping = SlowRelay(smtp, clock, timedelta(0), meanwhile)
         report = OutboxWorker(db, dropping).run_once()
-    assert (report.sent, report.released) == (2, 2)
-    assert [(r.status, r.attempts) for r in _rows(db)][2:] == [("queued", 0)] * 2
+    assert (report.sent, report.retrying, report.released) == (2, 1, 1)
+    assert [(r.status, r.attempts) for r in _rows(db)][2:] == [("queued", 1), ("queued", 0)]
 
 
 def test_only_the_message_in_flight_past_the_lease_can_go_twice(
@@ -658,3 +658,72 @@ def test_erasure_cancels_queued_mail_and_blanks_it(db: Database) -> None:
     assert row.status == "cancelled" and row.to_address is None and row.body_text is None
     with db.reader() as session:
         assert session.get(Person, row.person_id).email is None
+
+
+def test_mail_of_someone_erased_while_their_batch_is_being_sent_is_not_sent(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    """The batch is loaded at its start; erasure part-way through cancels the message, and
+    the worker checks before each send."""
+    db = configured(**smtp_settings)
+    with db.transaction() as session:
+        first = factories.person(session, "first@example.com")
+        second = factories.person(session, "second@example.com")
+        for person in (first, second):
+            outbox.queue(session, "welcome", person=person, context={"name": "Sam"})
+        second_id = second.id
+
+    class ErasingRelay:
+        def __init__(self) -> None:
+            self.backend = SmtpBackend("127.0.0.1", smtp.port, timeout=5)
+
+        @contextlib.contextmanager
+        def connect(self) -> Iterator[ErasingRelay]:
+            with self.backend.connect() as self.connection:
+                yield self
+
+        def send(self, message: Message, *, reference: str) -> None:
+            self.connection.send(message, reference=reference)
+            if message["To"] == "first@example.com":
+                with db.transaction() as session:
+                    people.erase(
+                        session, session.get(Person, second_id), channel="web_form", actor="self"
+                    )
+
+    report = OutboxWorker(db, ErasingRelay()).run_once()
+    assert (report.sent, report.lost) == (1, 1)
+    assert smtp.sink.by_recipient("second@example.com") == []
+    assert len(smtp.sink.by_recipient("first@example.com")) == 1
+    assert [(r.status, r.to_address, r.claimed_by) for r in _rows(db)][1] == (
+        "cancelled",
+        None,
+        None,
+    )
+
+
+def test_a_message_that_makes_the_relay_hang_up_does_not_hold_up_the_rest(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    """A message a relay's filter drops the connection on would otherwise be first in line
+    for ever, with its attempt given back each time, and no mail would go."""
+    db = configured(**smtp_settings)
+    real = smtp.sink.handle_DATA
+
+    async def handle_DATA(server, session, envelope):  # type: ignore[no-untyped-def]
+        if "poison@example.com" in envelope.rcpt_tos:
+            server.transport.close()
+            return "421 closing"
+        return await real(server, session, envelope)
+
+    smtp.sink.handle_DATA = handle_DATA  # type: ignore[method-assign]
+    with db.transaction() as session:
+        for address in ("poison@example.com", "ok0@example.com", "ok1@example.com"):
+            person = factories.person(session, address)
+            outbox.queue(session, "welcome", person=person, context={"name": "P"})
+    start = utcnow()
+    for step in range(60):
+        with time_machine.travel(start + timedelta(minutes=30 * step), tick=True):
+            OutboxWorker(db).run_once()
+    rows = [(r.status, r.attempts) for r in _rows(db)]
+    assert rows == [("failed", outbox.MAX_ATTEMPTS), ("sent", 1), ("sent", 1)]
+    assert len(smtp.sink.by_recipient("ok0@example.com")) == 1

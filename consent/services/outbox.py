@@ -199,6 +199,14 @@ def renew(
     return set(result.scalars())
 
 
+def still_held(session: Session, outbox_id: int, *, worker: str) -> bool:
+    table = Outbox.__table__
+    found = session.execute(
+        select(table.c.id).where(table.c.id == outbox_id, _held_by(table, worker))
+    ).first()
+    return found is not None
+
+
 def _held_by(table: Any, worker: Any) -> Any:
     """Messages still being sent under this worker's claim."""
     return and_(table.c.status == "sending", table.c.claimed_by == worker)

@@ -413,8 +413,12 @@ def scrub(
     )
     session.execute(
         update(Outbox)
-        .where(among(Outbox.person_id, ids), Outbox.status == "queued")
-        .values(status="cancelled", last_error="Cancelled: the person's data was deleted.")
+        .where(among(Outbox.person_id, ids), Outbox.status.in_(("queued", "sending")))
+        .values(
+            status="cancelled",
+            claimed_by=None,
+            last_error="Cancelled: the person's data was deleted.",
+        )
     )
     session.execute(
         update(ConsentEvent)
