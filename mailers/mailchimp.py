@@ -2,7 +2,8 @@
 
 ``push`` sends queued audience changes: one call each when there are a few, the batch
 operations endpoint (500 operations a batch) when there are many. ``reconcile`` reads the
-members Mailchimp has unsubscribed or cleaned since the last run. ``parse_webhook`` turns
+members Mailchimp has unsubscribed or cleaned since the last run, and those it holds as
+subscribed, to unsubscribe again anyone who opted out here. ``parse_webhook`` turns
 Mailchimp's form-encoded webhook into a typed event, or refuses it.
 """
 
@@ -36,6 +37,7 @@ BATCH_THRESHOLD = 10
 BATCH_SIZE = 500
 RETRY_DELAY = timedelta(minutes=5)
 RECONCILED_AT = "mailchimp.reconciled_at"
+NOT_TRIED = "not tried: Mailchimp asked us to wait"
 
 
 class MailchimpUnavailable(Exception):
@@ -87,7 +89,7 @@ def _member_body(change: MailchimpChange) -> dict[str, Any]:
     if change.action == "unsubscribe":
         return {"status": "unsubscribed"}
     if change.action == "update_email":
-        return {"email_address": change.email, "status": "subscribed"}
+        return {"email_address": change.email}
     return {}
 
 
@@ -167,6 +169,7 @@ class Pusher:
         retry = {i: error for i, (outcome, error) in results.items() if outcome == "retry"}
         failed = {i: error for i, (outcome, error) in results.items() if outcome == "failed"}
         missing = [i for i, (outcome, _) in results.items() if outcome == "missing"]
+        untried = [i for i, (outcome, _) in results.items() if outcome == "untried"]
         with self.database.transaction() as session:
             queue.mark_done(session, done)
             queue.mark_moved_missing(session, missing)
@@ -174,8 +177,9 @@ class Pusher:
                 queue.mark_retry(session, [change_id], error, RETRY_DELAY)
             for change_id, error in failed.items():
                 queue.mark_failed(session, [change_id], error)
+            queue.release(session, untried, NOT_TRIED, RETRY_DELAY)
         report.pushed += len(done)
-        report.retrying += len(retry)
+        report.retrying += len(retry) + len(untried)
         report.failed += len(failed)
         report.errors.extend(f"{i}: {e}" for i, e in {**retry, **failed}.items())
 
@@ -202,7 +206,7 @@ class Pusher:
             if outcome == "retry":
                 for later in changes[changes.index(change) + 1 :]:
                     assert later.id is not None
-                    results[later.id] = ("retry", "not tried: Mailchimp asked us to wait")
+                    results[later.id] = ("untried", NOT_TRIED)
                 break
         self._record(results, report)
 
@@ -270,6 +274,7 @@ class Pusher:
 @dataclass
 class ReconcileReport:
     withdrawn: int = 0
+    unsubscribed_again: int = 0
     seen: int = 0
     requests: int = 0
 
@@ -288,14 +293,15 @@ def _moment(value: object) -> datetime | None:
 def reconcile(
     database: Database, client: Client | None = None, page: int = 1000
 ) -> ReconcileReport:
-    """Record in the ledger every unsubscribe and clean Mailchimp made since the last run."""
+    """Record in the ledger every unsubscribe and clean Mailchimp made since the last run,
+    and unsubscribe again anyone Mailchimp re-subscribed who had opted out here."""
     settings = database.settings
     client = client or make_client(settings)
     report = ReconcileReport()
     started = utcnow()
     with database.reader() as session:
         since = bookmarks.get(session, RECONCILED_AT)
-    for status in ("unsubscribed", "cleaned"):
+    for status in ("unsubscribed", "cleaned", "subscribed"):
         offset = 0
         while True:
             kwargs: dict[str, Any] = {"status": status, "count": page, "offset": offset}
@@ -311,23 +317,30 @@ def reconcile(
             for member in members:
                 report.seen += 1
                 email = member.get("email_address")
-                if not isinstance(email, str):
-                    continue
-                with database.transaction() as session:
-                    if queue.record_unsubscribe(
-                        session,
-                        email,
-                        reason=status,
-                        actor="mailchimp:reconcile",
-                        changed_at=_moment(member.get("last_changed")),
-                    ):
-                        report.withdrawn += 1
+                if isinstance(email, str):
+                    _reconcile_one(database, status, email, member, report)
             if len(members) < page:
                 break
             offset += page
     with database.transaction() as session:
         bookmarks.put(session, RECONCILED_AT, started.strftime("%Y-%m-%dT%H:%M:%S+00:00"))
     return report
+
+
+def _reconcile_one(
+    database: Database, status: str, email: str, member: dict[str, Any], report: ReconcileReport
+) -> None:
+    with database.transaction() as session:
+        if status == "subscribed":
+            report.unsubscribed_again += queue.recheck_subscribed(session, email)
+        elif queue.record_unsubscribe(
+            session,
+            email,
+            reason=status,
+            actor="mailchimp:reconcile",
+            changed_at=_moment(member.get("last_changed")),
+        ):
+            report.withdrawn += 1
 
 
 # ---- webhooks ---------------------------------------------------------------------------

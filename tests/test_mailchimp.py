@@ -20,7 +20,7 @@ from consent.timeutil import utcnow
 from mailers.mailchimp import MailchimpUnavailable, Pusher, reconcile
 from tests import factories
 from tests.fake_mailchimp import FakeMailchimp, md5
-from tests.helpers import find_anywhere
+from tests.helpers import crossing_writers_only, find_anywhere
 
 Open = Callable[..., Database]
 
@@ -353,7 +353,7 @@ def test_reconciliation_records_unsubscribes_and_cleans_since_the_last_run(
     before = len(mailchimp_fake.requests)
     assert reconcile(db).withdrawn == 0
     listing = [path for _, path in mailchimp_fake.requests[before:]]
-    assert listing == ["/3.0/lists/list123/members"] * 2
+    assert listing == ["/3.0/lists/list123/members"] * 3
 
 
 def test_an_unsubscribe_older_than_a_fresh_agreement_does_not_undo_it(
@@ -419,7 +419,8 @@ def test_webhook_unsubscribe_and_cleaned_are_withdrawals(hook_app: Flask) -> Non
     with db.transaction() as session:
         for name in ("a", "b"):
             factories.consenting(session, "newsletter", email=f"{name}@example.com")
-    base = {"data[list_id]": "list123", "fired_at": "2026-11-23 10:00:00"}
+    fired_at = (utcnow() + timedelta(seconds=2)).strftime("%Y-%m-%d %H:%M:%S")
+    base = {"data[list_id]": "list123", "fired_at": fired_at}
     assert (
         _hook(
             hook_app,
@@ -444,7 +445,7 @@ def test_webhook_unsubscribe_and_cleaned_are_withdrawals(hook_app: Flask) -> Non
             person = people.find_by_email(session, f"{name}@example.com")
             state = ledger.states_for(session, person)["newsletter"]
             assert (state.status, state.channel) == ("withdrawn", "mailchimp_webhook")
-    assert _changes(db)[-1].action == "subscribe"
+    assert [(c.action, c.status) for c in _changes(db)] == [("subscribe", "superseded")] * 2
 
 
 def test_webhook_address_change_is_a_correction(hook_app: Flask) -> None:
@@ -506,3 +507,238 @@ def test_webhook_for_an_unknown_address_is_acknowledged_and_ignored(hook_app: Fl
 
 def test_subscriber_hash_matches_mailchimp_s_definition() -> None:
     assert subscriber_hash("Urist.McVankab@freddiesjokes.com") == "62eeb292278cc15f5817cb78f7790b08"
+
+
+def _newsletter(db: Database, email: str) -> str:
+    with db.reader() as session:
+        person = people.find_by_email(session, email)
+        return ledger.states_for(session, person)["newsletter"].status
+
+
+def _withdraw_here(db: Database, person_id: int | None) -> None:
+    with db.transaction() as session:
+        ledger.withdraw(
+            session, session.get(Person, person_id), "newsletter", channel="web_form", actor="self"
+        )
+
+
+def test_an_unsubscribe_made_in_mailchimp_drops_a_subscribe_not_yet_pushed(
+    hook_app: Flask, mailchimp_fake: FakeMailchimp
+) -> None:
+    db: Database = hook_app.extensions["consent.db"]
+    with db.transaction() as session:
+        factories.consenting(session, "newsletter", email="x@example.com")
+    mailchimp_fake.add_member("x@example.com", "unsubscribed")
+    response = _hook(
+        hook_app,
+        {"type": "unsubscribe", "data[list_id]": "list123", "data[email]": "x@example.com"},
+    )
+    assert response.status_code == 200
+    assert _newsletter(db, "x@example.com") == "withdrawn"
+    _pusher(db).push()
+    assert mailchimp_fake.members[md5("x@example.com")]["status"] == "unsubscribed"
+
+
+def test_a_reconciled_unsubscribe_drops_a_subscribe_not_yet_pushed(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        factories.consenting(session, "newsletter", email="y@example.com")
+    with time_machine.travel(utcnow() + timedelta(seconds=5), tick=True):
+        mailchimp_fake.add_member("y@example.com", "unsubscribed")
+        assert reconcile(db).withdrawn == 1
+        _pusher(db).push()
+    assert mailchimp_fake.members[md5("y@example.com")]["status"] == "unsubscribed"
+
+
+def test_a_subscribe_retried_after_the_person_withdrew_is_dropped(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    """The withdrawal came while the subscribe was on its way and failed: pushed after the
+    unsubscribe, the retried subscribe would undo it."""
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        person_id = factories.consenting(session, "newsletter", email="r@example.com").id
+    real_route = mailchimp_fake.route
+    first = [True]
+
+    def route(method, path, query, data):  # type: ignore[no-untyped-def]
+        if method == "PUT" and first:
+            first.clear()
+            _withdraw_here(db, person_id)
+            return 503, {"title": "busy"}
+        return real_route(method, path, query, data)
+
+    mailchimp_fake.route = route  # type: ignore[method-assign]
+    _pusher(db).push()
+    _pusher(db).push()
+    with time_machine.travel(utcnow() + timedelta(hours=1), tick=True):
+        _pusher(db).push()
+    assert _newsletter(db, "r@example.com") == "withdrawn"
+    assert mailchimp_fake.members.get(md5("r@example.com"), {}).get("status") != "subscribed"
+    assert [(c.action, c.status) for c in _changes(db)] == [
+        ("subscribe", "superseded"),
+        ("unsubscribe", "done"),
+    ]
+
+
+def test_an_unsubscribe_webhook_older_than_a_fresh_agreement_does_not_undo_it(
+    hook_app: Flask,
+) -> None:
+    """Mailchimp sends a webhook again when it thinks the first try failed."""
+    db: Database = hook_app.extensions["consent.db"]
+    with db.transaction() as session:
+        factories.consenting(session, "newsletter", email="z@example.com")
+    fired = (utcnow() - timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S")
+    response = _hook(
+        hook_app,
+        {
+            "type": "unsubscribe",
+            "fired_at": fired,
+            "data[list_id]": "list123",
+            "data[email]": "z@example.com",
+        },
+    )
+    assert response.status_code == 200
+    assert _newsletter(db, "z@example.com") == "given"
+
+
+def test_an_unsubscribe_is_retried_through_a_long_outage_and_never_given_up(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="gone@example.com")
+    _pusher(db).push()
+    _withdraw_here(db, person.id)
+    mailchimp_fake.member_failures[md5("gone@example.com")] = 503
+    start = utcnow()
+    for hour in range(48):
+        with time_machine.travel(start + timedelta(hours=hour), tick=True):
+            _pusher(db).push()
+    unsubscribe = _changes(db)[-1]
+    assert (unsubscribe.status, unsubscribe.action) == ("pending", "unsubscribe")
+    assert mailchimp.MAX_ATTEMPTS < unsubscribe.attempts < 20
+    del mailchimp_fake.member_failures[md5("gone@example.com")]
+    with time_machine.travel(start + timedelta(hours=60), tick=True):
+        _pusher(db).push()
+    assert mailchimp_fake.members[md5("gone@example.com")]["status"] == "unsubscribed"
+
+
+def test_a_subscribe_that_keeps_failing_is_given_up_for_a_person_to_see(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    _subscribers(db, "never", 1)
+    mailchimp_fake.member_failures[md5("never0@example.com")] = 503
+    start = utcnow()
+    for hour in range(48):
+        with time_machine.travel(start + timedelta(hours=hour), tick=True):
+            _pusher(db).push()
+    [change] = _changes(db)
+    assert (change.status, change.attempts, change.email) == (
+        "failed",
+        mailchimp.MAX_ATTEMPTS,
+        None,
+    )
+
+
+def test_changes_not_tried_because_mailchimp_asked_us_to_wait_keep_their_attempts(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    _subscribers(db, "later", 3)
+    mailchimp_fake.fail_next = [429]
+    assert _pusher(db).push().retrying == 3
+    assert [c.attempts for c in _changes(db)] == [1, 0, 0]
+
+
+def test_two_pushers_never_take_the_same_change(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    """Between one pusher's read of what is due and its update, another takes the rows."""
+    from sqlalchemy import event
+
+    db = configured(**mailchimp_settings)
+    crossing_writers_only(db.engine.dialect.name)
+    other = configured(**mailchimp_settings)
+    _subscribers(db, "dup", 2)
+    taken: list[int] = []
+
+    @event.listens_for(db.engine, "before_cursor_execute")
+    def meanwhile(conn, cursor, statement, params, context, many):  # type: ignore[no-untyped-def]
+        claiming = statement.startswith("UPDATE mailchimp_change") and "attempts" in statement
+        if claiming and not taken:
+            with other.transaction() as session:
+                taken.extend(c.id for c in mailchimp.claim(session, 10))
+
+    with db.transaction() as session:
+        mine = [c.id for c in mailchimp.claim(session, 10)]
+    assert len(taken) == 2 and mine == []
+
+
+def test_mailchimp_moving_a_member_takes_a_queued_unsubscribe_to_the_new_address(
+    hook_app: Flask, mailchimp_fake: FakeMailchimp
+) -> None:
+    db: Database = hook_app.extensions["consent.db"]
+    with db.transaction() as session:
+        person_id = factories.consenting(session, "newsletter", email="old@example.com").id
+    _pusher(db).push()
+    _withdraw_here(db, person_id)
+    mailchimp_fake._patch(md5("old@example.com"), {"email_address": "new@example.com"})
+    upemail = {
+        "type": "upemail",
+        "data[list_id]": "list123",
+        "data[old_email]": "old@example.com",
+        "data[new_email]": "new@example.com",
+    }
+    assert _hook(hook_app, upemail).status_code == 200
+    _pusher(db).push()
+    assert _newsletter(db, "new@example.com") == "withdrawn"
+    assert mailchimp_fake.members[md5("new@example.com")]["status"] == "unsubscribed"
+
+
+@pytest.mark.parametrize("erased", [False, True])
+def test_someone_mailchimp_subscribes_again_after_they_opted_out_is_unsubscribed(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp, erased: bool
+) -> None:
+    """An import into the audience, or Mailchimp's own form, is not consent given here."""
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="w@example.com")
+        factories.consenting(session, "newsletter", email="keeps@example.com")
+        ledger.withdraw(session, person, "newsletter", channel="web_form", actor="self")
+        if erased:
+            people.erase(session, person, channel="web_form", actor="self")
+    _pusher(db).push()
+    reconcile(db)
+    with time_machine.travel(utcnow() + timedelta(minutes=5), tick=True):
+        mailchimp_fake.add_member("w@example.com", "subscribed")
+        mailchimp_fake.add_member("stranger@example.com", "subscribed")
+    with time_machine.travel(utcnow() + timedelta(hours=1), tick=True):
+        assert reconcile(db).unsubscribed_again == 1
+        _pusher(db).push()
+    assert mailchimp_fake.members[md5("w@example.com")]["status"] == "unsubscribed"
+    assert mailchimp_fake.members[md5("keeps@example.com")]["status"] == "subscribed"
+    assert mailchimp_fake.members[md5("stranger@example.com")]["status"] == "subscribed"
+
+
+def test_an_address_change_here_keeps_an_unsubscribe_made_in_mailchimp(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    """The webhook was lost, so we still hold them as agreeing when they change address."""
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        person_id = factories.consenting(session, "newsletter", email="m1@example.com").id
+    _pusher(db).push()
+    reconcile(db)
+    with time_machine.travel(utcnow() + timedelta(minutes=1), tick=True):
+        mailchimp_fake._patch(md5("m1@example.com"), {"status": "unsubscribed"})
+    with time_machine.travel(utcnow() + timedelta(minutes=2), tick=True):
+        _change_email(db, person_id, "m2@example.com")
+        _pusher(db).push()
+    assert mailchimp_fake.members[md5("m2@example.com")]["status"] == "unsubscribed"
+    with time_machine.travel(utcnow() + timedelta(hours=1), tick=True):
+        reconcile(db)
+    assert _newsletter(db, "m2@example.com") == "withdrawn"

@@ -565,7 +565,9 @@ def _after_change(
     from consent.services import mailchimp, panels
 
     purpose_key, action, channel, at = change.purpose_key, change.action, change.channel, change.at
-    if purpose_key == "newsletter" and channel != mailchimp.CHANNEL:
+    if purpose_key == "newsletter" and channel == mailchimp.CHANNEL:
+        mailchimp.drop_subscribes(session, person)
+    elif purpose_key == "newsletter":
         if action in ("given", "renewed"):
             mailchimp.queue_subscribe(session, person, at)
         else:

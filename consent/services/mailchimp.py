@@ -24,6 +24,10 @@ from consent.validation import without_addresses
 LEASE = timedelta(minutes=15)
 MAX_ATTEMPTS = 10
 CHANNEL = "mailchimp_webhook"
+#: Changes that stop mail: they are retried for as long as it takes, never given up.
+STOPPING = ("unsubscribe", "delete")
+#: The longest wait between two tries of one change.
+LONGEST_WAIT = timedelta(hours=6)
 
 
 def subscriber_hash(email: str) -> str:
@@ -107,11 +111,40 @@ def queue_delete(session: Session, person_id: int, email: str) -> None:
     )
 
 
+def drop_subscribes(session: Session, person: Person) -> None:
+    """Mailchimp itself unsubscribed the person: a subscribe of theirs not yet pushed must
+    not undo that. Nothing is queued, since Mailchimp already holds them as unsubscribed."""
+    table = MailchimpChange.__table__
+    theirs = [table.c.person_id == person.id]
+    if person.email:
+        theirs.append(table.c.subscriber_hash == subscriber_hash(person.email))
+    session.execute(
+        update(table)
+        .where(or_(*theirs), table.c.status == "pending", table.c.action == "subscribe")
+        .values(status="superseded", email=None, name=None, subscriber_hash=None, done_at=utcnow())
+    )
+
+
+def follow_address(session: Session, old_email: str, new_email: str) -> None:
+    """Mailchimp moved a member to a new address: changes waiting for the old one go to
+    the new one, where Mailchimp now has the member."""
+    table = MailchimpChange.__table__
+    session.execute(
+        update(table)
+        .where(table.c.subscriber_hash == subscriber_hash(old_email), table.c.status == "pending")
+        .values(
+            subscriber_hash=subscriber_hash(new_email),
+            email=case((table.c.action == "subscribe", new_email), else_=table.c.email),
+        )
+    )
+
+
 def queue_email_change(
     session: Session, person: Person, old_email: str, new_email: str, opt_in_at: datetime | None
 ) -> None:
-    """Move the member to the new address, still subscribed. If Mailchimp never had them
-    (the first subscribe had not been pushed), the pusher subscribes the new address."""
+    """Move the member to the new address, keeping whatever status Mailchimp holds: one who
+    unsubscribed there stays unsubscribed. If Mailchimp never had them (the first subscribe
+    had not been pushed), the pusher subscribes the new address."""
     if enabled(session):
         _queue(
             session,
@@ -125,14 +158,20 @@ def queue_email_change(
 
 
 def claim(session: Session, limit: int, now: datetime | None = None) -> list[MailchimpChange]:
-    """Take due changes in order; a pusher that died leaves them to be retaken after a lease."""
+    """Take due changes in order; a pusher that died leaves them to be retaken after a lease.
+
+    Only the changes this call's update won are returned: another pusher may take some of
+    the same rows between the read and the update.
+    """
     now = now or utcnow()
     table = MailchimpChange.__table__
-    session.execute(
+    stale = session.execute(
         update(table)
         .where(table.c.status == "pushing", table.c.claimed_at < now - LEASE)
         .values(status="pending")
+        .returning(table.c.id)
     )
+    _supersede_overtaken(session, list(stale.scalars()), now)
     due = (
         select(table.c.id)
         .where(table.c.status == "pending", table.c.next_attempt_at <= now)
@@ -142,11 +181,13 @@ def claim(session: Session, limit: int, now: datetime | None = None) -> list[Mai
     ids = list(session.execute(due).scalars())
     if not ids:
         return []
-    session.execute(
+    won = session.execute(
         update(table)
         .where(table.c.id.in_(ids), table.c.status == "pending")
         .values(status="pushing", claimed_at=now, attempts=table.c.attempts + 1)
+        .returning(table.c.id)
     )
+    ids = list(won.scalars())
     return list(
         session.execute(
             select(MailchimpChange).where(MailchimpChange.id.in_(ids)).order_by(MailchimpChange.id)
@@ -173,10 +214,38 @@ def mark_done(session: Session, ids: list[int], now: datetime | None = None) -> 
     )
 
 
+def _supersede_overtaken(session: Session, ids: list[int], now: datetime) -> None:
+    """A change going back to the queue is dropped if a later one for the same member (the
+    same address) was queued meanwhile: pushed after it, the old change would undo the newer one (a
+    subscribe retried after the person withdrew)."""
+    if not ids:
+        return
+    table = MailchimpChange.__table__
+    later = MailchimpChange.__table__.alias("later")
+    newer = (
+        select(later.c.id)
+        .where(later.c.id > table.c.id, later.c.subscriber_hash == table.c.subscriber_hash)
+        .exists()
+    )
+    session.execute(
+        update(table)
+        .where(table.c.id.in_(ids), table.c.status == "pending", newer)
+        .values(status="superseded", email=None, name=None, subscriber_hash=None, done_at=now)
+    )
+
+
+def wait_before(attempts: int, first: timedelta) -> timedelta:
+    """Each failed try doubles the wait, up to a few hours, so a long outage is ridden out
+    without hammering Mailchimp."""
+    return min(first * 2 ** max(attempts - 1, 0), LONGEST_WAIT)
+
+
 def mark_retry(
     session: Session, ids: list[int], error: str, delay: timedelta, now: datetime | None = None
 ) -> None:
-    """Try again later; after too many attempts the change shows as failed for a person to see."""
+    """Try again later. A subscribe or address change that keeps failing shows as failed for
+    a person to see; an unsubscribe or delete is retried until it goes, since giving up
+    would leave Mailchimp mailing someone who asked it to stop."""
     now = now or utcnow()
     for change in session.execute(
         select(MailchimpChange).where(
@@ -184,11 +253,35 @@ def mark_retry(
         )
     ).scalars():
         change.last_error = without_addresses(error)[:1000]
-        change.status = "failed" if change.attempts >= MAX_ATTEMPTS else "pending"
-        change.next_attempt_at = now + delay
+        gives_up = change.attempts >= MAX_ATTEMPTS and change.action not in STOPPING
+        change.status = "failed" if gives_up else "pending"
+        change.next_attempt_at = now + wait_before(change.attempts, delay)
         if change.status == "failed":
             change.email = change.name = None
     session.flush()
+    _supersede_overtaken(session, list(ids), now)
+
+
+def release(
+    session: Session, ids: list[int], error: str, delay: timedelta, now: datetime | None = None
+) -> None:
+    """Changes not tried because Mailchimp asked us to wait: back in the queue, and the
+    attempt they were charged when claimed is given back."""
+    if not ids:
+        return
+    now = now or utcnow()
+    table = MailchimpChange.__table__
+    session.execute(
+        update(table)
+        .where(table.c.id.in_(ids), table.c.status == "pushing")
+        .values(
+            status="pending",
+            attempts=table.c.attempts - 1,
+            last_error=error,
+            next_attempt_at=now + delay,
+        )
+    )
+    _supersede_overtaken(session, list(ids), now)
 
 
 def mark_failed(session: Session, ids: list[int], error: str) -> None:
@@ -266,6 +359,25 @@ def record_unsubscribe(
     return event is not None
 
 
+def recheck_subscribed(session: Session, email: str) -> bool:
+    """Mailchimp holds this address as subscribed (someone imported it there, or it came in
+    through Mailchimp's own form). If the person opted out here, or was erased after opting
+    out, unsubscribe them again: nobody is mailed after opting out unless they agree here."""
+    if not enabled(session):
+        return False
+    person = people.find_by_email(session, email)
+    if person is None:
+        if not people.is_suppressed(session, email):
+            return False
+        _queue(session, "unsubscribe", subscriber_hash(email), None)
+        return True
+    state = ledger.get_state(session, person, notices.get_purpose(session, "newsletter"))
+    if state is None or state.status not in ("withdrawn", "expired"):
+        return False
+    queue_unsubscribe(session, person)
+    return True
+
+
 def record_email_change(session: Session, old_email: str, new_email: str, *, actor: str) -> bool:
     """The person changed their address in Mailchimp: correct it here too. Links sent to
     the old address stop working, as when they change it on their preferences page."""
@@ -282,6 +394,7 @@ def record_email_change(session: Session, old_email: str, new_email: str, *, act
     )
     if changed:
         people.revoke_links(person)
+        follow_address(session, old_email, new_email)
     return changed
 
 

@@ -44,6 +44,7 @@ def mailchimp_webhook(secret: str) -> Response | tuple[str, int]:
                     event.email,
                     reason=event.reason or event.type,
                     actor="mailchimp:webhook",
+                    changed_at=event.fired_at,
                 )
             elif event.type == "upemail" and event.old_email and event.new_email:
                 mailchimp.record_email_change(
