@@ -962,6 +962,33 @@ def test_no_invitation_goes_to_someone_who_asked_us_to_stop_or_to_a_closed_panel
         assert session.execute(select(func.count()).select_from(Person)).scalar() == 0
 
 
+def test_a_member_who_withdrew_panel_contact_is_not_invited_again(app: Flask) -> None:
+    """Leaving by 'stop' is an opt-out from panel contact, not only from one panel."""
+    db = _db(app)
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        other = factories.panel(session, name="Another panel")
+        member = factories.member(session, panel, factories.person(session, "leaver@example.com"))
+        leaver = session.get(Person, member.person_id)
+        preferences.unsubscribe(session, leaver, "panel_contact", one_click=False)
+        expired = factories.member(session, panel, factories.person(session, "old@example.com"))
+        ledger.expire(
+            session, session.get(Person, expired.person_id), "panel_contact", actor="system"
+        )
+        panel_id, other_id = panel.id, other.id
+    client = staff_client(app, "coordinator")
+    for target in (panel_id, other_id):
+        path = f"/admin/panels/{target}"
+        refused = _post(client, path, path + "/invite", {"email": "leaver@example.com"})
+        assert "asked us to stop contacting them about panels" in html.unescape(
+            text(client.get(refused.location))
+        )
+    assert mails(db, "leaver@example.com", "panel_invitation") == []
+    path = f"/admin/panels/{other_id}"
+    _post(client, path, path + "/invite", {"email": "old@example.com"})
+    assert len(mails(db, "old@example.com", "panel_invitation")) == 1
+
+
 def _panel(app: Flask, panel_id: int) -> Panel:
     with _db(app).reader() as session:
         return session.get(Panel, panel_id)

@@ -548,6 +548,11 @@ def invite(session: Session, panel: Panel, *, email: str, name: str | None) -> P
     person = people.find_or_create(session, email, name=name)
     if people.declined_invitations(session, person):
         raise Conflict("This person asked not to be invited to panels, so they cannot be invited.")
+    if _withdrew_panel_contact(session, person):
+        raise Conflict(
+            "This person asked us to stop contacting them about panels, so they cannot be "
+            "invited. They can join again themselves from the panels page."
+        )
     until = utcnow() + timedelta(seconds=settings_of(session).link_max_age["join"], hours=1)
     person.invited_until = max(person.invited_until or until, until)
     if person.review_at is not None and person.review_at < until:
@@ -568,6 +573,15 @@ def invite(session: Session, panel: Panel, *, email: str, name: str | None) -> P
     if queued is None and people.is_suppressed(session, person.email or ""):
         raise Conflict("This person asked not to be contacted, so they cannot be invited.")
     return person
+
+
+def _withdrew_panel_contact(session: Session, person: Person) -> bool:
+    """A member who withdrew panel contact opted out of being contacted about panels at all;
+    only their own fresh agreement (joining again) lifts that."""
+    if person.id is None:
+        return False
+    state = ledger.get_state(session, person, notices.get_purpose(session, ledger.PANEL_CONTACT))
+    return state is not None and state.status == "withdrawn"
 
 
 #: How the invitation says where a session is when no place was given.
