@@ -723,6 +723,35 @@ def test_consent_taken_by_phone_records_the_wording_the_page_showed(
     assert event.wording == "Read out to them: You may email me about workshops."
 
 
+def test_a_member_phoning_to_stay_on_a_panel_restarts_the_two_year_clock(app: Flask) -> None:
+    from tests.web import hidden_fields
+
+    db = _db(app)
+    with time_machine.travel(utcnow() - timedelta(days=700), tick=False), db.transaction() as s:
+        member = factories.member(s, factories.panel(s), factories.person(s, "old@example.com"))
+        public_id = s.get(Person, member.person_id).public_id
+    with db.reader() as session:
+        before = session.execute(select(PanelMembership.expires_at)).scalar_one()
+    client = staff_client(app, "coordinator")
+    page = f"/admin/people/{public_id}"
+    form = {
+        **hidden_fields(text(client.get(page))),
+        "purpose": "panel_contact",
+        "action": "Agree",
+        "note": "Phoned today; read the notice; wants to stay on",
+    }
+    done = client.post(page + "/consent", data=form)
+    assert "Nothing changed" not in text(client.get(done.location))
+    with db.reader() as session:
+        after = session.execute(select(PanelMembership.expires_at)).scalar_one()
+        event = ledger.events_for(session, session.get(Person, member.person_id))[-1]
+        logged = session.execute(select(AuditEvent.detail).order_by(AuditEvent.id.desc())).first()
+    assert after > before + timedelta(days=600)
+    assert (event.action, event.channel) == ("renewed", "admin")
+    assert event.wording.startswith("Read out to them: ")
+    assert json.loads(logged[0])["change"] == "renewed"
+
+
 def test_the_consent_timeline_shows_the_version_of_the_notice_not_its_id(
     app: Flask, world: dict[str, str]
 ) -> None:

@@ -20,7 +20,7 @@ from sqlmodel import Session
 
 from consent.config import Settings
 from consent.db import Database
-from consent.errors import Conflict, Erased
+from consent.errors import Conflict, Erased, NotConsented
 from consent.models import (
     Booking,
     ConsentEvent,
@@ -894,25 +894,47 @@ def test_recordings_consent_ends_when_panel_contact_runs_out(db: Database) -> No
     assert report.removed["people_erased"] == 1
 
 
-def test_renewing_after_expiry_is_refused_clearly(app: Flask, db: Database) -> None:
+@pytest.mark.parametrize("swept", [True, False])
+def test_renewing_after_expiry_is_refused_clearly(app: Flask, db: Database, swept: bool) -> None:
+    """Also in the hour before the sweep records the expiry: the limit itself has passed."""
     from consent import links
 
     start = utcnow()
     with time_machine.travel(start, tick=False):
         person_id = _member(db)
-    with db.reader() as session:
+    with time_machine.travel(start + TWO_YEARS - timedelta(days=1)), db.reader() as session:
         token = links.make_token(
             db.settings, session.get(Person, person_id), "renew", purpose="panel_contact"
         )
-    with (
-        time_machine.travel(start + TWO_YEARS + timedelta(days=1), tick=False),
-        db.transaction() as session,
-    ):
-        ledger.expire_many(session, now=utcnow(), limit=10)
-    client = app.test_client()
-    page = client.get(f"/renew/{token}")
-    response = client.post(f"/renew/{token}", data=hidden_fields(page_text(page)))
+    with time_machine.travel(start + TWO_YEARS + timedelta(minutes=40), tick=False):
+        if swept:
+            with db.transaction() as session:
+                ledger.expire_many(session, now=utcnow(), limit=10)
+        client = app.test_client()
+        page = client.get(f"/renew/{token}")
+        response = client.post(f"/renew/{token}", data=hidden_fields(page_text(page)))
     assert response.status_code == 409 and "already ended" in page_text(response)
+    with db.reader() as session:
+        events = ledger.events_for(session, session.get(Person, person_id))
+        assert "renewed" not in [event.action for event in events]
+
+
+def test_consent_past_its_limit_is_not_in_force_and_can_be_given_afresh(db: Database) -> None:
+    """Before the hourly sweep records the expiry, the state still says given."""
+    start = utcnow()
+    with time_machine.travel(start, tick=False):
+        person_id = _member(db)
+    later = start + TWO_YEARS + timedelta(minutes=1)
+    with time_machine.travel(later, tick=False), db.transaction() as session:
+        person = session.get(Person, person_id)
+        assert ledger.states_for(session, person)["panel_contact"].status == "given"
+        assert not ledger.has_consent(session, person, "panel_contact")
+        with pytest.raises(NotConsented):
+            ledger.renew(session, person, "panel_contact", channel="web_form", actor="self")
+        event = ledger.give(session, person, "panel_contact", channel="web_form", actor="self")
+        assert event is not None and event.action == "given"
+        state = ledger.states_for(session, person)["panel_contact"]
+        assert state.expires_at > later + timedelta(days=700)
 
 
 def test_a_phone_number_goes_with_the_last_panel_membership(db: Database) -> None:

@@ -90,8 +90,11 @@ def record_on_behalf(
     """Consent or a withdrawal given by phone or in person; a note saying how is required.
 
     ``shown`` is the notice the page showed staff to read out: consent points at it, and
-    is refused if a newer one was published since, which the person has not heard.
+    is refused if a newer one was published since, which the person has not heard. Agreeing
+    to a time-limited consent already in force renews it: a member phoning to stay on a
+    panel restarts the two-year clock.
     """
+    change = "given" if agree else "withdrawn"
     if agree:
         purpose = notices.get_purpose(session, purpose_key)
         current = notices.current_notice(session, purpose)
@@ -101,7 +104,10 @@ def record_on_behalf(
                 "The wording for this has changed since the page was opened. "
                 "Read the new wording to them, then record it again.",
             )
-        event = ledger.give(
+        record = ledger.give
+        if purpose.max_age_days and ledger.has_consent(session, person, purpose_key):
+            record, change = ledger.renew, "renewed"
+        event = record(
             session,
             person,
             purpose_key,
@@ -125,7 +131,7 @@ def record_on_behalf(
             "consent.recorded_on_behalf",
             person,
             purpose=purpose_key,
-            change="given" if agree else "withdrawn",
+            change=change,
         )
     return event is not None
 

@@ -874,7 +874,9 @@ def give(
         from consent.services import people
 
         people.lift_suppression(session, person.email or "")
-    if ctx.state_status == "given" and (ctx.state_notice_id == seen.id or seen.older):
+    at = at or utcnow()
+    unchanged = ctx.state_notice_id == seen.id or seen.older
+    if ctx.state_status == "given" and unchanged and not _lapsed(session, person, ctx, at):
         return None
     assert seen.id is not None
     return _append(
@@ -888,8 +890,15 @@ def give(
         actor=actor,
         wording=shown,
         note=note,
-        at=at or utcnow(),
+        at=at,
     )
+
+
+def _lapsed(session: Session, person: Person, ctx: _Context, at: datetime) -> bool:
+    """Consent shown as given whose time limit has passed, before the hourly sweep has
+    recorded its expiry: it is no longer in force."""
+    state = session.get(ConsentState, (person.id, ctx.purpose_id))
+    return state is not None and state.expires_at is not None and state.expires_at <= at
 
 
 def withdraw(
@@ -949,7 +958,8 @@ def renew(
     actor = _check_actor(actor)
     note = _check_note(channel, note)
     ctx = _load_context(session, person, purpose_key)
-    if ctx.state_status != "given":
+    at = at or utcnow()
+    if ctx.state_status != "given" or _lapsed(session, person, ctx, at):
         raise NotConsented(
             f"There is no consent in force for {ctx.purpose_title.lower()} to renew. "
             "Ask the person to agree again."
@@ -972,7 +982,7 @@ def renew(
         actor=actor,
         wording=_wording(wording, seen.statement),
         note=note,
-        at=at or utcnow(),
+        at=at,
     )
 
 
@@ -1024,9 +1034,13 @@ def _states_query() -> Any:
 
 
 def has_consent(session: Session, person: Person, purpose_key: str) -> bool:
+    """Whether consent is in force: given, and its time limit not passed (the sweep that
+    records expiry runs hourly)."""
     purpose = notices.get_purpose(session, purpose_key)
     state = get_state(session, person, purpose)
-    return state is not None and state.status == "given"
+    if state is None or state.status != "given":
+        return False
+    return state.expires_at is None or state.expires_at > utcnow()
 
 
 def events_for(session: Session, person: Person) -> list[ConsentEvent]:
