@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import datetime, timedelta
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from consent.errors import InvalidInput
+from consent.timeutil import utcnow
 
 EMAIL_MAX = 254
 NAME_MAX = 200
@@ -45,6 +47,23 @@ def without_addresses(text: str) -> str:
     Relays and APIs quote the address they refused; those messages outlive the person.
     """
     return _ADDRESS.sub("[email]", text)
+
+
+#: How far ahead a workshop or panel session may be set: a mistyped year must not put it,
+#: and the keep time of those who booked, decades away.
+FURTHEST_AHEAD = timedelta(days=5 * 366)
+#: How far back a panel session may be added, for one recorded after it happened.
+FURTHEST_BACK = timedelta(days=366)
+
+
+def check_meeting_date(starts_at: datetime, *, back: timedelta | None = None) -> None:
+    """Refuse a date no coordinator can have meant: beyond five years ahead, or, when
+    ``back`` is given, further back than that."""
+    now = utcnow()
+    if starts_at > now + FURTHEST_AHEAD:
+        raise InvalidInput("starts_at", "The date must be within the next five years.")
+    if back is not None and starts_at < now - back:
+        raise InvalidInput("starts_at", "The date must be within the last year.")
 
 
 def whole_number(value: str | None, *, most: int = ID_MAX) -> int | None:

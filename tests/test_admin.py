@@ -23,6 +23,7 @@ from sqlalchemy import text as sql
 from consent import create_app
 from consent.config import Settings
 from consent.db import Database
+from consent.errors import Conflict
 from consent.models import (
     AdminUser,
     Attendance,
@@ -35,6 +36,8 @@ from consent.models import (
     Person,
     RightsRequest,
     SessionNote,
+    StatCounter,
+    Workshop,
 )
 from consent.services import (
     admin_users,
@@ -1203,6 +1206,137 @@ def test_no_one_is_counted_as_attending_a_cancelled_workshop(app: Flask) -> None
     assert "This workshop was cancelled" in text(client.get(path))
     with db.reader() as session:
         assert reports.table(session, "attendance", start=month, end=month) == []
+
+
+def test_attendance_waits_until_the_workshop_has_started(app: Flask) -> None:
+    """Marked beforehand, then cancelled, the workshop would count someone as attending
+    a workshop that never took place."""
+    db = _db(app)
+    with db.transaction() as session:
+        workshop = factories.workshop(session, days=2)
+        booked = factories.booking(session, workshop, "booked@example.com").id
+        workshop_id, month = workshop.id, reports.period_of(workshop.starts_at)
+    client = staff_client(app, "coordinator")
+    path = f"/admin/workshops/{workshop_id}"
+    _post(client, path, path + "/attendance", {"booking": str(booked), "attended": "yes"})
+    assert "once the workshop has started" in text(client.get(path))
+    with time_machine.travel(utcnow() + timedelta(days=2, minutes=5)), db.transaction() as session:
+        workshops.set_attended(session, workshops.get_workshop(session, workshop_id), booked, True)
+    with db.reader() as session:
+        assert [c.count for c in reports.table(session, "attendance", start=month, end=month)] == [
+            1
+        ]
+
+
+def test_correcting_a_finished_workshop_s_date_takes_its_attendance_to_the_new_month(
+    app: Flask,
+) -> None:
+    db = _db(app)
+    start = datetime(2027, 3, 30, 10, tzinfo=UTC)
+    made = datetime(2027, 3, 28, 9, tzinfo=UTC)
+    with time_machine.travel(made, tick=False), db.transaction() as session:
+        workshop = workshops.create_workshop(
+            session,
+            title="Sleep",
+            description="Bedtimes.",
+            starts_at=start,
+            ends_at=start + timedelta(hours=1),
+            capacity=5,
+            location="Online",
+        )
+        workshop_id = workshop.id
+        booking_id = factories.booking(session, workshop).id
+    with time_machine.travel(datetime(2027, 4, 3, 9, tzinfo=UTC), tick=False):
+        with db.transaction() as session:
+            workshops.set_attended(
+                session, workshops.get_workshop(session, workshop_id), booking_id, True
+            )
+        with db.transaction() as session:
+            found = workshops.get_workshop(session, workshop_id)
+            new = datetime(2027, 4, 1, 10, tzinfo=UTC)
+            workshops.update_workshop(
+                session,
+                found,
+                title=found.title,
+                description=found.description,
+                starts_at=new,
+                ends_at=new + timedelta(hours=1),
+                capacity=found.capacity,
+                location=found.location,
+            )
+    with db.reader() as session:
+        march = reports.table(session, "attendance", start="2027-03", end="2027-03")
+        april = reports.table(session, "attendance", start="2027-04", end="2027-04")
+        assert sum(c.count for c in march) == 0
+        assert [c.count for c in april] == [1]
+    later = datetime(2027, 4, 3, 10, tzinfo=UTC)
+    with time_machine.travel(later, tick=False), db.transaction() as session:
+        workshop = workshops.get_workshop(session, workshop_id)
+        workshops.set_attended(session, workshop, booking_id, False)
+    with db.reader() as session:
+        april = reports.table(session, "attendance", start="2027-04", end="2027-04")
+        assert sum(c.count for c in april) == 0 and all(c.count >= 0 for c in april)
+
+
+@pytest.mark.parametrize("cancelled", ["booking", "workshop"])
+def test_no_feedback_for_a_cancelled_place_or_before_the_workshop(
+    app: Flask, cancelled: str
+) -> None:
+    db = _db(app)
+    with db.transaction() as session:
+        workshop = factories.workshop(session, days=3)
+        booking = factories.booking(session, workshop)
+        person_id, booking_id = booking.person_id, booking.id
+    with db.transaction() as session:
+        person = session.get(Person, person_id)
+        with pytest.raises(Conflict, match="once it has taken place"):
+            workshops.record_evaluation(session, person, booking_id, rating="Useful", comments=None)
+        if cancelled == "booking":
+            preferences.cancel_booking(session, person, booking_id)
+        else:
+            workshops.cancel_workshop(session, workshops.get_workshop(session, workshop.id))
+    with (
+        time_machine.travel(utcnow() + timedelta(days=4)),
+        db.transaction() as session,
+        pytest.raises(Conflict, match="was cancelled"),
+    ):
+        workshops.record_evaluation(
+            session, session.get(Person, person_id), booking_id, rating="Useful", comments=None
+        )
+    with db.reader() as session:
+        assert (
+            session.execute(
+                select(StatCounter).where(StatCounter.metric == "workshop.evaluated")
+            ).first()
+            is None
+        )
+
+
+def test_workshops_and_sessions_far_in_the_future_or_past_are_refused(app: Flask) -> None:
+    client = staff_client(app, "coordinator")
+    form = {
+        "title": "T",
+        "description": "D",
+        "starts_at": "9999-12-31 22:00",
+        "ends_at": "9999-12-31 23:00",
+        "capacity": "5",
+        "location": "Online",
+    }
+    refused = _post(client, "/admin/workshops/new", "/admin/workshops/new", form)
+    assert refused.status_code == 400 and "within the next five years" in text(refused)
+    with _db(app).transaction() as session:
+        panel_id = factories.panel(session).id
+    path = f"/admin/panels/{panel_id}"
+    for when, message in (
+        ("9999-12-31 18:30", "within the next five years"),
+        ("1900-01-01 18:30", "within the last year"),
+    ):
+        data = {"title": "Extra", "starts_at": when, "format": "online"}
+        _post(client, path, path + "/sessions", data)
+        assert message in text(client.get(path))
+    with _db(app).reader() as session:
+        assert session.execute(select(func.count()).select_from(Workshop)).scalar() == 0
+        assert session.execute(select(func.count()).select_from(PanelSession)).scalar() == 0
 
 
 def test_panel_attendance_needs_an_answer(app: Flask) -> None:

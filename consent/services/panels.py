@@ -33,7 +33,13 @@ from consent.options import PREFER_NOT_TO_SAY, options
 from consent.prepared import Prepared
 from consent.services import ledger, notices, reports
 from consent.timeutil import london_datetime, utcnow
-from consent.validation import TEXT_MAX, clean_text, normalise_postcode
+from consent.validation import (
+    FURTHEST_BACK,
+    TEXT_MAX,
+    check_meeting_date,
+    clean_text,
+    normalise_postcode,
+)
 
 
 def _destroy_member_data(session: Session, membership_ids: list[int]) -> int:
@@ -403,6 +409,7 @@ def create_session(
         raise InvalidInput("format", "Select whether the session is online, in person or both.")
     if starts_at.tzinfo is None:
         raise InvalidInput("starts_at", "Enter the date and time of the session.")
+    check_meeting_date(starts_at, back=FURTHEST_BACK)
     item = PanelSession(
         panel_id=panel.id,
         title=clean_text(title, field="title", label="a title", required=True),

@@ -15,7 +15,7 @@ from consent.models import Booking, Person, Workshop
 from consent.options import options
 from consent.services import people, reports
 from consent.timeutil import london_datetime, utcnow
-from consent.validation import TEXT_MAX, clean_text, normalise_email
+from consent.validation import TEXT_MAX, check_meeting_date, clean_text, normalise_email
 
 #: The once-only key of each booker's cancellation email is this and the booking id.
 CANCELLED_ONCE = "workshop-cancelled"
@@ -31,6 +31,7 @@ def _check_times(starts_at: datetime, ends_at: datetime, *, upcoming: bool) -> N
         raise InvalidInput("starts_at", "Enter the date and time of the workshop.")
     if upcoming and starts_at <= utcnow():
         raise InvalidInput("starts_at", "The start time must be in the future.")
+    check_meeting_date(starts_at)
     if ends_at <= starts_at:
         raise InvalidInput("ends_at", "The workshop must end after it starts.")
     if ends_at - starts_at > LONGEST:
@@ -211,6 +212,10 @@ def record_evaluation(
     workshop = session.get(Workshop, booking.workshop_id)
     if workshop is None or workshop.evaluation_closed_at is not None:
         raise Conflict("Feedback for this workshop has closed. Thank you all the same.")
+    if booking.cancelled_at is not None or workshop.status == "cancelled":
+        raise Conflict("This booking was cancelled, so there is no workshop to give feedback on.")
+    if workshop.starts_at > utcnow():
+        raise Conflict("You can tell us how the workshop went once it has taken place.")
     if rating not in RATINGS:
         raise InvalidInput("rating", "Select how useful the workshop was.")
     cleaned = clean_text(
@@ -292,6 +297,7 @@ def update_workshop(
         )
         or workshop.location
     )
+    _move_attendance(session, workshop, starts_at)
     workshop.starts_at, workshop.ends_at, workshop.capacity = starts_at, ends_at, capacity
     session.flush()
     told = 0
@@ -300,6 +306,21 @@ def update_workshop(
             session, workshop, "workshop_changed", workshop_location=workshop.location
         )
     return workshop, told
+
+
+def _move_attendance(session: Session, workshop: Workshop, starts_at: datetime) -> None:
+    """Attendance is counted in the workshop's month: a corrected date takes the count to
+    the new month, so a later correction there never leaves the old month counting it."""
+    came = session.execute(
+        select(func.count())
+        .select_from(Booking)
+        .where(Booking.workshop_id == workshop.id, Booking.attended.is_(True))
+    ).scalar_one()
+    moved = reports.period_of(starts_at) != reports.period_of(workshop.starts_at)
+    if came and moved:
+        scope = f"workshop:{workshop.id}"
+        reports.count(session, "workshop.attended", scope=scope, at=workshop.starts_at, by=-came)
+        reports.count(session, "workshop.attended", scope=scope, at=starts_at, by=came)
 
 
 def bookings_of(session: Session, workshop: Workshop) -> list[Booking]:
@@ -388,6 +409,8 @@ def set_attended(session: Session, workshop: Workshop, booking_id: int, attended
         raise Conflict("This workshop was cancelled, so no one attended it.")
     if booking.cancelled_at is not None:
         raise Conflict("That booking was cancelled, so attendance cannot be recorded for it.")
+    if workshop.starts_at > utcnow():
+        raise Conflict("You can record who came once the workshop has started.")
     if bool(booking.attended) != attended:
         reports.count(
             session,
