@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import itertools
 import json
 import re
 import stat
@@ -17,6 +18,8 @@ import pytest
 import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy import text as sql
 
@@ -1867,6 +1870,80 @@ def test_reports_suppress_small_numbers(app: Flask) -> None:
     )
     assert "Nothing recorded" not in text(switched) and ">6<" in text(switched)
     assert '<option value="all" selected>' in switched.get_data(as_text=True)
+
+
+def _possible(counts: list[int], withheld: set[int]) -> list[tuple[int, ...]]:
+    """Every set of withheld counts a reader could not rule out, knowing the total, the
+    counts shown, and that a suppressed one is 1 to 4 and a withheld larger one 5 or more."""
+    hidden = sorted(withheld)
+    total = sum(counts[i] for i in hidden)
+    ranges = [range(1, 5) if counts[i] < 5 else range(5, total + 1) for i in hidden]
+    return [combo for combo in itertools.product(*ranges) if sum(combo) == total]
+
+
+@given(st.lists(st.integers(min_value=1, max_value=14), min_size=2, max_size=5))
+@settings(max_examples=300, deadline=None)
+def test_no_withheld_count_can_be_worked_out_from_the_total(counts: list[int]) -> None:
+    withheld = {i for i, n in enumerate(counts) if n < 5} | reports.withheld_too(counts)
+    if not withheld or len(withheld) == len(counts):
+        return
+    possible = _possible(counts, withheld)
+    for position in range(len(withheld)):
+        assert len({combo[position] for combo in possible}) > 1, (counts, withheld)
+
+
+def test_two_small_counts_summing_to_two_are_not_given_away(app: Flask) -> None:
+    db = _db(app)
+    _joins_by_age(db, {JANUARY: {"16 to 17": 1, "18 to 24": 1, "25 to 34": 10}})
+    assert _published_by_age(db, "2027-01", "2027-01") == {
+        "16 to 17": None,
+        "18 to 24": None,
+        "25 to 34": None,
+    }
+
+
+def test_each_view_of_a_special_category_report_is_audited(app: Flask) -> None:
+    db = _db(app)
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        for _ in range(6):
+            factories.member(session, panel, special={"ethnicity": "White"})
+    month = utcnow().astimezone(LONDON).strftime("%Y-%m")
+    query = f"report=panel_joins&dimension=ethnicity&start={month}&end={month}"
+    dpo = staff_client(app, "dpo")
+    assert "White" in dpo.get(f"/admin/reports.csv?{query}").get_data(as_text=True)
+    assert "White" in text(dpo.get(f"/admin/reports?{query}"))
+    dpo.get(f"/admin/reports?report=panel_joins&dimension=age_band&start={month}&end={month}")
+    with db.reader() as session:
+        seen = session.execute(
+            select(AuditEvent.detail).where(AuditEvent.action == "report.special_category_viewed")
+        ).scalars()
+        views = [json.loads(detail) for detail in seen]
+    assert [(v["dimension"], v["shown_as"]) for v in views] == [
+        ("ethnicity", "csv"),
+        ("ethnicity", "page"),
+    ]
+
+
+def test_correcting_a_closed_rights_request_keeps_when_it_was_closed(
+    app: Flask, world: dict[str, str]
+) -> None:
+    db = _db(app)
+    dpo = staff_client(app, "dpo")
+    path = f"/admin/rights/{world['request_id']}"
+    _post(dpo, path, path, {"status": "completed", "outcome": "Sent their export"})
+    closed = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    with db.transaction() as session:
+        session.get(RightsRequest, int(world["request_id"])).closed_at = closed
+    _post(dpo, path, path, {"status": "completed", "outcome": "Sent their export by post"})
+    with db.reader() as session:
+        request = session.get(RightsRequest, int(world["request_id"]))
+        assert (request.closed_at, request.outcome) == (closed, "Sent their export by post")
+    assert "5 January 2026" in text(dpo.get(path))
+    _post(dpo, path, path, {"status": "open", "outcome": ""})
+    _post(dpo, path, path, {"status": "refused", "outcome": "Manifestly unfounded"})
+    with db.reader() as session:
+        assert session.get(RightsRequest, int(world["request_id"])).closed_at > closed
 
 
 def _joins_by_age(db: Database, months: dict[datetime, dict[str, int]]) -> None:

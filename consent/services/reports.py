@@ -90,14 +90,38 @@ def withheld_too(counts: list[int], hidden: frozenset[int] = frozenset()) -> set
     """Positions of counts to withhold besides the small ones (and those already ``hidden``),
     for counts shown side by side.
 
-    When only one count in a breakdown is suppressed, it can be worked out from the total;
-    the next smallest is withheld as well, so it cannot.
+    The total is published, so what is withheld sums to a known figure; a small count is
+    between 1 and 4, a larger one at least 5. While that pins any withheld count down
+    (one small count alone; or two that sum to 2, so are 1 and 1), the next smallest
+    shown count is withheld as well.
     """
-    small = [i for i, n in enumerate(counts) if 0 < n < SUPPRESS_BELOW or i in hidden]
-    others = [i for i, n in enumerate(counts) if n >= SUPPRESS_BELOW and i not in hidden]
-    if len(small) != 1 or not others:
-        return set()
-    return {min(others, key=lambda i: counts[i])}
+    withheld = {i for i, n in enumerate(counts) if 0 < n < SUPPRESS_BELOW or i in hidden}
+    others = sorted(
+        (i for i, n in enumerate(counts) if n >= SUPPRESS_BELOW and i not in hidden),
+        key=lambda i: counts[i],
+    )
+    extra: set[int] = set()
+    while withheld and _pinned([counts[i] for i in withheld | extra]) and others:
+        extra.add(others.pop(0))
+    return extra
+
+
+def _pinned(withheld: list[int]) -> bool:
+    """Whether someone knowing only their sum, and that each is either 1 to 4 or 5 and
+    over, can tell any one of these counts exactly."""
+    total = sum(withheld)
+    bounds = [
+        (1, SUPPRESS_BELOW - 1) if n < SUPPRESS_BELOW else (SUPPRESS_BELOW, None) for n in withheld
+    ]
+    for position, (low, high) in enumerate(bounds):
+        rest = bounds[:position] + bounds[position + 1 :]
+        most = total - sum(lo for lo, _ in rest)
+        least = None if any(hi is None for _, hi in rest) else total - sum(hi for _, hi in rest)
+        smallest = low if least is None else max(low, least)
+        largest = most if high is None else min(high, most)
+        if smallest == largest:
+            return True
+    return False
 
 
 def shown_group(counts: list[int]) -> list[str]:

@@ -394,6 +394,8 @@ def update_request(
     actor_id: int,
     actor: str,
 ) -> RightsRequest:
+    """Save a request's status and outcome. Closing it records when; correcting a closed
+    request's outcome keeps that date, which shows the statutory deadline was met."""
     if status not in REQUEST_STATUSES:
         raise InvalidInput("status", "Select a status.")
     cleaned = clean_text(
@@ -401,9 +403,12 @@ def update_request(
     )
     if status != "open" and not cleaned:
         raise InvalidInput("outcome", "Enter the outcome before closing the request.")
+    if status == "open":
+        request.closed_at = None
+    elif request.status == "open" or request.closed_at is None:
+        request.closed_at = utcnow()
     request.status = status
     request.outcome = cleaned
-    request.closed_at = None if status == "open" else utcnow()
     if status != "open" and request.person_id is not None:
         person = loading.person_by_id.get(session, request.person_id)
         if person is not None and not person.is_erased:

@@ -12,6 +12,21 @@ from consent.web import database
 from consent.web.admin import COORDINATOR, DPO, audited, bp, roles, staff
 
 
+def _audit_special(report: str, dimension: str, start: str, end: str, shown_as: str) -> None:
+    """Each view of special category answers is audited, counts included."""
+    if service.is_special_category(dimension):
+        with database().transaction() as session:
+            audited(
+                session,
+                "report.special_category_viewed",
+                report=report,
+                dimension=dimension,
+                start=start,
+                end=end,
+                shown_as=shown_as,
+            )
+
+
 def _choices() -> tuple[str, str, str, str]:
     this_month = service.period_of(utcnow())
     report = request.args.get("report", "consents")
@@ -40,6 +55,8 @@ def reports() -> str | tuple[str, int]:
         except InvalidInput as problem:
             error = problem
         names = service.scope_names(session)
+    if error is None:
+        _audit_special(report, dimension, start, end, "page")
     return render_template(
         "admin/reports.html",
         reports=service.REPORTS,
@@ -74,6 +91,7 @@ def reports_csv() -> Response | tuple[str, int]:
         except InvalidInput as problem:
             return problem.message, 400
         body = service.as_csv(cells, service.scope_names(session))
+    _audit_special(report, dimension, start, end, "csv")
     response = Response(body, mimetype="text/csv")
     response.headers["Content-Disposition"] = (
         f'attachment; filename="{report}-{dimension}-{start}-to-{end}.csv"'
