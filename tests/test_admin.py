@@ -1598,6 +1598,13 @@ def test_a_request_is_overdue_only_once_its_due_day_has_ended(app: Flask) -> Non
             assert ("Overdue" in text(dpo.get("/admin/rights"))) is overdue, moment
             assert ("(overdue)" in text(dpo.get(page))) is overdue, moment
             assert ("Overdue: 1." in text(dpo.get("/admin/"))) is overdue, moment
+            if overdue:
+                assert 'href="/admin/rights"' in text(dpo.get("/admin/"))
+                coordinator = staff_client(app, "coordinator")
+                dashboard = text(coordinator.get("/admin/"))
+                assert "1 rights request overdue" in dashboard
+                assert 'href="/admin/rights"' not in dashboard
+                assert coordinator.get("/admin/rights").status_code == 403
 
 
 def test_a_request_cannot_be_logged_as_received_tomorrow_in_london(app: Flask) -> None:
