@@ -81,9 +81,14 @@ def meeting(
 
 
 def workshop(
-    session: Session, *, days: int = 7, capacity: int = 9, title: str = "Helping your baby sleep"
+    session: Session,
+    *,
+    days: int = 7,
+    capacity: int = 9,
+    title: str = "Helping your baby sleep",
+    starts_at: datetime | None = None,
 ) -> Workshop:
-    start = utcnow() + timedelta(days=days)
+    start = starts_at or utcnow() + timedelta(days=days)
     return workshops.create_workshop(
         session,
         title=title,

@@ -1238,15 +1238,7 @@ def test_correcting_a_finished_workshop_s_date_takes_its_attendance_to_the_new_m
     start = datetime(2027, 3, 30, 10, tzinfo=UTC)
     made = datetime(2027, 3, 28, 9, tzinfo=UTC)
     with time_machine.travel(made, tick=False), db.transaction() as session:
-        workshop = workshops.create_workshop(
-            session,
-            title="Sleep",
-            description="Bedtimes.",
-            starts_at=start,
-            ends_at=start + timedelta(hours=1),
-            capacity=5,
-            location="Online",
-        )
+        workshop = factories.workshop(session, starts_at=start)
         workshop_id = workshop.id
         booking_id = factories.booking(session, workshop).id
     with time_machine.travel(datetime(2027, 4, 3, 9, tzinfo=UTC), tick=False):
