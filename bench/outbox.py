@@ -23,13 +23,14 @@ import time
 from pathlib import Path
 
 from cryptography.fernet import Fernet
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import free_port
 from consent.config import load_settings
 from consent.db import Database, make_engine
+from consent.models import Outbox
 from consent.schema import upgrade
 from consent.services import outbox, people
 from mailers import message as messages
@@ -113,8 +114,8 @@ def prepare(url: str, instance: Path, count: int) -> Database:
 def bare_smtplib(db: Database, port: int) -> float:
     """The floor: already-built messages, one connection, nothing recorded."""
     with db.reader() as session:
-        rows = session.execute(text("SELECT id FROM outbox ORDER BY id")).scalars().all()
-        prepared = [messages.build(row, db.settings) for row in outbox.load(session, list(rows))]
+        rows = session.execute(select(Outbox).order_by(Outbox.id)).scalars().all()
+        prepared = [messages.build(row, db.settings) for row in rows]
     start = time.perf_counter()
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
         for message in prepared:

@@ -18,6 +18,8 @@ import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from sqlmodel import Session
+
 from consent.db import Database
 from consent.services import link_requests, outbox
 from consent.timeutil import utcnow
@@ -98,20 +100,21 @@ class OutboxWorker:
         has passed, and skipping any this worker no longer holds.
 
         Renewing only then, and all at once, costs a batch that sends quickly nothing: each
-        renewal rewrites the message rows, bodies and all.
+        renewal rewrites the message rows, bodies and all. Whether the next message is
+        still held (erasure cancels it) is asked in the transaction that records the one
+        before, not a transaction of its own.
         """
         pending = list(ids)
         held, renewed_at = set(ids), utcnow()
         in_flight: int | None = None
-        with self.database.reader() as session:
-            rows = {row.id: row for row in outbox.load(session, ids)}
         try:
             with self.backend.connect() as connection:
-                for outbox_id in ids:
+                with self.database.reader() as session:
+                    rows = {row.id: row for row in outbox.load(session, ids, worker=self.name)}
+                cleared = next(iter(rows), None)
+                for position, outbox_id in enumerate(ids):
+                    following = ids[position + 1] if position + 1 < len(ids) else None
                     row = rows.pop(outbox_id, None)
-                    if row is None:
-                        pending.remove(outbox_id)
-                        continue
                     if utcnow() - renewed_at >= RENEW_AFTER:
                         renewed_at = utcnow()
                         with self.database.transaction() as session:
@@ -121,7 +124,11 @@ class OutboxWorker:
                                 worker=self.name,
                                 now=renewed_at,
                             )
-                    if outbox_id not in held or not self._still_held(outbox_id):
+                    if (
+                        row is None
+                        or outbox_id not in held
+                        or (outbox_id != cleared and not self._still_held(outbox_id))
+                    ):
                         pending.remove(outbox_id)
                         report.lost += 1
                         continue
@@ -140,6 +147,7 @@ class OutboxWorker:
                                 permanent=permanent,
                                 worker=self.name,
                             )
+                            cleared = self._clear(session, following)
                         pending.remove(outbox_id)
                         report.errors.append(f"{outbox_id}: {exc}")
                         if outcome == "failed":
@@ -151,6 +159,7 @@ class OutboxWorker:
                         continue
                     with self.database.transaction() as session:
                         outbox.mark_sent(session, outbox_id, worker=self.name)
+                        cleared = self._clear(session, following)
                     pending.remove(outbox_id)
                     report.sent += 1
         except RelayUnavailable as exc:
@@ -169,9 +178,12 @@ class OutboxWorker:
             return False
         return True
 
+    def _clear(self, session: Session, outbox_id: int | None) -> int | None:
+        """``outbox_id`` if this worker may still send it, as of this transaction."""
+        return outbox_id if outbox.still_held(session, outbox_id, worker=self.name) else None
+
     def _still_held(self, outbox_id: int) -> bool:
-        """Checked just before each send, since the batch was loaded at its start: the
-        person may have been erased meanwhile, which cancels their mail."""
+        """For a message no earlier transaction of the batch has cleared."""
         with self.database.reader() as session:
             return outbox.still_held(session, outbox_id, worker=self.name)
 

@@ -660,18 +660,24 @@ def test_erasure_cancels_queued_mail_and_blanks_it(db: Database) -> None:
         assert session.get(Person, row.person_id).email is None
 
 
+@pytest.mark.parametrize("erased", ["second", "first"])
 def test_mail_of_someone_erased_while_their_batch_is_being_sent_is_not_sent(
-    configured: Open, smtp: SmtpServer, smtp_settings: dict
+    configured: Open, smtp: SmtpServer, smtp_settings: dict, erased: str
 ) -> None:
-    """The batch is loaded at its start; erasure part-way through cancels the message, and
-    the worker checks before each send."""
+    """The batch is claimed before the relay answers and sent one by one; erasure after
+    the claim, whether before the first send or part-way through, cancels the message."""
     db = configured(**smtp_settings)
     with db.transaction() as session:
-        first = factories.person(session, "first@example.com")
-        second = factories.person(session, "second@example.com")
-        for person in (first, second):
+        everyone = {
+            name: factories.person(session, f"{name}@example.com") for name in ("first", "second")
+        }
+        for person in everyone.values():
             outbox.queue(session, "welcome", person=person, context={"name": "Sam"})
-        second_id = second.id
+        erased_id = everyone[erased].id
+
+    def erase() -> None:
+        with db.transaction() as session:
+            people.erase(session, session.get(Person, erased_id), channel="web_form", actor="self")
 
     class ErasingRelay:
         def __init__(self) -> None:
@@ -680,21 +686,22 @@ def test_mail_of_someone_erased_while_their_batch_is_being_sent_is_not_sent(
         @contextlib.contextmanager
         def connect(self) -> Iterator[ErasingRelay]:
             with self.backend.connect() as self.connection:
+                if erased == "first":
+                    erase()
                 yield self
 
         def send(self, message: Message, *, reference: str) -> None:
             self.connection.send(message, reference=reference)
-            if message["To"] == "first@example.com":
-                with db.transaction() as session:
-                    people.erase(
-                        session, session.get(Person, second_id), channel="web_form", actor="self"
-                    )
+            if erased == "second" and message["To"] == "first@example.com":
+                erase()
 
     report = OutboxWorker(db, ErasingRelay()).run_once()
-    assert (report.sent, report.lost) == (1, 1)
-    assert smtp.sink.by_recipient("second@example.com") == []
-    assert len(smtp.sink.by_recipient("first@example.com")) == 1
-    assert [(r.status, r.to_address, r.claimed_by) for r in _rows(db)][1] == (
+    kept = "first" if erased == "second" else "second"
+    assert (report.sent, report.lost, report.errors) == (1, 1, [])
+    assert smtp.sink.by_recipient(f"{erased}@example.com") == []
+    assert len(smtp.sink.by_recipient(f"{kept}@example.com")) == 1
+    rows = {row.person_id: row for row in _rows(db)}
+    assert (rows[erased_id].status, rows[erased_id].to_address, rows[erased_id].claimed_by) == (
         "cancelled",
         None,
         None,

@@ -170,9 +170,14 @@ def claim(session: Session, worker: str, limit: int, now: datetime | None = None
     return sorted(result.scalars().all())
 
 
-def load(session: Session, ids: list[int]) -> list[Outbox]:
+def load(session: Session, ids: list[int], *, worker: str) -> list[Outbox]:
+    """The claimed messages ``worker`` still holds: erasure may have cancelled some since."""
     return list(
-        session.execute(select(Outbox).where(Outbox.id.in_(ids)).order_by(Outbox.id)).scalars()
+        session.execute(
+            select(Outbox)
+            .where(Outbox.id.in_(ids), _held_by(Outbox.__table__, worker))
+            .order_by(Outbox.id)
+        ).scalars()
     )
 
 
@@ -199,12 +204,23 @@ def renew(
     return set(result.scalars())
 
 
-def still_held(session: Session, outbox_id: int, *, worker: str) -> bool:
+def still_held(session: Session, outbox_id: int | None, *, worker: str) -> bool:
+    """Whether ``worker`` may still send this message; false for None, the end of a batch.
+
+    Asked before every send, so the statement is built once, as ``_mark_sent`` is.
+    """
+    if outbox_id is None:
+        return False
+    found = session.connection().execute(_still_held(), {"row_id": outbox_id, "worker": worker})
+    return found.first() is not None
+
+
+@cache
+def _still_held() -> Any:
     table = Outbox.__table__
-    found = session.execute(
-        select(table.c.id).where(table.c.id == outbox_id, _held_by(table, worker))
-    ).first()
-    return found is not None
+    return select(table.c.id).where(
+        table.c.id == bindparam("row_id"), _held_by(table, bindparam("worker"))
+    )
 
 
 def _held_by(table: Any, worker: Any) -> Any:
