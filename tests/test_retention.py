@@ -219,14 +219,31 @@ def test_a_concluded_panel_s_data_is_destroyed(db: Database) -> None:
 
 
 def test_a_membership_that_outlived_its_consent_is_ended(db: Database) -> None:
-    person_id = _member(db)
+    """The second also passed its own limit: the step for those ends it first, and a dry
+    run counts it there only. A membership that ended long ago is not counted again."""
+    missed = [_member(db), _member(db, "late@example.com", "Lee Late")]
+    _member(db, panel="Southfield Parent Carer Panel")
+    with db.transaction() as session:
+        southfield = session.execute(
+            select(Panel.id).where(Panel.name == "Southfield Parent Carer Panel")
+        ).scalar_one()
+        panels.end_memberships_of(
+            session, [missed[0]], reason="left", at=utcnow(), panel_id=southfield
+        )
     with db.engine.begin() as conn:
         conn.execute(
-            text("UPDATE consent_state SET status = 'withdrawn' WHERE person_id = :p"),
-            {"p": person_id},
+            text("UPDATE consent_state SET status = 'withdrawn' WHERE person_id IN (:p, :q)"),
+            {"p": missed[0], "q": missed[1]},
         )
+        conn.execute(
+            text("UPDATE panel_membership SET expires_at = :past WHERE person_id = :q"),
+            {"past": utcnow() - timedelta(days=1), "q": missed[1]},
+        )
+    dry = retention.sweep(db, dry_run=True)
     report = retention.sweep(db)
-    assert report.removed["memberships_without_consent"] == 1
+    for done in (dry, report):
+        assert done.removed["memberships_without_consent"] == 1
+        assert done.removed["memberships_expired"] == 1
     with db.reader() as session:
         assert session.execute(select(PanelProfile)).scalars().all() == []
 
@@ -584,6 +601,63 @@ def test_a_dry_run_foretells_a_concluded_panel_and_a_finished_workshop(db: Datab
     assert erased == {f"person {i} would be erased: nothing held" for i in (ann, ben, left, booker)}
     for kind in ("memberships_panel_concluded", "bookings_purged", "people_erased"):
         assert dry.removed[kind] == done.removed[kind] > 0, kind
+
+
+def test_a_dry_run_counts_what_the_sweep_then_does(db: Database) -> None:
+    """Each step's count in a dry run allows for what the steps before it end: a member
+    whose consent runs out leaves with it and takes their recordings consent too, and a
+    concluded panel's members on no other panel lose their panel consents."""
+    start = utcnow()
+    with time_machine.travel(start, tick=False):
+        early = [
+            _member(db, "ann@example.com", "Ann Early"),
+            _member(db, "eve@example.com", "Eve South", panel="Southfield Parent Carer Panel"),
+        ]
+    with time_machine.travel(start + timedelta(days=30), tick=False), db.transaction() as session:
+        for person_id in early:
+            ledger.give(
+                session,
+                session.get(Person, person_id),
+                "panel_recordings",
+                channel="web_form",
+                actor="self",
+            )
+    with time_machine.travel(start + timedelta(days=365), tick=False):
+        ben = _member(db, "ben@example.com", "Ben Only")
+        _member(db, "cat@example.com", "Cat Both")
+        _member(db, "cat@example.com", "Cat Both", panel="Southfield Parent Carer Panel")
+        _member(db, "dee@example.com", "Dee South", panel="Southfield Parent Carer Panel")
+        with db.transaction() as session:
+            northfield = session.execute(
+                select(Panel).where(Panel.name == "Northfield Parent Carer Panel")
+            ).scalar_one()
+            meeting = factories.meeting(session, northfield, days=0, recorded=False)
+            author, _ = admin_users.create_admin(
+                session, "coordinator@example.gov.uk", "coordinator", "a long enough password"
+            )
+            panels.add_note(session, meeting, "A lively session", author_id=author.id)
+            bens = session.execute(
+                select(PanelMembership.id).where(PanelMembership.person_id == ben)
+            ).scalar_one()
+            panels.add_note(
+                session, meeting, "Ben asked for a ramp", author_id=author.id, membership_id=bens
+            )
+    concluding = time_machine.travel(start + TWO_YEARS - timedelta(days=1), tick=False)
+    with concluding, db.transaction() as session:
+        panels.conclude(session, session.get(Panel, northfield.id))
+    with time_machine.travel(start + TWO_YEARS + timedelta(days=1), tick=False):
+        dry = retention.sweep(db, dry_run=True)
+        done = retention.sweep(db)
+    expected = {
+        "consents_expired.panel_contact": 3,
+        "consents_expired.panel_recordings": 2,
+        "memberships_panel_concluded": 2,
+        "panels_concluded": 1,
+        "session_notes_destroyed": 1,
+        "people_erased": 3,
+    }
+    assert {k: v for k, v in done.removed.items() if v} == expected
+    assert {k: v for k, v in dry.removed.items() if v} == expected
 
 
 def test_each_run_leaves_proof(db: Database) -> None:

@@ -39,11 +39,13 @@ from consent.models import (
     JobRun,
     Panel,
     PanelMembership,
+    PanelSession,
     PendingSignup,
     Person,
     Purpose,
     RetentionRun,
     RightsRequest,
+    SessionNote,
     Workshop,
 )
 from consent.services import (
@@ -61,6 +63,9 @@ from consent.validation import without_addresses
 
 #: How far back to look for withdrawals whose memberships might have been missed.
 MISSED_LOOKBACK = timedelta(days=2)
+
+#: The consents that exist only for panels, which end when a member's last panel does.
+PANEL_KEYS = (ledger.PANEL_CONTACT, ledger.RECORDINGS)
 
 #: How long the record of each background job run is kept: long enough to look into a
 #: problem, short enough that a job every minute does not grow the table without end.
@@ -160,9 +165,15 @@ def _expire_consents(database: Database, report: SweepReport, now: datetime, bat
                 .where(due)
                 .group_by(Purpose.key)
             ).all()
+            recordings = _dependent_recordings(session, now)
         for key, number in rows:
             report.removed[f"consents_expired.{key}"] += number
             report.would.append(f"{number} {key} consent(s) past their time limit would expire")
+        if recordings:
+            report.removed[f"consents_expired.{ledger.RECORDINGS}"] += recordings
+            report.would.append(
+                f"{recordings} {ledger.RECORDINGS} consent(s) would expire with panel contact"
+            )
         return
 
     after = 0
@@ -180,6 +191,42 @@ def _expire_consents(database: Database, report: SweepReport, now: datetime, bat
     _batches(database, work)
 
 
+def _contact_running_out(now: datetime) -> Select:
+    """People whose panel-contact consent the first step expires, which ends their
+    memberships and their recordings consent with it."""
+    state = ConsentState.__table__
+    return (
+        select(state.c.person_id)
+        .join(Purpose, Purpose.id == state.c.purpose_id)
+        .where(
+            Purpose.key == ledger.PANEL_CONTACT,
+            state.c.status == "given",
+            state.c.expires_at <= now,
+        )
+    )
+
+
+def _dependent_recordings(session: Session, now: datetime) -> int:
+    """Recordings consents still within their own limit that go with a panel contact
+    running out: a dry run counts them, as the first step expires them."""
+    state = ConsentState.__table__
+    return session.execute(
+        select(func.count())
+        .select_from(state)
+        .join(Purpose, Purpose.id == state.c.purpose_id)
+        .where(
+            Purpose.key == ledger.RECORDINGS,
+            state.c.status == "given",
+            or_(state.c.expires_at.is_(None), state.c.expires_at > now),
+            state.c.person_id.in_(_contact_running_out(now)),
+        )
+    ).scalar_one()
+
+
+def _people_of(select_ids: Select) -> Select:
+    return select(select_ids.subquery().c.person_id)
+
+
 def _end_memberships(
     database: Database,
     report: SweepReport,
@@ -188,11 +235,23 @@ def _end_memberships(
     select_ids: Select,
     reason: str,
     label: str,
+    ended_before: Sequence[Select] = (),
 ) -> None:
-    """End the memberships a query finds, a batch at a time, destroying their panel data."""
+    """End the memberships a query finds, a batch at a time, destroying their panel data.
+
+    Every active membership of the people found ends, as ``panels.end_memberships_of``
+    does; a dry run leaves out people whose memberships the earlier steps end.
+    """
     if report.dry_run:
+        member = PanelMembership.__table__
         with database.reader() as session:
-            number = len(session.execute(select_ids).all())
+            number = session.execute(
+                select(func.count()).where(
+                    member.c.left_at.is_(None),
+                    member.c.person_id.in_(_people_of(select_ids)),
+                    *(member.c.person_id.not_in(people) for people in ended_before),
+                )
+            ).scalar_one()
         if number:
             report.removed[label] += number
             report.would.append(f"{number} panel membership(s) would end: {reason}")
@@ -211,30 +270,42 @@ def _end_memberships(
     _batches(database, work)
 
 
+def _expired_memberships(now: datetime) -> Select:
+    member = PanelMembership.__table__
+    return select(member.c.id, member.c.person_id).where(
+        member.c.left_at.is_(None), member.c.expires_at <= now
+    )
+
+
 def _end_expired_memberships(
     database: Database, report: SweepReport, now: datetime, batch: int
 ) -> None:
-    member = PanelMembership.__table__
-    query = select(member.c.id, member.c.person_id).where(
-        member.c.left_at.is_(None), member.c.expires_at <= now
+    _end_memberships(
+        database,
+        report,
+        now,
+        batch,
+        _expired_memberships(now),
+        "expired",
+        "memberships_expired",
+        ended_before=[_contact_running_out(now)],
     )
-    _end_memberships(database, report, now, batch, query, "expired", "memberships_expired")
 
 
-def _end_memberships_without_consent(
-    database: Database, report: SweepReport, now: datetime, batch: int
-) -> None:
-    """A membership outlived its panel-contact consent: end it now (a safety net)."""
+def _memberships_without_consent(session: Session, now: datetime) -> Select:
+    """Memberships that outlived a panel-contact consent ended since shortly before the
+    last finished run."""
     member, state = PanelMembership.__table__, ConsentState.__table__
-    with database.reader() as session:
-        contact = session.execute(select(Purpose.id).where(Purpose.key == "panel_contact")).scalar()
-        last = session.execute(
-            select(func.max(RetentionRun.started_at)).where(
-                RetentionRun.finished_at.is_not(None), RetentionRun.error.is_(None)
-            )
-        ).scalar()
+    contact = session.execute(
+        select(Purpose.id).where(Purpose.key == ledger.PANEL_CONTACT)
+    ).scalar()
+    last = session.execute(
+        select(func.max(RetentionRun.started_at)).where(
+            RetentionRun.finished_at.is_not(None), RetentionRun.error.is_(None)
+        )
+    ).scalar()
     since = (last - MISSED_LOOKBACK) if last else datetime(1970, 1, 1, tzinfo=now.tzinfo)
-    query = (
+    return (
         select(member.c.id, member.c.person_id)
         .join(
             state,
@@ -246,8 +317,23 @@ def _end_memberships_without_consent(
             member.c.left_at.is_(None),
         )
     )
+
+
+def _end_memberships_without_consent(
+    database: Database, report: SweepReport, now: datetime, batch: int
+) -> None:
+    """A membership outlived its panel-contact consent: end it now (a safety net)."""
+    with database.reader() as session:
+        query = _memberships_without_consent(session, now)
     _end_memberships(
-        database, report, now, batch, query, "withdrawn", "memberships_without_consent"
+        database,
+        report,
+        now,
+        batch,
+        query,
+        "withdrawn",
+        "memberships_without_consent",
+        ended_before=[_contact_running_out(now), _people_of(_expired_memberships(now))],
     )
 
 
@@ -268,18 +354,11 @@ def _destroy_concluded_panels(
     them about."""
     with database.reader() as session:
         concluded = _concluding_panels(session)
+    if report.dry_run:
+        _foretell_concluded_panels(database, report, now, concluded)
+        return
     member = PanelMembership.__table__
     for panel_id in concluded:
-        if report.dry_run:
-            with database.reader() as session:
-                number = session.execute(
-                    select(func.count()).where(
-                        member.c.panel_id == panel_id, member.c.left_at.is_(None)
-                    )
-                ).scalar_one()
-            report.removed["memberships_panel_concluded"] += number
-            report.would.append(f"panel {panel_id} concluded: {number} membership(s) would end")
-            continue
 
         def work(session: Session, panel_id: int = panel_id) -> int:
             people_ids = list(
@@ -302,14 +381,15 @@ def _destroy_concluded_panels(
                 ).scalars()
             )
             free = [p for p in people_ids if p not in still_members]
-            ledger.expire_many(
+            for _, key in ledger.expire_many(
                 session,
                 now=now,
                 limit=batch,
                 person_ids=free,
-                purpose_keys=("panel_contact", "panel_recordings"),
+                purpose_keys=PANEL_KEYS,
                 actor="system:panel-concluded",
-            )
+            ):
+                report.removed[f"consents_expired.{key}"] += 1
             report.removed["memberships_panel_concluded"] += ended
             return len(people_ids)
 
@@ -323,6 +403,64 @@ def _destroy_concluded_panels(
                 session, panel
             )
         report.removed["panels_concluded"] += 1
+
+
+def _foretell_concluded_panels(
+    database: Database, report: SweepReport, now: datetime, concluded: list[int]
+) -> None:
+    """What ``_destroy_concluded_panels`` will do, after the steps before it: the members
+    still there leave, notes not about one of them go, and those on no other panel lose
+    their panel consents."""
+    member, state = PanelMembership.__table__, ConsentState.__table__
+    note, meeting = SessionNote.__table__, PanelSession.__table__
+    with database.reader() as session:
+        ended_before = [
+            _contact_running_out(now),
+            _people_of(_expired_memberships(now)),
+            _people_of(_memberships_without_consent(session, now)),
+        ]
+        staying = and_(
+            member.c.left_at.is_(None),
+            *(member.c.person_id.not_in(people) for people in ended_before),
+        )
+        for panel_id in concluded:
+            number = session.execute(
+                select(func.count()).where(staying, member.c.panel_id == panel_id)
+            ).scalar_one()
+            notes = session.execute(
+                select(func.count())
+                .select_from(note)
+                .join(meeting, meeting.c.id == note.c.session_id)
+                .where(
+                    meeting.c.panel_id == panel_id,
+                    or_(
+                        note.c.membership_id.is_(None),
+                        note.c.membership_id.not_in(select(member.c.id).where(staying)),
+                    ),
+                )
+            ).scalar_one()
+            report.removed["memberships_panel_concluded"] += number
+            report.removed["session_notes_destroyed"] += notes
+            report.removed["panels_concluded"] += 1
+            report.would.append(f"panel {panel_id} concluded: {number} membership(s) would end")
+        if not concluded:
+            return
+        leaving = select(member.c.person_id).where(staying, member.c.panel_id.in_(concluded))
+        elsewhere = select(member.c.person_id).where(staying, member.c.panel_id.not_in(concluded))
+        rows = session.execute(
+            select(Purpose.key, func.count())
+            .join(state, state.c.purpose_id == Purpose.id)
+            .where(
+                Purpose.key.in_(PANEL_KEYS),
+                state.c.status == "given",
+                state.c.person_id.in_(leaving),
+                state.c.person_id.not_in(elsewhere),
+            )
+            .group_by(Purpose.key)
+        ).all()
+    for key, number in rows:
+        report.removed[f"consents_expired.{key}"] += number
+        report.would.append(f"{number} {key} consent(s) would end with their panel")
 
 
 def _claim(session: Session, model: type, row_id: int, done: str, now: datetime) -> bool:
@@ -503,6 +641,8 @@ class Ending:
 
     panels: Sequence[int] = ()
     workshops: Sequence[int] = ()
+    #: The first step expires panel contact past its limit, and recordings consent with it.
+    contact_running_out: bool = False
 
 
 def holders(
@@ -516,7 +656,8 @@ def holders(
     and a dry run, which ends nothing, must see the same. For the same reason a dry run
     says what is ``ending``: concluded panels, whose memberships the sweep ends first along
     with the panel consents of members on no other panel, and workshops whose bookings it
-    purges first.
+    purges first, and whether the first step is still to expire panel contact past its
+    limit, which takes a recordings consent within its own limit with it.
     """
     state, member = ConsentState.__table__, PanelMembership.__table__
     booking, pending = Booking.__table__, PendingSignup.__table__
@@ -535,10 +676,16 @@ def holders(
     )
     if ending.workshops:
         bookings = bookings.where(booking.c.workshop_id.not_in(ending.workshops))
-    if ending.panels:
-        panel_keys = select(Purpose.id).where(
-            Purpose.key.in_((ledger.PANEL_CONTACT, ledger.RECORDINGS))
+    if ending.contact_running_out:
+        recordings = select(Purpose.id).where(Purpose.key == ledger.RECORDINGS)
+        consents = consents.where(
+            or_(
+                state.c.purpose_id.not_in(recordings),
+                state.c.person_id.not_in(_contact_running_out(now)),
+            )
         )
+    if ending.panels:
+        panel_keys = select(Purpose.id).where(Purpose.key.in_(PANEL_KEYS))
         leaving = select(member.c.person_id).where(
             member.c.left_at.is_(None), member.c.panel_id.in_(ending.panels)
         )
@@ -592,7 +739,9 @@ def _erase_people(database: Database, report: SweepReport, now: datetime, batch:
         )
         with database.reader() as session:
             ending = Ending(
-                _concluding_panels(session), _workshops_to_purge(session, database, now)
+                _concluding_panels(session),
+                _workshops_to_purge(session, database, now),
+                contact_running_out=True,
             )
             leaving = select(member.c.person_id).where(
                 member.c.panel_id.in_(ending.panels), member.c.left_at.is_(None)
