@@ -1307,6 +1307,31 @@ def test_no_feedback_for_a_cancelled_place_or_before_the_workshop(
         )
 
 
+def test_a_changed_rating_is_counted_once_under_the_new_one(app: Flask) -> None:
+    """In the month the first rating was counted, however much later it is changed."""
+    db = _db(app)
+    given = datetime(2027, 4, 1, 10, tzinfo=UTC)
+    with time_machine.travel(given - timedelta(days=3), tick=False), db.transaction() as session:
+        booking = factories.booking(session, factories.workshop(session, days=1))
+        person_id, booking_id = booking.person_id, booking.id
+    for at, rating in (
+        (given, "Useful"),
+        (given + timedelta(days=40), "Very useful"),
+        (given + timedelta(days=41), "Very useful"),
+    ):
+        with time_machine.travel(at, tick=False), db.transaction() as session:
+            workshops.record_evaluation(
+                session, session.get(Person, person_id), booking_id, rating=rating, comments=None
+            )
+    with db.reader() as session:
+        counted = session.execute(
+            select(StatCounter.period, StatCounter.value, StatCounter.count).where(
+                StatCounter.metric == "workshop.evaluated", StatCounter.count != 0
+            )
+        ).all()
+    assert counted == [(reports.period_of(given), "Very useful", 1)]
+
+
 def test_workshops_and_sessions_far_in_the_future_or_past_are_refused(app: Flask) -> None:
     client = staff_client(app, "coordinator")
     form = {

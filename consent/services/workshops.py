@@ -221,18 +221,35 @@ def record_evaluation(
     cleaned = clean_text(
         comments, field="comments", label="your comments", max_length=TEXT_MAX, multiline=True
     )
-    first = booking.evaluation is None
-    booking.evaluation = json.dumps({"rating": rating, "comments": cleaned}, ensure_ascii=False)
-    if first:
-        reports.count(
-            session,
-            "workshop.evaluated",
-            scope=f"workshop:{workshop.id}",
-            dimension="rating",
-            value=rating,
-        )
+    earlier = json.loads(booking.evaluation) if booking.evaluation else None
+    given_at = earlier.get("given_at") if earlier else utcnow().isoformat()
+    booking.evaluation = json.dumps(
+        {"rating": rating, "comments": cleaned, "given_at": given_at}, ensure_ascii=False
+    )
+    if earlier is None:
+        _count_rating(session, workshop, rating)
+    elif earlier.get("rating") != rating and given_at:
+        counted = datetime.fromisoformat(given_at)
+        _count_rating(session, workshop, earlier["rating"], at=counted, by=-1)
+        _count_rating(session, workshop, rating, at=counted)
     session.flush()
     return booking
+
+
+def _count_rating(
+    session: Session, workshop: Workshop, rating: str, at: datetime | None = None, by: int = 1
+) -> None:
+    """A changed rating moves within the month the first was counted in, so that month's
+    figures stay whole; feedback given before the time was kept stays where it was."""
+    reports.count(
+        session,
+        "workshop.evaluated",
+        scope=f"workshop:{workshop.id}",
+        dimension="rating",
+        value=rating,
+        at=at,
+        by=by,
+    )
 
 
 def close_evaluation(session: Session, workshop: Workshop) -> Workshop:
