@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import func, select
 
 from consent.db import Database
-from consent.models import ConsentEvent, PanelMembership, Person
+from consent.models import ConsentEvent, PanelMembership, Person, StatCounter
+from consent.options import options
 from consent.services import imports, ledger, notices, panels, people
 from consent.timeutil import LONDON, utcnow
 from tests import factories
@@ -80,6 +81,33 @@ def test_a_panel_import_adds_people_who_agreed_for_another_panel(
             select(func.count()).where(ConsentEvent.person_id == elsewhere)
         ).scalar_one()
         assert events_after == events_before, "no new consent is invented for her"
+
+
+def test_imported_members_are_counted_as_not_answered_in_every_breakdown(
+    db: Database, tmp_path: Path
+) -> None:
+    """So each breakdown of the joining report adds up to the number who joined."""
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        factories.member(session, panel)
+        panel_id = panel.id
+    path = _csv(tmp_path, "ann@example.com", "ben@example.com")
+    with db.transaction() as session:
+        imports.commit(
+            session, path, "panel_contact", actor="c", actor_id=None, source="t", panel_id=panel_id
+        )
+    with db.reader() as session:
+        rows = session.execute(
+            select(StatCounter.dimension, StatCounter.value, func.sum(StatCounter.count))
+            .where(StatCounter.metric == "panel.joined", StatCounter.scope == f"panel:{panel_id}")
+            .group_by(StatCounter.dimension, StatCounter.value)
+        ).all()
+    totals: dict[str, int] = {}
+    for dimension, _, number in rows:
+        totals[dimension] = totals.get(dimension, 0) + number
+    questions = [q.key for q in options().special_category if not q.free_text]
+    assert totals == {"all": 3, "age_band": 3} | {key: 3 for key in questions}
+    assert ("age_band", "Not answered", 2) in rows
 
 
 def test_agreement_to_recordings_cannot_be_imported(db: Database, tmp_path: Path) -> None:

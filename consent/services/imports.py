@@ -35,7 +35,7 @@ from consent.models import (
     Suppression,
 )
 from consent.models.people import name_key, new_public_id
-from consent.services import audit, ledger, mailchimp, notices, people, reports
+from consent.services import audit, ledger, mailchimp, notices, panels, people, reports
 from consent.timeutil import LONDON, london_date, utcnow
 from consent.validation import NOTE_MAX, clean_text, normalise_email
 
@@ -545,4 +545,4 @@ def _add_members(
             insert(PanelProfile.__table__),
             {"membership_id": membership_id, "created_at": now, "updated_at": now},
         )
-    reports.count(session, "panel.joined", scope=f"panel:{panel.id}", by=len(entries), at=now)
+    panels.count_imported_joins(session, panel, len(entries), now)

@@ -366,10 +366,12 @@ def _save_profile(session: Session, membership: PanelMembership, cleaned: dict[s
     session.flush()
 
 
-def _count_join(session: Session, panel: Panel, cleaned: dict[str, Any], at: datetime) -> None:
+def _count_join(
+    session: Session, panel: Panel, cleaned: dict[str, Any], at: datetime, by: int = 1
+) -> None:
     """Anonymous counts for the diversity report, recorded now so erasure cannot change them."""
     scope = f"panel:{panel.id}"
-    reports.count(session, "panel.joined", scope=scope, at=at)
+    reports.count(session, "panel.joined", scope=scope, at=at, by=by)
     reports.count(
         session,
         "panel.joined",
@@ -377,14 +379,28 @@ def _count_join(session: Session, panel: Panel, cleaned: dict[str, Any], at: dat
         dimension="age_band",
         value=cleaned["age_band"] or "Not answered",
         at=at,
+        by=by,
     )
     for question in options().special_category:
         if question.free_text:
             continue
         value = cleaned["special_category"].get(question.key, "Not answered")
         reports.count(
-            session, "panel.joined", scope=scope, dimension=question.key, value=value, at=at
+            session,
+            "panel.joined",
+            scope=scope,
+            dimension=question.key,
+            value=value,
+            at=at,
+            by=by,
         )
+
+
+def count_imported_joins(session: Session, panel: Panel, number: int, at: datetime) -> None:
+    """Members added from a spreadsheet answered nothing, so each breakdown of the report
+    counts them as not answered and still adds up to the number who joined."""
+    if number:
+        _count_join(session, panel, {"age_band": None, "special_category": {}}, at, by=number)
 
 
 def _refuse_if_concluded(panel: Panel, what: str) -> None:
