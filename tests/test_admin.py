@@ -1307,6 +1307,28 @@ def test_no_feedback_for_a_cancelled_place_or_before_the_workshop(
         )
 
 
+def test_no_attendance_is_recorded_for_a_concluded_panel(app: Flask) -> None:
+    """The sweep destroys a concluded panel's records once and never comes back: anything
+    written after it concluded would be kept for ever."""
+    db = _db(app)
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        membership = factories.member(session, panel)
+        meeting = factories.meeting(session, panel, days=0)
+        panels.conclude(session, panel)
+        path, membership_id = f"/admin/sessions/{meeting.id}", membership.id
+    client = staff_client(app, "coordinator")
+    response = _post(
+        client, path, path + "/attendance", {"membership": str(membership_id), "attended": "yes"}
+    )
+    assert response.status_code == 302
+    assert "This panel has concluded, so attendance is no longer kept." in text(
+        client.get(response.location)
+    )
+    with db.reader() as session:
+        assert session.execute(select(Attendance)).first() is None
+
+
 def test_a_changed_rating_is_counted_once_under_the_new_one(app: Flask) -> None:
     """In the month the first rating was counted, however much later it is changed."""
     db = _db(app)

@@ -721,6 +721,9 @@ def record_attendance(
     )
     if membership is None or membership.panel_id != panel_session.panel_id or membership.left_at:
         raise NotFound("That person is not a member of this panel.")
+    panel = session.get(Panel, panel_session.panel_id)
+    assert panel is not None
+    _refuse_if_concluded(panel, "attendance is no longer kept")
     if recording_consent:
         person = loading.person_by_id.get(session, membership.person_id)
         assert person is not None

@@ -286,7 +286,7 @@ def attendance(session_id: int) -> Response:
                 session, "attendance.recorded", object_type="panel_session", object_id=session_id
             )
         flash("Attendance saved.")
-    except (InvalidInput, NotFound) as error:
+    except (InvalidInput, NotFound, Conflict) as error:
         flash(error.message, "error")
     return redirect(url_for("admin.panel_session", session_id=session_id))
 
