@@ -165,6 +165,7 @@ class _Context:
     notice_statement: str
     notice_hash: str
     state_status: str | None
+    state_expires_at: datetime | None
     state_notice_id: int | None
     state_notice_statement: str | None
     state_notice_hash: str | None
@@ -192,6 +193,7 @@ def _context_query(dialect: str) -> Any:
             notice.c.statement,
             notice.c.text_hash,
             state.c.status,
+            state.c.expires_at,
             state.c.notice_id,
             state_notice.c.statement,
             state_notice.c.text_hash,
@@ -242,7 +244,17 @@ def _load_context(session: Session, person: Person, purpose_key: str) -> _Contex
     row = found.fetchone()
     if row is None:
         raise UnknownPurpose(purpose_key)
-    return _Context(*row[:14], suppressed=bool(row[14]))
+    status, expires_at = row[7], _utc(row[8])
+    return _Context(*row[:7], status, expires_at, *row[9:15], suppressed=bool(row[15]))
+
+
+def _utc(moment: datetime | str | None) -> datetime | None:
+    """A time from a prepared statement's raw row: SQLite gives it as text, in UTC."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment
 
 
 def _lock_query(dialect: str) -> Any:
@@ -876,7 +888,7 @@ def give(
         people.lift_suppression(session, person.email or "")
     at = at or utcnow()
     unchanged = ctx.state_notice_id == seen.id or seen.older
-    if ctx.state_status == "given" and unchanged and not _lapsed(session, person, ctx, at):
+    if unchanged and in_force(ctx.state_status, ctx.state_expires_at, at):
         return None
     assert seen.id is not None
     return _append(
@@ -894,11 +906,10 @@ def give(
     )
 
 
-def _lapsed(session: Session, person: Person, ctx: _Context, at: datetime) -> bool:
-    """Consent shown as given whose time limit has passed, before the hourly sweep has
-    recorded its expiry: it is no longer in force."""
-    state = session.get(ConsentState, (person.id, ctx.purpose_id))
-    return state is not None and state.expires_at is not None and state.expires_at <= at
+def in_force(status: str | None, expires_at: datetime | None, at: datetime) -> bool:
+    """Given, and within its time limit: a consent past its limit is no longer in force,
+    even before the hourly sweep has recorded its expiry."""
+    return status == "given" and (expires_at is None or expires_at > at)
 
 
 def withdraw(
@@ -959,7 +970,7 @@ def renew(
     note = _check_note(channel, note)
     ctx = _load_context(session, person, purpose_key)
     at = at or utcnow()
-    if ctx.state_status != "given" or _lapsed(session, person, ctx, at):
+    if not in_force(ctx.state_status, ctx.state_expires_at, at):
         raise NotConsented(
             f"There is no consent in force for {ctx.purpose_title.lower()} to renew. "
             "Ask the person to agree again."
@@ -1038,9 +1049,7 @@ def has_consent(session: Session, person: Person, purpose_key: str) -> bool:
     records expiry runs hourly)."""
     purpose = notices.get_purpose(session, purpose_key)
     state = get_state(session, person, purpose)
-    if state is None or state.status != "given":
-        return False
-    return state.expires_at is None or state.expires_at > utcnow()
+    return state is not None and in_force(state.status, state.expires_at, utcnow())
 
 
 def events_for(session: Session, person: Person) -> list[ConsentEvent]:
