@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import case, func, or_, select, update
 from sqlmodel import Session
@@ -40,13 +41,20 @@ def enabled(session: Session) -> bool:
     return bool(settings.mailchimp_list_id and settings.mailchimp_api_key)
 
 
-def _supersede(session: Session, digest: str) -> None:
-    """A superseded change is never pushed, so it keeps nothing that points to the person."""
+def _supersede(session: Session, *where: Any, now: datetime | None = None) -> None:
+    """Drop the pending changes that match: a superseded change is never pushed, so it
+    keeps nothing that points to the person."""
     table = MailchimpChange.__table__
     session.execute(
         update(table)
-        .where(table.c.subscriber_hash == digest, table.c.status == "pending")
-        .values(status="superseded", email=None, name=None, subscriber_hash=None, done_at=utcnow())
+        .where(table.c.status == "pending", *where)
+        .values(
+            status="superseded",
+            email=None,
+            name=None,
+            subscriber_hash=None,
+            done_at=now or utcnow(),
+        )
     )
 
 
@@ -54,7 +62,7 @@ def _queue(
     session: Session, action: str, digest: str, person_id: int | None, **values: object
 ) -> MailchimpChange:
     """Queue a change to the member Mailchimp knows by ``digest`` (its hash of the address)."""
-    _supersede(session, digest)
+    _supersede(session, MailchimpChange.__table__.c.subscriber_hash == digest)
     change = MailchimpChange(action=action, subscriber_hash=digest, person_id=person_id, **values)
     session.add(change)
     session.flush()
@@ -118,11 +126,7 @@ def drop_subscribes(session: Session, person: Person) -> None:
     theirs = [table.c.person_id == person.id]
     if person.email:
         theirs.append(table.c.subscriber_hash == subscriber_hash(person.email))
-    session.execute(
-        update(table)
-        .where(or_(*theirs), table.c.status == "pending", table.c.action == "subscribe")
-        .values(status="superseded", email=None, name=None, subscriber_hash=None, done_at=utcnow())
-    )
+    _supersede(session, or_(*theirs), table.c.action == "subscribe")
 
 
 def follow_address(session: Session, old_email: str, new_email: str) -> None:
@@ -216,22 +220,18 @@ def mark_done(session: Session, ids: list[int], now: datetime | None = None) -> 
 
 def _supersede_overtaken(session: Session, ids: list[int], now: datetime) -> None:
     """A change going back to the queue is dropped if a later one for the same member (the
-    same address) was queued meanwhile: pushed after it, the old change would undo the newer one (a
-    subscribe retried after the person withdrew)."""
+    same address) was queued meanwhile: pushed after it, the old change would undo the
+    newer one (a subscribe retried after the person withdrew)."""
     if not ids:
         return
     table = MailchimpChange.__table__
-    later = MailchimpChange.__table__.alias("later")
+    later = table.alias("later")
     newer = (
         select(later.c.id)
         .where(later.c.id > table.c.id, later.c.subscriber_hash == table.c.subscriber_hash)
         .exists()
     )
-    session.execute(
-        update(table)
-        .where(table.c.id.in_(ids), table.c.status == "pending", newer)
-        .values(status="superseded", email=None, name=None, subscriber_hash=None, done_at=now)
-    )
+    _supersede(session, table.c.id.in_(ids), newer, now=now)
 
 
 def wait_before(attempts: int, first: timedelta) -> timedelta:
