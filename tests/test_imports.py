@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import time_machine
 from sqlalchemy import func, select
 
 from consent.db import Database
@@ -170,3 +171,113 @@ def test_an_agreement_older_than_our_wording_is_not_said_to_be_to_it(
         "said@example.com": "Yes please email me",
         "new@example.com": statement,
     }
+
+
+def _sheet(tmp_path: Path, body: str, header: str = "email,consented_at,evidence") -> Path:
+    path = tmp_path / "list.csv"
+    path.write_text(header + "\n" + body)
+    return path
+
+
+def test_a_sheet_dated_today_can_be_imported_in_the_morning(db: Database, tmp_path: Path) -> None:
+    path = _sheet(tmp_path, "early@example.com,2027-03-05,Sign-up sheet at the hub\n")
+    with (
+        time_machine.travel(datetime(2027, 3, 5, 9, 30, tzinfo=UTC), tick=False),
+        db.reader() as session,
+    ):
+        result = imports.preview(session, path, "newsletter")
+    assert [p.message for p in result.problems] == []
+    assert result.to_import == 1
+
+
+def test_a_sheet_dated_the_day_of_a_withdrawal_does_not_undo_it(
+    db: Database, tmp_path: Path
+) -> None:
+    with (
+        time_machine.travel(datetime(2027, 3, 5, 8, 0, tzinfo=UTC), tick=False),
+        db.transaction() as session,
+    ):
+        factories.consenting(session, "newsletter", email="mum@example.com")
+    with (
+        time_machine.travel(datetime(2027, 3, 5, 11, 0, tzinfo=UTC), tick=False),
+        db.transaction() as session,
+    ):
+        person = people.find_by_email(session, "mum@example.com")
+        ledger.withdraw(session, person, "newsletter", channel="email_link", actor="self")
+    path = _sheet(tmp_path, "mum@example.com,2027-03-05,Sign-up sheet at the hub\n")
+    with (
+        time_machine.travel(datetime(2027, 3, 5, 15, 0, tzinfo=UTC), tick=False),
+        db.reader() as session,
+    ):
+        result = imports.preview(session, path, "newsletter")
+    assert (result.to_import, result.suppressed) == (0, 1)
+
+
+def test_panel_contact_past_its_limit_is_not_taken_as_agreeing(
+    db: Database, tmp_path: Path
+) -> None:
+    """Before the sweep records the expiry, the sheet's fresh agreement must still be
+    recorded, and the new membership must not start out expired."""
+    now = utcnow()
+    with time_machine.travel(now - timedelta(days=740), tick=False), db.transaction() as s:
+        north = factories.panel(s)
+        river = factories.panel(s, "Riverside SEND Parent Carer Panel")
+        factories.member(s, north, factories.person(s, "lapsed@example.com"))
+        river_id = river.id
+    path = _csv(tmp_path, "lapsed@example.com")
+    with db.transaction() as session:
+        imports.commit(
+            session, path, "panel_contact", actor="c", actor_id=None, source="t", panel_id=river_id
+        )
+    with db.reader() as session:
+        person = people.find_by_email(session, "lapsed@example.com")
+        expires = session.execute(
+            select(PanelMembership.expires_at).where(
+                PanelMembership.panel_id == river_id, PanelMembership.person_id == person.id
+            )
+        ).scalar_one()
+        assert ledger.has_consent(session, person, "panel_contact")
+        assert expires > now + timedelta(days=700)
+
+
+def test_an_old_agreement_before_a_lapse_is_not_imported(db: Database, tmp_path: Path) -> None:
+    now = utcnow()
+    with time_machine.travel(now - timedelta(days=740), tick=False), db.transaction() as s:
+        factories.member(s, factories.panel(s), factories.person(s, "lapsed@example.com"))
+        river_id = factories.panel(s, "Riverside SEND Parent Carer Panel").id
+    old = (now - timedelta(days=20)).astimezone(LONDON).date().isoformat()
+    path = _sheet(tmp_path, f"lapsed@example.com,{old},Sign-up sheet at the hub\n")
+    with db.reader() as session:
+        result = imports.preview(session, path, "panel_contact", panel_id=river_id)
+    assert (result.to_import, result.suppressed, result.errors) == (0, 1, 0)
+
+
+def test_a_row_with_more_values_than_columns_is_a_problem(db: Database, tmp_path: Path) -> None:
+    path = _sheet(
+        tmp_path,
+        "cut@example.com,2026-01-10,Paper form,I agree to the newsletter, but not to events\n"
+        "fine@example.com,2026-01-10,Paper form,I agree to the newsletter\n",
+        header="email,consented_at,evidence,wording",
+    )
+    with db.reader() as session:
+        result = imports.preview(session, path, "newsletter")
+    assert [(p.line, p.message[:38]) for p in result.problems] == [
+        (2, "This row has more values than the file")
+    ]
+    assert result.to_import == 1
+
+
+def test_problems_name_the_line_the_row_starts_on(db: Database, tmp_path: Path) -> None:
+    path = _sheet(
+        tmp_path,
+        'one@example.com,2026-01-10,"Paper form,\nsigned at the hub"\n'
+        "\n"
+        "not-an-address,2026-01-10,Paper form\n"
+        'two@example.com,2026-01-10,"Paper form,\r\nsigned\r\nat the hub",\n'
+        "also-not-an-address,2026-01-10,Paper form\n",
+    )
+    # The trailing comma after the second address's row is an empty surplus value, as
+    # Excel writes when another row has a value beyond the last column: not a problem.
+    with db.reader() as session:
+        result = imports.preview(session, path, "newsletter")
+    assert [p.line for p in result.problems] == [5, 9]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -90,7 +91,15 @@ class _Row:
     wording: str | None
 
 
+#: Line breaks as Python reads a file opened with ``newline=""``, which the csv module needs.
+_BREAK = re.compile(r"\r\n|\r|\n")
+#: The key under which a row with more values than columns carries the surplus.
+SURPLUS = "\x00surplus"
+
+
 def _read(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """Each row with the line of the file it starts on, which a quoted value running over
+    several lines or a blank line would otherwise put out of step."""
     try:
         handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
@@ -106,10 +115,15 @@ def _read(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
                     f" (and may have {', '.join(OPTIONAL)}). It is missing {', '.join(missing)}."
                 )
             reader.fieldnames = header
-            for number, record in enumerate(reader, start=2):
-                if number - 1 > MAX_ROWS:
+            for count, record in enumerate(reader, start=1):
+                if count > MAX_ROWS:
                     raise ImportRefused(f"The file has more than {MAX_ROWS:,} rows. Split it up.")
-                yield number, {k: (v or "") for k, v in record.items() if isinstance(k, str)}
+                surplus = record.pop(None, None)  # type: ignore[call-overload]
+                values = {k: (v or "") for k, v in record.items()}
+                breaks = sum(len(_BREAK.findall(v)) for v in [*values.values(), *(surplus or [])])
+                if any(v.strip() for v in surplus or []):
+                    values[SURPLUS] = "yes"
+                yield reader.line_num - breaks, values
         except UnicodeDecodeError as exc:
             raise ImportRefused(
                 "The file is not UTF-8 text. In Excel, save it as 'CSV UTF-8', then try again."
@@ -150,11 +164,13 @@ def remove_abandoned_uploads(instance_path: Path, now: datetime, *, dry_run: boo
 
 
 def _parse_time(text: str, max_age_days: int | None, now: datetime) -> datetime:
+    """A date alone counts from the start of that day in London: today's sheet is not in the
+    future, and a withdrawal made the same day is taken to be the later of the two."""
     text = text.strip()
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
-            moment = datetime.combine(day, time(12), tzinfo=LONDON)
+            moment = datetime.combine(day, time(0), tzinfo=LONDON)
         else:
             moment = datetime.fromisoformat(text)
             if moment.tzinfo is None:
@@ -174,6 +190,12 @@ def _parse_time(text: str, max_age_days: int | None, now: datetime) -> datetime:
 
 
 def _check(number: int, record: dict[str, str], max_age: int | None, now: datetime) -> _Row:
+    if SURPLUS in record:
+        raise InvalidInput(
+            "row",
+            "This row has more values than the file has columns. Put any value that contains a "
+            "comma in double quotes.",
+        )
     email = normalise_email(record.get("email"))
     at = _parse_time(record.get("consented_at", ""), max_age, now)
     evidence = clean_text(
@@ -211,7 +233,8 @@ def _chunks(
             try:
                 row = _check(number, record, max_age, now)
             except InvalidInput as error:
-                preview.add(RowResult(number, "error", f"{error.field}: {error.message}"))
+                where = "" if error.field == "row" else f"{error.field}: "
+                preview.add(RowResult(number, "error", where + error.message))
                 continue
             if row.email in seen:
                 preview.add(RowResult(number, "error", "This address appears earlier in the file."))
@@ -234,9 +257,12 @@ class _Known:
     expires: dict[str, datetime | None] = field(default_factory=dict)
 
 
-def _classify(session: Session, rows: list[_Row], purpose_id: int, panel: Panel | None) -> _Known:
+def _classify(
+    session: Session, rows: list[_Row], purpose_id: int, panel: Panel | None, now: datetime
+) -> _Known:
     """Existing people, who already agrees, who withdrew or ran out (and when), who is
-    suppressed, and who was on this panel before."""
+    suppressed, and who was on this panel before. A consent past its time limit has run
+    out, even before the sweep has recorded it."""
     emails = [row.email for row in rows]
     existing = {
         person.email: person
@@ -256,9 +282,11 @@ def _classify(session: Session, rows: list[_Row], purpose_id: int, panel: Panel 
                 ConsentState.expires_at,
             ).where(ConsentState.person_id.in_(list(ids)), ConsentState.purpose_id == purpose_id)
         ):
-            if status == "given":
+            if ledger.in_force(status, expires_at, now):
                 consenting.add(ids[person_id])
                 expires[ids[person_id]] = expires_at
+            elif status == "given" and expires_at is not None:
+                stopped[ids[person_id]] = expires_at
             else:
                 stopped[ids[person_id]] = changed_at
     hash_key = settings_of(session).hash_key
@@ -366,7 +394,7 @@ def _run(
     for rows in _chunks(path, purpose.max_age_days, now, result):
         if not rows:
             continue
-        known = _classify(session, rows, purpose.id or 0, panel)
+        known = _classify(session, rows, purpose.id or 0, panel, now)
         fresh: list[_Row] = []
         joining: list[_Row] = []
         for row in rows:
