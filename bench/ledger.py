@@ -79,12 +79,13 @@ def prepare(url: str, people: int, per_person: float, reuse: bool) -> None:
 
 def pick_writes(db: Database, count: int, rng: random.Random) -> list[tuple[int, str]]:
     """People from the population and a purpose each does not currently consent to and may
-    give: agreeing to recordings needs panel contact in force."""
+    give: agreeing to recordings needs panel contact in force, within its time limit."""
     with db.reader() as session:
         max_id = session.scalar(select(func.max(Person.id)))
         keys = dict(session.exec(select(Purpose.id, Purpose.key)).all())
         chosen: list[tuple[int, str]] = []
         seen: set[int] = set()
+        now = utcnow()
         while len(chosen) < count:
             if len(seen) >= max_id:
                 sys.exit(
@@ -95,14 +96,16 @@ def pick_writes(db: Database, count: int, rng: random.Random) -> list[tuple[int,
             if person_id in seen:
                 continue
             seen.add(person_id)
-            given = set(
-                session.exec(
-                    select(ConsentState.purpose_id).where(
-                        ConsentState.person_id == person_id, ConsentState.status == "given"
-                    )
-                ).all()
+            states = session.exec(
+                select(ConsentState.purpose_id, ConsentState.status, ConsentState.expires_at).where(
+                    ConsentState.person_id == person_id
+                )
+            ).all()
+            given = {pid for pid, status, _ in states if status == "given"}
+            members = any(
+                keys[pid] == "panel_contact" and ledger.in_force(status, expires_at, now)
+                for pid, status, expires_at in states
             )
-            members = any(keys[pid] == "panel_contact" for pid in given)
             free = [
                 k
                 for pid, k in keys.items()
