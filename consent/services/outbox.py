@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import make_msgid
@@ -25,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from consent import emails, links
-from consent.db import after_commit, is_postgres, settings_of
+from consent.db import after_commit, among, is_postgres, settings_of
 from consent.errors import InvalidInput
 from consent.models import Outbox, Person
 from consent.services import people
@@ -38,6 +39,8 @@ BACKOFF_CAP = timedelta(hours=6)
 CONNECTION_RETRY = timedelta(seconds=60)
 LEASE = timedelta(minutes=10)
 ERROR_MAX = 1000
+#: Why a message waiting to be sent was cancelled when the agreement it needed ended.
+ENDED = "their agreement ended before it was sent."
 
 
 def queue(
@@ -128,6 +131,49 @@ def _insert(dialect: str) -> Any:
     make = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = make(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
     return statement.returning(table.c.id)
+
+
+def sent_only_with(purpose_key: str) -> tuple[str, ...]:
+    """The mail sent only while the person agrees to this purpose: withdrawing it or letting
+    it run out makes any such message still waiting unwanted."""
+    return tuple(
+        name
+        for name, spec in emails.EMAILS.items()
+        if spec.unsubscribe_purpose == purpose_key and not spec.requested
+    )
+
+
+def cancel_unsent(
+    session: Session,
+    person_ids: list[int],
+    templates: tuple[str, ...],
+    *,
+    reason: str,
+    wanted: Callable[[str | None], bool] | None = None,
+) -> int:
+    """Cancel these people's messages that have not gone yet and that a change made unwanted.
+
+    The relay may be down for hours: a message queued before someone opted out must not
+    reach them after it. ``wanted`` picks among them by dedupe key (one membership's, one
+    booking's). A worker sending one of them finds it no longer held, as after an erasure.
+    """
+    if not person_ids or not templates:
+        return 0
+    table = Outbox.__table__
+    waiting = (table.c.status.in_(("queued", "sending")),)
+    rows = session.execute(
+        select(table.c.id, table.c.dedupe_key).where(
+            among(table.c.person_id, person_ids), table.c.template.in_(templates), *waiting
+        )
+    ).all()
+    ids = [row_id for row_id, key in rows if wanted is None or wanted(key)]
+    if ids:
+        session.execute(
+            update(table)
+            .where(among(table.c.id, ids), *waiting)
+            .values(status="cancelled", claimed_by=None, last_error=f"Cancelled: {reason}")
+        )
+    return len(ids)
 
 
 def waiting_keys(session: Session, template: str) -> list[str]:

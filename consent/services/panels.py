@@ -25,6 +25,7 @@ from consent.models import (
     PanelMembership,
     PanelProfile,
     PanelSession,
+    PendingSignup,
     Person,
     Purpose,
     SessionNote,
@@ -84,12 +85,13 @@ def end_memberships_of(
         update(table)
         .where(*where)
         .values(left_at=at, left_reason=reason, data_destroyed_at=at)
-        .returning(table.c.id, table.c.panel_id)
+        .returning(table.c.id, table.c.panel_id, table.c.person_id)
     ).all()
     if not rows:
         return 0
     ids = [row[0] for row in rows]
     _destroy_member_data(session, ids)
+    _forget_waiting(session, sorted({row[2] for row in rows}), set(ids), panel_id)
     for panel, number in Counter(row[1] for row in rows).items():
         reports.count(session, f"panel.left.{reason}", scope=f"panel:{panel}", at=at, by=number)
     ended = set(ids)
@@ -100,6 +102,40 @@ def end_memberships_of(
     )
     _forget_phones(session, person_ids)
     return len(ids)
+
+
+#: Mail that belongs to one membership.
+_MEMBERSHIP_MAIL = ("panel_session_invitation", "reconsent_reminder")
+#: Where in such a message's dedupe key, split at ":", the membership's id is.
+_MEMBERSHIP_IN_KEY = {"session-invitation": 2, "renewal": 1}
+
+
+def _forget_waiting(
+    session: Session, person_ids: list[int], membership_ids: set[int], panel_id: int | None
+) -> None:
+    """What still waits for members who left (one panel, or all): their meeting invitations
+    and renewal reminders, and answers sent to update their profile but not yet confirmed,
+    which may hold special category data, and whose link would put them back on the panel."""
+    from consent.services import outbox
+
+    def of_these(key: str | None) -> bool:
+        parts = (key or "").split(":")
+        place = _MEMBERSHIP_IN_KEY.get(parts[0])
+        return place is not None and len(parts) > place and parts[place] in names
+
+    names = {str(membership_id) for membership_id in membership_ids}
+    outbox.cancel_unsent(
+        session,
+        person_ids,
+        _MEMBERSHIP_MAIL,
+        reason="they left the panel before it was sent.",
+        wanted=of_these,
+    )
+    pending = PendingSignup.__table__
+    where = [pending.c.kind == "panel", among(pending.c.person_id, person_ids)]
+    if panel_id is not None:
+        where.append(pending.c.panel_id == panel_id)
+    session.execute(delete(pending).where(*where))
 
 
 def _forget_phones(session: Session, person_ids: list[int]) -> None:

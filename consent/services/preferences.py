@@ -44,6 +44,7 @@ from consent.services import (
     people,
     reports,
     retention,
+    workshops,
 )
 from consent.timeutil import utcnow
 from consent.validation import normalise_email
@@ -76,7 +77,8 @@ class PanelPlace:
 
 @dataclass(frozen=True, slots=True)
 class UpcomingBooking:
-    """A workshop place the person has not cancelled, for a workshop not yet over."""
+    """A workshop place the person has not cancelled, for a workshop that is still going
+    ahead and not yet over."""
 
     booking_id: int
     title: str
@@ -157,6 +159,8 @@ def _bookings(_dialect: str) -> Any:
         .where(
             booking.person_id == bindparam("person_id"),
             booking.cancelled_at.is_(None),
+            booking.purged_at.is_(None),
+            workshop.status == "scheduled",
             workshop.ends_at > bindparam("now"),
         )
         .order_by(workshop.starts_at, booking.id),
@@ -373,6 +377,10 @@ def _stop_booking_mail(session: Session, person: Person) -> int:
     result = session.execute(
         update(table).where(*_mail_to_stop(person)).values(mail_stopped_at=utcnow())
     )
+    assert person.id is not None
+    workshops.cancel_booking_mail(
+        session, [person.id], None, reason="they asked for no more emails before it was sent."
+    )
     return int(result.rowcount or 0)
 
 
@@ -416,9 +424,17 @@ def unsubscribe(
 
 
 def _decline_invitations(session: Session, person: Person) -> None:
-    """No more invitations, and an invitation already sent no longer keeps them."""
+    """No more invitations, and an invitation already sent (or still waiting to be) no longer
+    keeps them."""
     person.invitations_declined_at = utcnow()
     person.invited_until = None
+    assert person.id is not None
+    outbox.cancel_unsent(
+        session,
+        [person.id],
+        ("panel_invitation",),
+        reason="they asked for no more invitations before it was sent.",
+    )
     session.flush()
 
 
@@ -489,10 +505,16 @@ def cancel_booking(session: Session, person: Person, booking_id: int) -> Booking
     if booking is None or booking.person_id != person.id or booking.cancelled_at is not None:
         raise NotFound("We could not find that booking.")
     workshop = session.get(Workshop, booking.workshop_id)
+    if workshop is not None and workshop.status == "cancelled":
+        raise Conflict("We cancelled this workshop, so there is no place to cancel.")
     if workshop is not None and workshop.starts_at <= utcnow():
         raise Conflict("This workshop has already started, so the booking cannot be cancelled.")
     booking.cancelled_at = utcnow()
     reports.count(session, "workshop.cancelled", scope=f"workshop:{booking.workshop_id}")
+    assert person.id is not None
+    workshops.cancel_booking_mail(
+        session, [person.id], [booking_id], reason="they cancelled the booking before it was sent."
+    )
     session.flush()
     return booking
 

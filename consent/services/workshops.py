@@ -108,7 +108,8 @@ def book(
     job_role: str,
 ) -> tuple[Booking, bool]:
     """Book a place; booking again, with the same address or as the same person under an
-    address they have since changed to, returns the existing booking."""
+    address they have since changed to, returns the existing booking. Booking again after
+    cancelling is a new request, so its reminders come even if the old booking's had stopped."""
     cleaned_name = clean_text(name, field="name", label="your full name", required=True)
     address = normalise_email(email)
     cleaned_setting = clean_text(setting, field="setting", label="your setting or workplace")
@@ -146,6 +147,7 @@ def book(
     existing.job_role = job_role
     existing.booked_at = utcnow()
     existing.cancelled_at = None
+    existing.mail_stopped_at = None
     session.flush()
     scope = f"workshop:{workshop.id}"
     reports.count(session, "workshop.booked", scope=scope)
@@ -360,8 +362,38 @@ def cancel_workshop(session: Session, workshop: Workshop) -> int:
         raise Conflict("This workshop has already started, so it cannot be cancelled.")
     workshop.status = "cancelled"
     told = _tell_bookers(session, workshop, "workshop_cancelled", once=CANCELLED_ONCE)
+    booked = session.exec(
+        select(Booking.id, Booking.person_id).where(Booking.workshop_id == workshop.id)
+    ).all()
+    cancel_booking_mail(
+        session,
+        sorted({person_id for _, person_id in booked}),
+        [booking_id for booking_id, _ in booked],
+        reason="the workshop was cancelled before it was sent.",
+    )
     session.flush()
     return told
+
+
+#: Mail about one booking, whose dedupe key names the booking second.
+_BOOKING_MAIL = ("workshop_reminder", "workshop_evaluation")
+
+
+def cancel_booking_mail(
+    session: Session, person_ids: list[int], booking_ids: list[int] | None, *, reason: str
+) -> int:
+    """Reminders and feedback requests still waiting for these bookings (or for all of these
+    people's): they must not arrive after the booking, the workshop or the wish for them
+    has ended."""
+    from consent.services import outbox
+
+    names = None if booking_ids is None else {str(booking_id) for booking_id in booking_ids}
+
+    def of_these(key: str | None) -> bool:
+        parts = (key or "").split(":")
+        return names is None or (len(parts) > 1 and parts[1] in names)
+
+    return outbox.cancel_unsent(session, person_ids, _BOOKING_MAIL, reason=reason, wanted=of_these)
 
 
 def cancellations_waiting(session: Session) -> set[int]:

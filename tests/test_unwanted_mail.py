@@ -1,0 +1,255 @@
+"""Mail still waiting in the queue when a change makes it unwanted is not sent.
+
+The relay can be down for hours and retries back off for up to six; a message queued
+before someone opted out, left a panel or cancelled a booking must not reach them after.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import time_machine
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlmodel import select
+
+from consent import links
+from consent.db import Database
+from consent.models import Outbox, PendingSignup
+from consent.services import ledger, panels, people, preferences, reminders, retention, workshops
+from consent.timeutil import utcnow
+from mailers.backends import FileBackend
+from mailers.outbox import OutboxWorker
+from tests import factories
+from tests.web import csrf, one_click, submit, text
+
+
+def _statuses(db: Database, template: str) -> dict[str, str]:
+    """Each waiting or finished message of this template, by dedupe key (or address)."""
+    with db.reader() as session:
+        rows = session.exec(select(Outbox).where(Outbox.template == template)).all()
+        return {row.dedupe_key or row.to_address or "": row.status for row in rows}
+
+
+def test_a_meeting_invitation_waiting_when_a_member_unsubscribes_is_not_sent(
+    app: Flask, client: FlaskClient, tmp_path: Path
+) -> None:
+    db = app.extensions["consent.db"]
+    with db.transaction() as session:
+        person = factories.person(session, "leaver@example.com")
+        panel = factories.panel(session)
+        factories.member(session, panel, person)
+        assert panels.invite_to_session(session, factories.meeting(session, panel)) == 1
+        token = links.make_token(db.settings, person, "unsubscribe", purpose="panel_contact")
+    assert one_click(client, f"/unsubscribe/{token}").status_code == 200
+    OutboxWorker(db, FileBackend(tmp_path / "mail")).run_once()
+    assert list(_statuses(db, "panel_session_invitation").values()) == ["cancelled"]
+    assert not list((tmp_path / "mail").glob("*.eml"))
+
+
+def test_leaving_one_panel_cancels_only_that_panel_s_waiting_mail(db: Database) -> None:
+    with db.transaction() as session:
+        person = factories.person(session, "two@example.com")
+        north = factories.panel(session)
+        river = factories.panel(session, "Riverside Parent Carer Panel")
+        leaving = factories.member(session, north, person).id
+        staying = factories.member(session, river, person).id
+        for panel in (north, river):
+            assert panels.invite_to_session(session, factories.meeting(session, panel)) == 1
+        north_id = north.id
+    with db.transaction() as session:
+        someone = people.find_by_email(session, "two@example.com")
+        assert preferences.leave_panel(session, someone, north_id)
+    by_membership = {
+        int(key.rpartition(":")[2]): status
+        for key, status in _statuses(db, "panel_session_invitation").items()
+    }
+    assert by_membership == {leaving: "cancelled", staying: "queued"}
+
+
+def test_withdrawing_the_newsletter_cancels_a_waiting_welcome(db: Database) -> None:
+    with db.transaction() as session:
+        person = factories.person(session, "news@example.com")
+        ledger.give(session, person, "newsletter", channel="email_link", actor="self")
+        from consent.services import outbox
+
+        outbox.queue(session, "welcome", person=person, context={"name": None})
+        stayer = factories.person(session, "stays@example.com")
+        ledger.give(session, stayer, "newsletter", channel="email_link", actor="self")
+        outbox.queue(session, "welcome", person=stayer, context={"name": None})
+    with db.transaction() as session:
+        someone = people.find_by_email(session, "news@example.com")
+        ledger.withdraw(session, someone, "newsletter", channel="email_link", actor="self")
+    assert _statuses(db, "welcome") == {
+        "news@example.com": "cancelled",
+        "stays@example.com": "queued",
+    }
+
+
+def test_panel_mail_waiting_when_the_sweep_records_an_expiry_is_not_sent(db: Database) -> None:
+    now = utcnow()
+    with time_machine.travel(now - timedelta(days=735), tick=False), db.transaction() as s:
+        panel = factories.panel(s)
+        factories.member(s, panel, factories.person(s, "lapsing@example.com"))
+        factories.member(s, panel, factories.person(s, "renewed@example.com"))
+    with time_machine.travel(now - timedelta(days=20), tick=False), db.transaction() as s:
+        renewer = people.find_by_email(s, "renewed@example.com")
+        ledger.renew(s, renewer, "panel_contact", channel="email_link", actor="self")
+        assert reminders.renewal_reminders(s) == 1
+        assert panels.invite_to_session(s, factories.meeting(s, panel, days=30)) == 2
+        river = factories.panel(s, "Riverside Parent Carer Panel")
+        panels.invite(s, river, email="lapsing@example.com", name=None)
+    with db.reader() as session:
+        lapsing = people.find_by_email(session, "lapsing@example.com").id
+    retention.sweep(db)
+    with db.reader() as session:
+        rows = session.exec(select(Outbox).where(Outbox.person_id == lapsing)).all()
+        assert {(row.template, row.status) for row in rows} == {
+            ("reconsent_reminder", "cancelled"),
+            ("panel_session_invitation", "cancelled"),
+            ("panel_invitation", "cancelled"),
+        }
+        kept = session.exec(select(Outbox).where(Outbox.person_id != lapsing)).all()
+        assert {(row.template, row.status) for row in kept} == {
+            ("panel_session_invitation", "queued")
+        }
+
+
+def test_waiting_reminders_stop_with_the_booking_the_workshop_or_the_wish_for_them(
+    db: Database,
+) -> None:
+    start = utcnow() + timedelta(hours=20)
+    with db.transaction() as session:
+        one = factories.workshop(session, starts_at=start)
+        other = factories.workshop(session, starts_at=start, title="Toddler talk")
+        cancelling = factories.booking(session, one, "cancels@example.com").id
+        stopping = factories.booking(session, one, "stops@example.com").id
+        keeping = factories.booking(session, one, "keeps@example.com").id
+        called_off = factories.booking(session, other, "keeps@example.com").id
+        assert reminders.workshop_reminders(session) == 4
+        other_id = other.id
+    with db.transaction() as session:
+        preferences.cancel_booking(
+            session, people.find_by_email(session, "cancels@example.com"), cancelling
+        )
+        preferences.unsubscribe(
+            session, people.find_by_email(session, "stops@example.com"), "workshops", one_click=True
+        )
+        workshops.cancel_workshop(session, workshops.get_workshop(session, other_id))
+    by_booking = {
+        int(key.split(":")[1]): status for key, status in _statuses(db, "workshop_reminder").items()
+    }
+    assert by_booking == {
+        cancelling: "cancelled",
+        stopping: "cancelled",
+        keeping: "queued",
+        called_off: "cancelled",
+    }
+
+
+def test_declining_invitations_cancels_an_invitation_still_waiting(db: Database) -> None:
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        invited = panels.invite(session, panel, email="invited@example.com", name=None)
+        panels.invite(session, panel, email="other@example.com", name=None)
+        preferences.withdraw_all(session, invited, notify=False)
+    assert _statuses(db, "panel_invitation") == {
+        f"invite:{panel.id}:{invited.id}:{utcnow():%Y%m%d}": "cancelled",
+        f"invite:{panel.id}:{invited.id + 1}:{utcnow():%Y%m%d}": "queued",
+    }
+
+
+def test_leaving_a_panel_removes_answers_waiting_to_be_confirmed(
+    app: Flask, client: FlaskClient
+) -> None:
+    """A member sends the panel form again to update their answers (held, encrypted, until
+    they press the emailed link), then leaves: promise 5 says their panel information is
+    then no longer held, and the link must not put them back."""
+    db = app.extensions["consent.db"]
+    with db.transaction() as session:
+        person = factories.person(session, "member@example.com")
+        panel = factories.panel(session)
+        other = factories.panel(session, "Riverside Parent Carer Panel")
+        factories.member(session, panel, person)
+        factories.member(session, other, person)
+        manage = "/manage/" + links.make_token(db.settings, person, "manage")
+    answers = {
+        "name": "Morgan Parent",
+        "email": "member@example.com",
+        "postcode": "ne1 4st",
+        "age_band": "25 to 34",
+        "children_count": "2",
+        "ethnicity": "Prefer not to say",
+        "needs": "Needs a hearing loop",
+        "panel_contact": "y",
+    }
+    for panel_id in (panel.id, other.id):
+        assert submit(client, f"/panels/{panel_id}/join", answers).status_code == 302
+    with db.transaction() as session:
+        someone = people.find_by_email(session, "member@example.com")
+        assert preferences.leave_panel(session, someone, panel.id)
+    with db.reader() as session:
+        waiting = session.exec(select(PendingSignup.panel_id)).all()
+    assert waiting == [other.id]
+    page = text(client.get(manage))
+    stopped = client.post(
+        f"{manage}/consent",
+        data={"csrf_token": csrf(page), "purpose": "panel_contact", "agree": "no"},
+    )
+    assert stopped.status_code == 302
+    with db.reader() as session:
+        assert session.exec(select(PendingSignup)).all() == []
+
+
+def test_a_workshop_we_cancelled_is_not_listed_as_booked_nor_cancelled_by_the_booker(
+    app: Flask, client: FlaskClient
+) -> None:
+    db = app.extensions["consent.db"]
+    with db.transaction() as session:
+        workshop = factories.workshop(session, days=7, title="Toddler talk")
+        booking = factories.booking(session, workshop, "bea@example.com")
+        kept = factories.booking(session, factories.workshop(session, days=8), "bea@example.com")
+        workshops.cancel_workshop(session, workshop)
+        token = links.make_token(
+            db.settings, people.find_by_email(session, "bea@example.com"), "manage"
+        )
+    page = text(client.get(f"/manage/{token}"))
+    assert f"bookings/{booking.id}/cancel" not in page
+    assert f"bookings/{kept.id}/cancel" in page
+    refused = client.post(
+        f"/manage/{token}/bookings/{booking.id}/cancel",
+        data={"csrf_token": csrf(page)},
+        follow_redirects=True,
+    )
+    assert "We cancelled this workshop, so there is no place to cancel." in text(refused)
+    with db.reader() as session:
+        from sqlalchemy import func
+
+        from consent.models import StatCounter
+
+        counted = session.exec(
+            select(func.coalesce(func.sum(StatCounter.count), 0)).where(
+                StatCounter.metric == "workshop.cancelled"
+            )
+        ).one()
+    assert counted == 0
+
+
+def test_booking_again_after_cancelling_brings_back_the_reminder(db: Database) -> None:
+    """Unsubscribing from booking emails stops a booking's reminders; cancelling and then
+    booking the same workshop again is a new request, which gets its reminder."""
+    with time_machine.travel(utcnow() - timedelta(days=2), tick=False):
+        with db.transaction() as session:
+            workshop = factories.workshop(session, days=3)
+            booking = factories.booking(session, workshop, "again@example.com")
+        with db.transaction() as session:
+            someone = people.find_by_email(session, "again@example.com")
+            preferences.unsubscribe(session, someone, "workshops", one_click=True)
+            preferences.cancel_booking(session, someone, booking.id)
+        with db.transaction() as session:
+            factories.booking(
+                session, workshops.get_workshop(session, workshop.id), "again@example.com"
+            )
+    with db.transaction() as session:
+        assert reminders.workshop_reminders(session) == 1
