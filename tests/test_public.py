@@ -804,6 +804,30 @@ def test_changing_a_preference_from_the_manage_page(
         assert _post_manage(client, path, f"bookings/{booking}/cancel", {}).status_code == 404
 
 
+def test_two_sign_ups_for_one_new_address_at_once_make_one_record(
+    app: Flask, client: FlaskClient, backend: str
+) -> None:
+    """A double click on Continue, or a booking beside a newsletter sign-up: two requests
+    create the same new person at the same moment, and the second uses the first's."""
+    crossing_writers_only(backend)
+    db = _db(app)
+    page = text(client.get("/newsletter"))
+    form = {**hidden_fields(page), "csrf_token": csrf(page)}
+    form.update({"email": "twice@example.com", "newsletter": "y"})
+    posting = meanwhile(
+        db,
+        lambda session: people.find_or_create(session, "twice@example.com", fill_name=False),
+        lambda: client.post("/newsletter", data=form),
+    )
+    assert posting.error is None
+    assert posting.result.status_code == 302
+    with db.reader() as session:
+        found = session.exec(select(Person).where(Person.email == "twice@example.com")).all()
+        assert len(found) == 1
+        waiting = select(func.count()).where(PendingSignup.person_id == found[0].id)
+        assert session.exec(waiting).one() == 1
+
+
 def test_a_change_that_arrives_as_the_person_is_erased_gets_the_link_page(
     app: Flask, client: FlaskClient, member: str, backend: str
 ) -> None:

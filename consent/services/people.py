@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import delete, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 
@@ -147,18 +148,32 @@ def find_or_create(
     normalised = normalise_email(email)
     cleaned_name = clean_text(name, field="name", label="your name")
     person = find_for_update(session, normalised)
-    if person is not None:
-        if cleaned_name and not person.name and fill_name:
-            person.name = cleaned_name
-            person.updated_at = utcnow()
-        return person
-    wait = timedelta(seconds=settings_of(session).link_max_age["confirm"], hours=1)
-    person = Person(
-        email=normalised, name=cleaned_name if fill_name else None, review_at=utcnow() + wait
-    )
-    session.add(person)
-    session.flush()
-    reports.count(session, "people.created")
+    if person is None:
+        wait = timedelta(seconds=settings_of(session).link_max_age["confirm"], hours=1)
+        person = Person(
+            email=normalised, name=cleaned_name if fill_name else None, review_at=utcnow() + wait
+        )
+        try:
+            with session.begin_nested():
+                session.add(person)
+        except IntegrityError:
+            person = _created_meanwhile(session, normalised)
+        else:
+            reports.count(session, "people.created")
+            return person
+    if cleaned_name and not person.name and fill_name:
+        person.name = cleaned_name
+        person.updated_at = utcnow()
+    return person
+
+
+def _created_meanwhile(session: Session, address: str) -> Person:
+    """The record another request made for this address while we were making ours (a double
+    click, or a booking beside a sign-up): there is nothing to lock before it exists, so the
+    database's unique address is what tells the second request to use the first's."""
+    person = find_for_update(session, address)
+    if person is None:
+        raise Conflict("Something else changed this address at the same moment. Try again.")
     return person
 
 
