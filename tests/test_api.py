@@ -274,6 +274,27 @@ def test_a_lapsed_consent_is_expired_before_the_sweep_records_it(app: Flask) -> 
     assert state == "given", "the lookup only reads; the sweep records the expiry"
 
 
+def test_recordings_count_as_expired_once_panel_contact_has_run_out(app: Flask) -> None:
+    """Recordings end with panel contact. Given later, they run out later; a system asking
+    before it records a meeting must not hear "given" once panel contact has run out."""
+    db = _db(app)
+    _, secret = _key(db, "consents:read")
+    now = utcnow()
+    with time_machine.travel(now - timedelta(days=740), tick=False), db.transaction() as s:
+        person = factories.person(s, "member@example.com")
+        factories.member(s, factories.panel(s), person)
+    with time_machine.travel(now - timedelta(days=400), tick=False), db.transaction() as s:
+        ledger.give(s, person, "panel_recordings", channel="web_form", actor="self")
+    with db.reader() as session:
+        someone = people.find_by_email(session, "member@example.com")
+        assert not ledger.has_consent(session, someone, "panel_recordings")
+    consents = _lookup(app.test_client(), secret, "member@example.com").get_json()["consents"]
+    found = {item["purpose"]: item for item in consents}
+    assert found["panel_contact"]["status"] == "expired"
+    assert found["panel_recordings"]["status"] == "expired"
+    assert found["panel_recordings"]["since"] == found["panel_contact"]["since"]
+
+
 def test_unknown_and_erased_addresses_have_no_consent(app: Flask) -> None:
     db = _db(app)
     _, secret = _key(db, "consents:read")

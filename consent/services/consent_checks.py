@@ -1,7 +1,8 @@
 """Whether a person may be contacted for each purpose: what other council systems ask the API.
 
 A consent whose time has run out counts as expired even before the nightly sweep records it,
-so no caller contacts someone on a consent that has lapsed.
+so no caller contacts someone on a consent that has lapsed. Recordings end with panel
+contact, so they count as expired when it has.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
+from consent.models import ConsentState
 from consent.services import ledger, notice_catalogue, people
 from consent.timeutil import utcnow
 from consent.validation import normalise_email
@@ -45,6 +47,7 @@ def check(session: Session, email: str, *, now: datetime | None = None) -> Conse
         session, needs={state.notice_id for state in states.values()}
     )
     found: list[PurposeStatus] = []
+    contact = states.get(ledger.PANEL_CONTACT)
     for purpose in catalogue.purposes:
         state = states.get(purpose.key)
         if state is None:
@@ -53,6 +56,9 @@ def check(session: Session, email: str, *, now: datetime | None = None) -> Conse
         status, since = state.status, state.changed_at
         if status == "given" and state.expires_at is not None and state.expires_at <= moment:
             status, since = "expired", state.expires_at
+        contact_ended = _ended(contact, moment)
+        if purpose.key == ledger.RECORDINGS and status == "given" and contact_ended is not None:
+            status, since = "expired", contact_ended
         notice = catalogue.notices.get(state.notice_id)
         found.append(
             PurposeStatus(
@@ -64,3 +70,14 @@ def check(session: Session, email: str, *, now: datetime | None = None) -> Conse
             )
         )
     return ConsentCheck(person is not None, person.public_id if person else None, found)
+
+
+def _ended(state: ConsentState | None, moment: datetime) -> datetime | None:
+    """When this consent stopped being in force, if it has (past its limit, or no longer
+    given); None while it is in force, or if it was never given."""
+    if state is None:
+        return None
+    if state.status == "given":
+        lapsed = state.expires_at is not None and state.expires_at <= moment
+        return state.expires_at if lapsed else None
+    return state.changed_at

@@ -602,7 +602,7 @@ def _after_change(
 
 def _end_recordings(session: Session, person: Person, change: _Change) -> None:
     """Recordings mean nothing off a panel: they end as panel contact did, in the same way."""
-    if not has_consent(session, person, RECORDINGS):
+    if not _given_and_in_time(session, person, RECORDINGS):
         return
     if change.action == "withdrawn":
         withdraw(
@@ -1057,7 +1057,14 @@ def _states_query() -> Any:
 
 def has_consent(session: Session, person: Person, purpose_key: str) -> bool:
     """Whether consent is in force: given, and its time limit not passed (the sweep that
-    records expiry runs hourly)."""
+    records expiry runs hourly). Recordings end with panel contact, so they need it in force
+    too, even before the sweep has recorded that it ran out."""
+    if purpose_key == RECORDINGS and not _given_and_in_time(session, person, PANEL_CONTACT):
+        return False
+    return _given_and_in_time(session, person, purpose_key)
+
+
+def _given_and_in_time(session: Session, person: Person, purpose_key: str) -> bool:
     purpose = notices.get_purpose(session, purpose_key)
     state = get_state(session, person, purpose)
     return state is not None and in_force(state.status, state.expires_at, utcnow())
