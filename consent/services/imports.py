@@ -262,7 +262,8 @@ def _classify(
 ) -> _Known:
     """Existing people, who already agrees, who withdrew or ran out (and when), who is
     suppressed, and who was on this panel before. A consent past its time limit has run
-    out, even before the sweep has recorded it."""
+    out, even before the sweep has recorded it; asking to stop everything stopped every
+    purpose."""
     emails = [row.email for row in rows]
     existing = {
         person.email: person
@@ -289,6 +290,9 @@ def _classify(
                 stopped[ids[person_id]] = expires_at
             else:
                 stopped[ids[person_id]] = changed_at
+    for email, person in existing.items():
+        if person.stopped_all_at is not None and email not in consenting:
+            stopped[email] = max(stopped.get(email, person.stopped_all_at), person.stopped_all_at)
     hash_key = settings_of(session).hash_key
     digests = {people.email_hmac(hash_key, email): email for email in emails}
     suppressed = {

@@ -360,7 +360,8 @@ def scrub(
     """Erase many people in a few statements. Their consents must already have ended.
 
     ``suppress_ids`` are the people whose address joins the suppression list: those who
-    opted out. Someone whose consent simply ran out may be asked again later. Someone who
+    opted out; anyone who asked to stop everything joins it too. Someone whose consent
+    simply ran out may be asked again later. Someone who
     declined panel invitations keeps declining them: their address's hash is kept for that.
     The people are locked first (on PostgreSQL), so when two sweeps pick the same person the
     one that waited finds them already erased and neither erases nor counts them again.
@@ -370,7 +371,7 @@ def scrub(
     now = utcnow()
     table = Person.__table__
     living = session.execute(
-        select(table.c.id, table.c.email, table.c.invitations_declined_at)
+        select(table.c.id, table.c.email, table.c.invitations_declined_at, table.c.stopped_all_at)
         .where(among(table.c.id, person_ids), table.c.erased_at.is_(None))
         .order_by(table.c.id)
         .with_for_update()
@@ -383,14 +384,14 @@ def scrub(
     dialect = session.get_bind().dialect.name
     suppressed = [
         {"email_hmac": email_hmac(hash_key, email), "reason": reason, "created_at": now}
-        for person_id, email, _ in living
-        if email and person_id in suppress_ids
+        for person_id, email, _, stopped_all in living
+        if email and (person_id in suppress_ids or stopped_all is not None)
     ]
     if suppressed:
         session.execute(_hash_insert(dialect, Suppression.__table__), suppressed)
     declined = [
         {"email_hmac": email_hmac(hash_key, email), "declined_at": at, "created_at": now}
-        for _, email, at in living
+        for _, email, at, _ in living
         if email and at is not None
     ]
     if declined:
@@ -402,10 +403,10 @@ def scrub(
             .where(among(ConsentState.person_id, ids), Purpose.key == "newsletter")
         ).scalars()
     )
-    for person_id, email, _ in living:
+    for person_id, email, _, _ in living:
         if email and person_id in newsletter_people:
             mailchimp.queue_delete(session, person_id, email)
-    link_requests.forget(session, {email for _, email, _ in living if email})
+    link_requests.forget(session, {row[1] for row in living if row[1]})
     counts["memberships"] = panels.delete_all_for_people(session, ids)
     session.execute(delete(PendingSignup).where(among(PendingSignup.person_id, ids)))
     counts["bookings"] = int(

@@ -415,6 +415,8 @@ def unsubscribe(
     for key in purposes:
         ledger.withdraw(session, person, key, channel=channel, actor="self")
     bookings = _stop_booking_mail(session, person) if purpose_key in _STOPS_BOOKING_MAIL else 0
+    if purpose_key is None:
+        person.stopped_all_at = utcnow()
     declines = _declines(person, purpose_key, purposes)
     if declines:
         _decline_invitations(session, person)
@@ -446,6 +448,7 @@ def withdraw_all(
     withdrawn = _given(session, person)
     for key in withdrawn:
         ledger.withdraw(session, person, key, channel=channel, actor="self")
+    person.stopped_all_at = utcnow()
     declines = person.invitations_declined_at is None
     if declines:
         _decline_invitations(session, person)

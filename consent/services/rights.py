@@ -161,6 +161,11 @@ def export_person(session: Session, person: Person) -> dict[str, Any]:
             "new_email_waiting_to_be_confirmed": person.pending_email,
             "declined_panel_invitations_at": _iso(person.invitations_declined_at),
             "panel_invitation_link_works_until": _iso(person.invited_until),
+            "stopped_everything_at": _iso(person.stopped_all_at),
+            "address_not_to_be_contacted": bool(
+                person.email and people.is_suppressed(session, person.email)
+            ),
+            "address_not_to_be_invited_to_panels": people.declined_invitations(session, person),
         },
         "consents": [
             {

@@ -1,0 +1,111 @@
+"""Asking to stop everything is an opt-out from all of it (promise 10): a spreadsheet
+agreement dated before it is not imported for any purpose, and once the person's details
+are deleted their address stays on the list of people not to contact."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import time_machine
+
+from consent.db import Database
+from consent.errors import Conflict
+from consent.services import imports, ledger, panels, people, preferences, retention, rights
+from consent.timeutil import LONDON, utcnow
+from tests import factories
+
+
+def _sheet(tmp_path: Path, email: str, days_ago: int) -> Path:
+    day = (utcnow() - timedelta(days=days_ago)).astimezone(LONDON).date().isoformat()
+    path = tmp_path / "list.csv"
+    path.write_text(f"email,consented_at,evidence\n{email},{day},Old paper form\n")
+    return path
+
+
+def test_an_older_agreement_for_another_purpose_is_not_imported(
+    db: Database, tmp_path: Path
+) -> None:
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="rhea@example.com")
+        preferences.withdraw_all(session, person)
+        factories.consenting(session, "newsletter", email="other@example.com")
+    for email, imported in (("rhea@example.com", 0), ("other@example.com", 1)):
+        with db.reader() as session:
+            result = imports.preview(session, _sheet(tmp_path, email, 30), "family_hub_events")
+        assert (result.to_import, result.suppressed) == (imported, 1 - imported)
+
+
+def test_the_unsubscribe_link_for_every_kind_of_email_counts_too(
+    db: Database, tmp_path: Path
+) -> None:
+    with db.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="rhea@example.com")
+        preferences.unsubscribe(session, person, None, one_click=True)
+    with db.reader() as session:
+        result = imports.preview(
+            session, _sheet(tmp_path, "rhea@example.com", 30), "family_hub_events"
+        )
+    assert (result.to_import, result.suppressed) == (0, 1)
+
+
+def test_a_booker_who_stopped_everything_stays_suppressed_once_erased(
+    db: Database, tmp_path: Path
+) -> None:
+    """They never agreed to anything, so no consent of theirs was withdrawn; their
+    "stop everything" is what tells the sweep they opted out."""
+    start = utcnow()
+    with db.transaction() as session:
+        workshop = factories.workshop(session, days=2)
+        factories.booking(session, workshop, email="quill@example.com", name="Quinn Quill")
+        factories.booking(session, workshop, email="kept@example.com", name="Kit Kept")
+        preferences.withdraw_all(session, people.find_by_email(session, "quill@example.com"))
+    with time_machine.travel(start + timedelta(days=40), tick=False):
+        assert retention.sweep(db).removed["people_erased"] == 2
+        with db.reader() as session:
+            assert people.is_suppressed(session, "quill@example.com")
+            assert not people.is_suppressed(session, "kept@example.com")
+        with db.transaction() as session:
+            result = imports.commit(
+                session,
+                _sheet(tmp_path, "kept@example.com", 60),
+                "newsletter",
+                actor="c",
+                actor_id=None,
+                source="t",
+            )
+            assert result.to_import == 1
+            refused = imports.preview(
+                session, _sheet(tmp_path, "quill@example.com", 60), "newsletter"
+            )
+            assert (refused.to_import, refused.suppressed) == (0, 1)
+
+
+def test_the_export_shows_what_is_held_against_the_address(db: Database) -> None:
+    """A subject access request must show the restrictions applied to them, including one
+    kept, as the address's hash, from a record that was deleted."""
+    with db.transaction() as session:
+        panel_id = factories.panel(session).id
+        person = factories.person(session, "noor@example.com")
+        preferences.withdraw_all(session, person, notify=False)
+        stopped = person.stopped_all_at
+        data = rights.export_person(session, person)
+        assert data["person"]["stopped_everything_at"] == stopped.isoformat()
+        people.erase(session, person, channel="email_link", actor="self")
+    with db.transaction() as session:
+        again = factories.person(session, "noor@example.com")
+        data = rights.export_person(session, again)
+        assert data["person"]["address_not_to_be_contacted"] is True
+        assert data["person"]["address_not_to_be_invited_to_panels"] is True
+        assert data["person"]["declined_panel_invitations_at"] is None
+        with pytest.raises(Conflict):
+            panels.invite(
+                session, panels.get_panel(session, panel_id), email="noor@example.com", name=None
+            )
+    with db.transaction() as session:
+        again = people.find_by_email(session, "noor@example.com")
+        ledger.give(session, again, "newsletter", channel="web_form", actor="self")
+        data = rights.export_person(session, again)
+        assert data["person"]["address_not_to_be_contacted"] is False
+        assert data["person"]["stopped_everything_at"] is None
