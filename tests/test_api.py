@@ -340,6 +340,20 @@ def test_bad_lookups_say_what_is_wrong_and_write_nothing(app: Flask) -> None:
     assert after == before
 
 
+def test_a_body_nested_too_deep_to_read_is_a_bad_request(app: Flask) -> None:
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    db = _db(app)
+    _, secret = _key(db, "consents:read")
+    before = counts(db)
+    response = app.test_client().post(
+        LOOKUP, data="[" * 100_000, content_type="application/json", headers=_auth(secret)
+    )
+    assert response.status_code == 400, response.get_json()
+    assert response.mimetype == "application/problem+json"
+    _matches_schema(response, "/consents/lookup", "post")
+    assert counts(db) == before
+
+
 @pytest.fixture
 def lookup_secret(app: Flask) -> str:
     return _key(_db(app), "consents:read")[1]

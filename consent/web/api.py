@@ -124,6 +124,16 @@ def _time(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _json_object() -> dict[str, Any] | None:
+    """The body as a JSON object, or None. A body nested deeply enough to exhaust the
+    parser's recursion is as unreadable as one that is not JSON at all."""
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 @bp.after_request
 def _never_cached(response: Response) -> Response:
     response.headers["Cache-Control"] = "no-store"
@@ -168,8 +178,8 @@ def consent_lookup(session: Session, key: ApiKey) -> Response:
         return problem(
             415, "Unsupported Media Type", "Send JSON with Content-Type: application/json."
         )
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
+    body = _json_object()
+    if body is None:
         return problem(400, "Bad Request", 'Send a JSON object like {"email": "name@example.com"}.')
     try:
         found = consent_checks.check(session, body.get("email"))
