@@ -378,6 +378,20 @@ def test_an_unsubscribe_older_than_a_fresh_agreement_does_not_undo_it(
             assert ledger.states_for(session, person)["newsletter"].status == status
 
 
+def test_an_unsubscribe_dated_at_the_end_of_time_is_still_recorded(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        factories.consenting(session, "newsletter", email="odd@example.com")
+    _pusher(db).push()
+    mailchimp_fake.members[md5("odd@example.com")].update(
+        status="unsubscribed", last_changed="9999-12-31T23:59:59+00:00"
+    )
+    assert reconcile(db).withdrawn == 1
+    assert _newsletter(db, "odd@example.com") == "withdrawn"
+
+
 def test_reconciliation_says_when_mailchimp_is_down(
     configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
 ) -> None:
@@ -495,6 +509,29 @@ def test_malformed_webhooks_are_a_400_and_write_nothing(hook_app: Flask, data: d
     with db.reader() as session:
         assert len(session.exec(select(ConsentEvent)).all()) == before
         assert session.exec(select(PersonChange)).all() == []
+
+
+@pytest.mark.parametrize("ahead", [timedelta(days=2), None])
+def test_an_unsubscribe_webhook_dated_in_the_future_is_a_400_and_writes_nothing(
+    hook_app: Flask, ahead: timedelta | None
+) -> None:
+    """Taken at its word, a future fired_at would outrank any agreement given here since."""
+    db: Database = hook_app.extensions["consent.db"]
+    with db.transaction() as session:
+        factories.consenting(session, "newsletter", email="a@example.com")
+    fired = "9999-12-31 23:59:59" if ahead is None else f"{utcnow() + ahead:%Y-%m-%d %H:%M:%S}"
+    response = _hook(
+        hook_app,
+        {
+            "type": "unsubscribe",
+            "fired_at": fired,
+            "data[list_id]": "list123",
+            "data[email]": "a@example.com",
+        },
+    )
+    assert response.status_code == 400
+    assert "more than a day in the future" in response.get_data(as_text=True)
+    assert _newsletter(db, "a@example.com") == "given"
 
 
 def test_webhook_for_an_unknown_address_is_acknowledged_and_ignored(hook_app: Flask) -> None:

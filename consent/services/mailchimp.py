@@ -343,7 +343,7 @@ def record_unsubscribe(
     if changed_at is not None:
         state = ledger.get_state(session, person, notices.get_purpose(session, "newsletter"))
         given = state.given_at if state is not None and state.status == "given" else None
-        if given is not None and given >= changed_at + timedelta(seconds=1):
+        if given is not None and given - timedelta(seconds=1) >= changed_at:
             return False
     try:
         event = ledger.withdraw(
