@@ -291,8 +291,10 @@ def _report_import(result: Any) -> None:
 
 @cli.command("demo")
 @with_appcontext
+@domain_errors
 def demo_command() -> None:
-    """Load demo panels, sessions, workshops and people (example.com addresses)."""
+    """Load demo panels, sessions, workshops and people (example.com addresses); refused
+    in production."""
     from consent.services import demo
 
     with _db().transaction() as session:

@@ -16,6 +16,7 @@ from consent.db import Database
 from consent.models import AdminUser, Panel, Person, RetentionRun
 from consent.services import ledger
 from tests import factories
+from tests.fuzzing import counts
 from tests.helpers import child_environment, send_raw, tamper
 
 
@@ -129,6 +130,24 @@ def test_demo_loads_once(db: Database, settings: Settings) -> None:
         assert len(session.exec(select(Person)).all()) == 40
     assert "already loaded" in run(settings, "demo").stdout
     assert run(settings, "audit", "verify").returncode == 0
+
+
+def test_demo_refuses_a_production_database_and_writes_nothing(
+    db: Database, settings: Settings
+) -> None:
+    before = counts(db)
+    production = {
+        "CONSENT_ENV": "production",
+        "CONSENT_BASE_URL": "https://consent.example.gov.uk",
+        "CONSENT_MAIL_BACKEND": "smtp",
+    }
+    result = run(settings, "demo", extra=production)
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.strip().splitlines() == [
+        "Error: Demo data cannot be loaded into a production database "
+        "(CONSENT_ENV=production). Nothing was changed."
+    ]
+    assert counts(db) == before
 
 
 def test_keys_rotate_fields(db: Database, settings: Settings) -> None:

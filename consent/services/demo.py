@@ -11,6 +11,8 @@ from datetime import timedelta
 
 from sqlmodel import Session, select
 
+from consent.db import settings_of
+from consent.errors import DomainError
 from consent.models import Panel
 from consent.options import PREFER_NOT_TO_SAY, options
 from consent.services import ledger, panels, people, workshops
@@ -99,7 +101,16 @@ class DemoSummary:
 
 
 def load(session: Session, *, seed: int = 7, people_count: int = 40) -> DemoSummary:
-    """Add demo panels, sessions, workshops and people; does nothing if already loaded."""
+    """Add demo panels, sessions, workshops and people; does nothing if already loaded.
+
+    Never in production: the ledger is append-only, so fake people's consent could not be
+    taken out again, and their counts would go into the reports to government.
+    """
+    if settings_of(session).is_production:
+        raise DomainError(
+            "Demo data cannot be loaded into a production database (CONSENT_ENV=production). "
+            "Nothing was changed."
+        )
     summary = DemoSummary()
     if session.exec(select(Panel).where(Panel.name == PANELS[0][0])).first():
         summary.skipped = True
