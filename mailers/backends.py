@@ -16,16 +16,29 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from email.message import Message
-from email.policy import compat32
+from email.policy import Compat32
 from pathlib import Path
 from typing import Protocol, TextIO
 
 from consent.config import Settings
 from consent.timeutil import utcnow
 
+
+class _MailPolicy(Compat32):
+    """compat32, but an address beyond ASCII is written as UTF-8 (RFC 6532): an encoded
+    word, which compat32 would make of it, is not allowed in an address."""
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if name.lower() == "to" and isinstance(value, str) and not value.isascii():
+            return f"{name}: {value}{self.linesep}".encode()
+        return super().fold_binary(name, value)
+
+
 #: SMTP needs CRLF line endings (smtplib sends bytes exactly as given); identifiers such
 #: as Message-ID and List-Unsubscribe stay on one line rather than folded.
-SMTP_POLICY = compat32.clone(linesep="\r\n", max_line_length=998)
+SMTP_POLICY = _MailPolicy(linesep="\r\n", max_line_length=998)
+#: What a relay must be told when the recipient's address is not ASCII (RFC 6531).
+INTERNATIONAL = ("SMTPUTF8", "BODY=8BITMIME")
 
 
 class DeliveryError(Exception):
@@ -141,9 +154,11 @@ class SmtpConnection:
         return parseaddr(str(message["From"]))[1]
 
     def send(self, message: Message, *, reference: str) -> None:
+        to = str(message["To"])
         try:
+            options = () if to.isascii() else self._international()
             refused = self.client.sendmail(
-                self.sender(message), [message["To"]], message.as_bytes(policy=SMTP_POLICY)
+                self.sender(message), [to], message.as_bytes(policy=SMTP_POLICY), options
             )
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
@@ -157,6 +172,17 @@ class SmtpConnection:
         if refused:
             codes = [code for code, _ in refused.values()]
             raise _by_code(min(codes), f"Recipient refused: {codes}")
+
+    def _international(self) -> tuple[str, ...]:
+        """The options for an address with a non-ASCII local part, which only a relay that
+        offers SMTPUTF8 can take; asked before MAIL FROM, so the session stays usable."""
+        self.client.ehlo_or_helo_if_needed()
+        if not self.client.has_extn("smtputf8"):
+            raise PermanentFailure(
+                "The mail relay does not offer SMTPUTF8, so it cannot take an address with "
+                "letters outside A to Z before the @."
+            )
+        return INTERNATIONAL
 
 
 def _by_code(code: int, text: str) -> DeliveryError:

@@ -14,6 +14,8 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import formatdate
 
+from email_validator import EmailNotValidError, validate_email
+
 from consent.config import Settings
 from consent.models import Outbox
 
@@ -23,6 +25,19 @@ _UTF8_QP.body_encoding = QP
 
 def _header(value: str) -> str | Header:
     return value if value.isascii() else Header(value, "utf-8")
+
+
+def mail_address(address: str) -> str:
+    """``address`` as mail carries it: the domain in its ASCII (IDNA) form, which every relay
+    and mail client reads, while the stored address keeps the one the person gave."""
+    if address.isascii():
+        return address
+    local, _, _ = address.rpartition("@")
+    try:
+        domain = validate_email(address, check_deliverability=False).ascii_domain
+    except EmailNotValidError as exc:
+        raise ValueError(f"The address cannot be written in the form mail needs: {exc}") from exc
+    return f"{local}@{domain}"
 
 
 def _part(text: str, subtype: str) -> MIMEText:
@@ -36,7 +51,7 @@ def build(row: Outbox, settings: Settings) -> MIMEMultipart:
         raise ValueError(f"Message {row.id} has no address or body left to send.")
     message = MIMEMultipart("alternative")
     message["From"] = _header(settings.mail_from)
-    message["To"] = row.to_address
+    message["To"] = mail_address(row.to_address)
     message["Subject"] = _header(row.subject)
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = row.message_id

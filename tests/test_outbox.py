@@ -547,6 +547,61 @@ def test_a_failure_answering_link_requests_does_not_stop_the_mail(
     assert report.sent == 1
 
 
+def _sent_to(db: Database, *addresses: str) -> None:
+    with db.transaction() as session:
+        for address in addresses:
+            outbox.queue(session, "welcome", person=factories.person(session, address), context={})
+
+
+def test_an_address_on_an_international_domain_is_sent_to_its_ascii_form(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    """Relays and mail clients read only the ASCII (IDNA) form of a domain; we keep the
+    address as the person gave it."""
+    db = configured(**smtp_settings)
+    _sent_to(db, "parent@bücher.example")
+    report = OutboxWorker(db).run_once()
+    assert report.sent == 1, report.errors
+    [(_, envelope_to)] = smtp.sink.envelopes
+    assert envelope_to == ["parent@xn--bcher-kva.example"]
+    assert smtp.sink.messages[0]["To"] == "parent@xn--bcher-kva.example"
+    [row] = _rows(db)
+    assert (row.status, row.to_address) == ("sent", "parent@bücher.example")
+
+
+def test_a_non_ascii_name_before_the_at_goes_by_smtputf8_when_the_relay_offers_it(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    db = configured(**smtp_settings)
+    _sent_to(db, "jösé@bücher.example", "after@example.com")
+    report = OutboxWorker(db).run_once()
+    assert report.sent == 2, report.errors
+    assert [to for _, to in smtp.sink.envelopes] == [
+        ["jösé@xn--bcher-kva.example"],
+        ["after@example.com"],
+    ]
+    assert smtp.sink.messages[0]["To"] == "jösé@xn--bcher-kva.example"
+
+
+def test_a_relay_without_smtputf8_fails_only_the_address_it_cannot_take(
+    configured: Open,
+) -> None:
+    server = SmtpServer(enable_SMTPUTF8=False).start()
+    try:
+        db = configured(
+            mail_backend="smtp", smtp_host="127.0.0.1", smtp_port=server.port, smtp_timeout=5
+        )
+        _sent_to(db, "jösé@bücher.example", "after@example.com")
+        report = OutboxWorker(db).run_once()
+        assert (report.sent, report.failed) == (1, 1), report.errors
+        failed, sent = _rows(db)
+        assert failed.status == "failed" and "does not offer SMTPUTF8" in (failed.last_error or "")
+        assert (failed.to_address, sent.status) == ("jösé@bücher.example", "sent")
+        assert [m["To"] for m in server.sink.messages] == ["after@example.com"]
+    finally:
+        server.stop()
+
+
 def test_the_file_backend_writes_real_eml_files(db: Database, tmp_path: Path) -> None:
     _queue(db, 2)
     OutboxWorker(db, FileBackend(tmp_path / "out")).run_once()
@@ -558,6 +613,19 @@ def test_the_file_backend_writes_real_eml_files(db: Database, tmp_path: Path) ->
     parsed = email.message_from_bytes(files[0].read_bytes(), policy=default)
     assert parsed.get_body(("plain",)) is not None and parsed.get_body(("html",)) is not None
     assert not list((tmp_path / "out").glob(".writing-*"))
+
+
+def test_the_file_backend_writes_international_addresses_as_mail_carries_them(
+    db: Database, tmp_path: Path
+) -> None:
+    import email
+    from email.policy import default
+
+    _sent_to(db, "parent@bücher.example", "jösé@bücher.example")
+    assert OutboxWorker(db, FileBackend(tmp_path / "out")).run_once().sent == 2
+    files = sorted((tmp_path / "out").glob("*.eml"))
+    to = [email.message_from_bytes(f.read_bytes(), policy=default)["To"] for f in files]
+    assert to == ["parent@xn--bcher-kva.example", "jösé@xn--bcher-kva.example"]
 
 
 def test_the_console_backend_prints_messages(configured: Open) -> None:
