@@ -53,6 +53,7 @@ from consent.services import (
     preferences,
     reports,
     retention,
+    rights,
     signups,
     workshops,
 )
@@ -1990,6 +1991,33 @@ def test_correcting_a_closed_rights_request_keeps_when_it_was_closed(
     _post(dpo, path, path, {"status": "refused", "outcome": "Manifestly unfounded"})
     with db.reader() as session:
         assert session.get(RightsRequest, int(world["request_id"])).closed_at > closed
+
+
+def test_a_request_closed_after_its_person_was_erased_keeps_no_outcome_text(
+    app: Flask, world: dict[str, str]
+) -> None:
+    """The DPO logs the request, erases the person, then closes it: an outcome naming them,
+    written after the erasure blanked the rest, would keep them for ever."""
+    db = _db(app)
+    dpo = staff_client(app, "dpo")
+    with db.transaction() as session:
+        people.erase(
+            session,
+            people.find_by_email(session, "someone@example.com"),
+            channel="admin",
+            actor="admin:1",
+            note="Erasure request by post",
+        )
+    path = f"/admin/rights/{world['request_id']}"
+    page = text(dpo.get(path))
+    assert "This person's details have been deleted" in page and 'name="outcome"' not in page
+    outcome = "Erased everything about Ophelia Marchbanks (someone@example.com)"
+    _post(dpo, path, path, {"status": "completed", "outcome": outcome})
+    with db.reader() as session:
+        request = session.get(RightsRequest, int(world["request_id"]))
+        assert (request.status, request.outcome) == ("completed", rights.ERASED_OUTCOME)
+        assert request.closed_at is not None
+    assert find_anywhere(db.engine, ["Marchbanks", "someone@example.com"]) == []
 
 
 def _joins_by_age(db: Database, months: dict[datetime, dict[str, int]]) -> None:

@@ -390,6 +390,11 @@ def log_request(
     return request
 
 
+#: The outcome kept for a request whose person has been erased: free text about them would
+#: outlive the erasure, which blanked every outcome there was when it ran.
+ERASED_OUTCOME = "Closed after their details were deleted, so no other outcome is kept."
+
+
 def update_request(
     session: Session,
     request: RightsRequest,
@@ -400,12 +405,16 @@ def update_request(
     actor: str,
 ) -> RightsRequest:
     """Save a request's status and outcome. Closing it records when; correcting a closed
-    request's outcome keeps that date, which shows the statutory deadline was met."""
+    request's outcome keeps that date, which shows the statutory deadline was met. Once
+    its person is erased, a request keeps no outcome text of its own."""
     if status not in REQUEST_STATUSES:
         raise InvalidInput("status", "Select a status.")
+    person = loading.person_by_id.get(session, request.person_id) if request.person_id else None
     cleaned = clean_text(
         outcome, field="outcome", label="the outcome", max_length=5000, multiline=True
     )
+    if person is not None and person.is_erased:
+        cleaned = ERASED_OUTCOME if status != "open" else None
     if status != "open" and not cleaned:
         raise InvalidInput("outcome", "Enter the outcome before closing the request.")
     if status == "open":
@@ -414,10 +423,8 @@ def update_request(
         request.closed_at = utcnow()
     request.status = status
     request.outcome = cleaned
-    if status != "open" and request.person_id is not None:
-        person = loading.person_by_id.get(session, request.person_id)
-        if person is not None and not person.is_erased:
-            person.review_at = utcnow()
+    if status != "open" and person is not None and not person.is_erased:
+        person.review_at = utcnow()
     audit.record(
         session,
         "rights_request.updated",
