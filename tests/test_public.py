@@ -989,6 +989,37 @@ def test_the_confirmation_to_a_new_address_carries_none_of_the_persons_links(
     assert "/manage/" in (own.body_text or "") and "List-Unsubscribe" in json.loads(own.headers)
 
 
+def test_moving_back_to_an_address_once_deleted_keeps_the_mail_they_agreed_to(
+    app: Flask, client: FlaskClient
+) -> None:
+    """Someone deleted everything under old@, later joined a panel as new@, then moved back
+    to old@, confirming it from that mailbox: their meeting invitations must still come.
+    Someone agreeing to nothing who does the same stays on the list."""
+    db = _db(app)
+    with db.transaction() as session:
+        for earlier in ("old@example.com", "quiet@example.com"):
+            gone = factories.consenting(session, "newsletter", email=earlier)
+            people.erase(session, gone, channel="email_link", actor="self")
+        person = factories.person(session, "new@example.com")
+        panel = factories.panel(session)
+        factories.member(session, panel, person)
+        factories.person(session, "booker@example.com")
+    for before, after in (
+        ("new@example.com", "old@example.com"),
+        ("booker@example.com", "quiet@example.com"),
+    ):
+        manage = _manage_path(db, before)
+        assert submit(client, f"{manage}/email", {"new_email": after}).status_code == 302
+        confirm = link_in(mails(db, after)[-1], "confirm-email")
+        done = client.post(confirm, data={"csrf_token": csrf(text(client.get(confirm)))})
+        assert done.status_code == 200
+    with db.transaction() as session:
+        assert not people.is_suppressed(session, "old@example.com")
+        assert people.is_suppressed(session, "quiet@example.com")
+        meeting = factories.meeting(session, panels.get_panel(session, panel.id))
+        assert panels.invite_to_session(session, meeting) == 1
+
+
 def test_a_confirmation_link_confirms_only_the_address_it_was_sent_to(
     app: Flask, client: FlaskClient, member: str
 ) -> None:

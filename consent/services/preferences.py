@@ -497,9 +497,16 @@ def pending_email_for(session: Session, person: Person, ref: int | None) -> str:
 
 
 def confirm_email_change(session: Session, person: Person, ref: int | None) -> str:
+    """Move to the confirmed address. Someone who once had their details deleted under it
+    left it on the suppression list; confirming it from that mailbox while agreeing to
+    something now is agreeing afresh there, or all the mail they agreed to would stop."""
     new = pending_email_for(session, person, ref)
     people.change_email(session, person, new, channel="email_link", actor="self")
     people.revoke_links(person)
+    now = utcnow()
+    states = ledger.states_for(session, person).values()
+    if any(ledger.in_force(state.status, state.expires_at, now) for state in states):
+        people.lift_suppression(session, new)
     return new
 
 
