@@ -29,7 +29,7 @@ from consent.models import (
 )
 from consent.services import casework, imports, ledger, people, workshops
 from consent.timeutil import LONDON, utcnow
-from consent.validation import normalise_email
+from consent.validation import normalise_email, normalise_phone
 from tests import factories
 from tests.helpers import find_anywhere
 
@@ -167,6 +167,36 @@ def test_names_beginning_outside_ascii_are_found_however_they_were_written(
         "ørjan": [],
         "Ozil": [],
     }
+
+
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [
+        ("07911 123456", "+447911123456"),
+        ("0161 496 0000", "+441614960000"),
+        ("+1 202 555 0143", "+12025550143"),
+        ("07700 900982", "+447700900982"),  # Ofcom's range for examples, as our hints use
+        ("01632 960001", "+441632960001"),
+    ],
+)
+def test_a_phone_number_that_can_be_dialled_is_kept_in_full_form(typed: str, stored: str) -> None:
+    assert normalise_phone(typed) == stored
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("07700 90098", "Enter a full telephone number"),  # a digit short
+        ("07911 12345", "Enter a full telephone number"),
+        ("01234", "Enter a full telephone number"),  # a local number without its area code
+        ("00000 000000", "Enter a full telephone number"),
+        ("01632 960001 ext 123", "without an extension"),
+    ],
+)
+def test_a_phone_number_we_could_not_call_is_refused(typed: str, message: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        normalise_phone(typed)
+    assert message in refused.value.message
 
 
 @pytest.mark.parametrize(
