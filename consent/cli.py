@@ -415,8 +415,11 @@ def keys_rotate_fields() -> None:
     """Re-encrypt every encrypted field under the newest of CONSENT_FIELD_KEYS."""
     from consent import crypto
 
-    with _db().transaction() as session:
-        counts = crypto.rotate_all(session)
+    try:
+        with _db().transaction() as session:
+            counts = crypto.rotate_all(session)
+    except crypto.UndecryptableField as exc:
+        raise click.ClickException(str(exc)) from exc
     for table, done in counts.items():
         click.echo(f"{table}: {done} value(s) re-encrypted")
     click.echo("Done. Keys other than the first in CONSENT_FIELD_KEYS can now be removed.")

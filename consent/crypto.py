@@ -81,7 +81,14 @@ def encrypted_columns() -> list[tuple[Any, Any, bool]]:
 
 
 def rotate_all(session: Session, batch_size: int = 500) -> dict[str, int]:
-    """Re-encrypt every encrypted value under the newest key; returns counts per table."""
+    """Re-encrypt every encrypted value under the newest key; returns counts per table.
+
+    A value no configured key can read stops the whole run, naming where it is, so the key
+    can be put back: except a request for a new link, which nobody could answer anyway and
+    the sweep drops within the hour.
+    """
+    from consent.models import LinkRequest
+
     cipher = cipher_for(session)
     counts: dict[str, int] = {}
     for model, column, padded in encrypted_columns():
@@ -97,16 +104,24 @@ def rotate_all(session: Session, batch_size: int = 500) -> dict[str, int]:
             if not rows:
                 break
             for row_id, token in rows:
+                try:
+                    value = (
+                        cipher.encrypt_json(cipher.decrypt_json(token))
+                        if padded
+                        else cipher.rotate(token)
+                    )
+                except UndecryptableField:
+                    if model is LinkRequest:
+                        continue
+                    raise UndecryptableField(
+                        f"A value in {model.__tablename__} (row {row_id}) cannot be decrypted "
+                        "with any key in CONSENT_FIELD_KEYS. Put back the key it was encrypted "
+                        "with and run this again. Nothing was re-encrypted."
+                    ) from None
                 session.execute(
                     model.__table__.update()
                     .where(model.__table__.c.id == row_id)
-                    .values(
-                        {
-                            column.key: cipher.encrypt_json(cipher.decrypt_json(token))
-                            if padded
-                            else cipher.rotate(token)
-                        }
-                    )
+                    .values({column.key: value})
                 )
                 done += 1
             last_id = rows[-1][0]

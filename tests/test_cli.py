@@ -11,9 +11,10 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlmodel import select
 
+from consent import crypto
 from consent.config import Settings
 from consent.db import Database
-from consent.models import AdminUser, Panel, Person, RetentionRun
+from consent.models import AdminUser, LinkRequest, Panel, PanelProfile, Person, RetentionRun
 from consent.services import ledger
 from tests import factories
 from tests.fuzzing import counts
@@ -163,6 +164,38 @@ def test_keys_rotate_fields(db: Database, settings: Settings) -> None:
     assert only_new.returncode == 0, only_new.stderr
     profile = json.loads(only_new.stdout)["panel_memberships"][0]["profile"]
     assert profile["special_category"] == {"gender": "Woman"}
+
+
+def test_rotation_stops_at_a_value_no_key_can_read_and_changes_nothing(
+    db: Database, settings: Settings
+) -> None:
+    """A key was taken out before rotating: the run names where, so it can be put back. A
+    request for a new link under that key is passed over: nobody could answer it anyway."""
+    lost = crypto.FieldCipher([Fernet.generate_key().decode()])
+    with db.transaction() as session:
+        someone = factories.person(session, "rotate@example.com")
+        member = factories.member(session, factories.panel(session), someone)
+        session.add(LinkRequest(address=lost.encrypt("stranger@example.com")))
+        member_id = member.id
+    new_key = Fernet.generate_key().decode()
+    keys = ",".join((new_key, *settings.field_keys))
+    passed_over = run(settings, "keys", "rotate-fields", extra={"CONSENT_FIELD_KEYS": keys})
+    assert passed_over.returncode == 0, passed_over.stderr
+    assert "panel_profile: 1 value(s) re-encrypted" in passed_over.stdout
+    with db.transaction() as session:
+        profile = session.exec(
+            select(PanelProfile).where(PanelProfile.membership_id == member_id)
+        ).one()
+        profile.special_category = lost.encrypt_json({"gender": "Woman"})
+        profile_id, unreadable = profile.id, profile.special_category
+        before = session.exec(select(LinkRequest.address)).one()
+    refused = run(settings, "keys", "rotate-fields", extra={"CONSENT_FIELD_KEYS": keys})
+    assert refused.returncode == 1
+    assert f"A value in panel_profile (row {profile_id}) cannot be decrypted" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    with db.reader() as session:
+        assert session.exec(select(LinkRequest.address)).one() == before
+        assert session.get(PanelProfile, profile_id).special_category == unreadable
 
 
 @pytest.mark.parametrize("args", [["keys", "generate"]])
