@@ -250,7 +250,10 @@ def export_command(email: str) -> None:
 @with_appcontext
 @domain_errors
 def import_command(file: Path, purpose: str, panel_id: int | None, dry_run: bool) -> None:
-    """Import people who agreed elsewhere from FILE (CSV: email, consented_at, evidence)."""
+    """Import people who agreed elsewhere from FILE (CSV: email, consented_at, evidence).
+
+    A dry run exits 1 when the import would be refused, so a script can check a file first.
+    """
     from consent.services import imports
 
     if dry_run:
@@ -275,6 +278,10 @@ def import_command(file: Path, purpose: str, panel_id: int | None, dry_run: bool
                 _report_import(imports.preview(session, file, purpose, panel_id=panel_id))
             raise
     _report_import(result)
+    if dry_run and result.errors:
+        raise click.ClickException(
+            f"Dry run: {result.errors} row(s) have problems, so the import would be refused."
+        )
     click.echo(
         "Dry run: nothing was imported." if dry_run else f"Imported {result.to_import} row(s)."
     )

@@ -260,6 +260,7 @@ def test_a_refused_import_reports_what_the_whole_file_holds(
     assert "1501 row(s): 1500 to import, 0 already agreed" in refused.stdout, refused.stdout
     dry = run(settings, "import", str(bad), "--purpose", "newsletter", "--dry-run")
     assert "1501 row(s): 1500 to import, 0 already agreed" in dry.stdout, dry.stdout
+    assert dry.returncode == 1 and "the import would be refused" in dry.stderr
     with db.reader() as session:
         assert session.exec(select(Person)).all() == []
 
