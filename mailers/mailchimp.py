@@ -108,15 +108,19 @@ def _operation(change: MailchimpChange, list_id: str) -> dict[str, Any]:
 
 
 def _outcome(change: MailchimpChange, status: int) -> str:
-    """done, retry or failed for one change, from the HTTP status Mailchimp gave it."""
+    """What one change's HTTP status means: done, missing, retry (Mailchimp unavailable),
+    refused (an unsubscribe or delete refused: never given up, since Mailchimp would keep
+    mailing or holding the person) or failed."""
     if 200 <= status < 300:
         return "done"
-    if status == 404 and change.action in ("unsubscribe", "delete"):
+    if status == 404 and change.action in queue.STOPPING:
         return "done"
     if status == 404 and change.action == "update_email":
         return "missing"
     if _retryable(status):
         return "retry"
+    if change.action in queue.STOPPING:
+        return "refused"
     return "failed"
 
 
@@ -124,6 +128,7 @@ def _outcome(change: MailchimpChange, status: int) -> str:
 class PushReport:
     pushed: int = 0
     retrying: int = 0
+    refused: int = 0
     failed: int = 0
     batches: int = 0
     requests: int = 0
@@ -167,21 +172,23 @@ class Pusher:
     def _record(self, results: dict[int, tuple[str, str]], report: PushReport) -> None:
         done = [i for i, (outcome, _) in results.items() if outcome == "done"]
         retry = {i: error for i, (outcome, error) in results.items() if outcome == "retry"}
+        refused = {i: error for i, (outcome, error) in results.items() if outcome == "refused"}
         failed = {i: error for i, (outcome, error) in results.items() if outcome == "failed"}
         missing = [i for i, (outcome, _) in results.items() if outcome == "missing"]
         untried = [i for i, (outcome, _) in results.items() if outcome == "untried"]
         with self.database.transaction() as session:
             queue.mark_done(session, done)
             queue.mark_moved_missing(session, missing)
-            for change_id, error in retry.items():
+            for change_id, error in {**retry, **refused}.items():
                 queue.mark_retry(session, [change_id], error, RETRY_DELAY)
             for change_id, error in failed.items():
                 queue.mark_failed(session, [change_id], error)
             queue.release(session, untried, NOT_TRIED, RETRY_DELAY)
         report.pushed += len(done)
         report.retrying += len(retry) + len(untried)
+        report.refused += len(refused)
         report.failed += len(failed)
-        report.errors.extend(f"{i}: {e}" for i, e in {**retry, **failed}.items())
+        report.errors.extend(f"{i}: {e}" for i, e in {**retry, **refused, **failed}.items())
 
     def _one_by_one(self, changes: list[MailchimpChange], report: PushReport) -> None:
         lists = self.client.lists

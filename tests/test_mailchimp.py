@@ -327,6 +327,80 @@ def test_a_change_refused_for_good_keeps_no_address(
     assert change.subscriber_hash == md5("refused@example.com")
 
 
+@pytest.mark.parametrize("code", [400, 401, 403])
+def test_an_erasure_s_delete_mailchimp_refuses_is_tried_again_until_it_goes(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp, code: int
+) -> None:
+    """A 401 while an API key is replaced, or any other refusal. The delete replaced the
+    pending unsubscribe, and reconciliation reads only recent changes: given up, it would
+    leave Mailchimp holding the erased person, subscribed, for good."""
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        person = factories.person(session, "gone.chimp@example.com", name="Gwen Chimp")
+        ledger.give(session, person, "newsletter", channel="web_form", actor="self")
+    _pusher(db).push()
+    with db.transaction() as session:
+        people.erase(session, session.get(Person, person.id), channel="email_link", actor="self")
+    mailchimp_fake.fail_next = [code]
+    report = _pusher(db).push()
+    assert (report.pushed, report.refused, report.failed) == (0, 1, 0)
+    delete = _changes(db)[-1]
+    assert (delete.action, delete.status) == ("delete", "pending")
+    assert f"HTTP {code}" in (delete.last_error or "")
+    with time_machine.travel(utcnow() + timedelta(minutes=6), tick=True):
+        assert _pusher(db).push().pushed == 1
+    assert md5("gone.chimp@example.com") not in mailchimp_fake.members
+    needles = [md5("gone.chimp@example.com"), "gone.chimp@example.com", "Gwen Chimp"]
+    assert find_anywhere(db.engine, needles) == []
+
+
+@pytest.mark.parametrize("count", [2, 12])
+def test_an_unsubscribe_mailchimp_refuses_stays_queued_and_holds_up_no_other(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp, count: int
+) -> None:
+    """One by one or by batch, the refused unsubscribe waits for its next try alone; after
+    as many tries as a subscribe gets, the dashboard shows it."""
+    db = configured(**mailchimp_settings)
+    _subscribers(db, "out", count)
+    _pusher(db).push()
+    with db.transaction() as session:
+        for index in range(count):
+            person = people.find_by_email(session, f"out{index}@example.com")
+            ledger.withdraw(session, person, "newsletter", channel="web_form", actor="self")
+    mailchimp_fake.member_failures[md5("out0@example.com")] = 400
+    report = _pusher(db).push()
+    assert (report.pushed, report.refused, report.failed) == (count - 1, 1, 0)
+    start = utcnow()
+    for hour in range(48):
+        with time_machine.travel(start + timedelta(hours=hour), tick=True):
+            _pusher(db).push()
+    unsubscribe = _changes(db)[count]
+    assert (unsubscribe.action, unsubscribe.status) == ("unsubscribe", "pending")
+    assert unsubscribe.attempts >= mailchimp.MAX_ATTEMPTS
+    with db.reader() as session:
+        assert mailchimp.sync_state(session)[mailchimp.STUCK] == 1
+    del mailchimp_fake.member_failures[md5("out0@example.com")]
+    with time_machine.travel(start + timedelta(hours=60), tick=True):
+        assert _pusher(db).push().pushed == 1
+    assert all(m["status"] == "unsubscribed" for m in mailchimp_fake.members.values())
+    with db.reader() as session:
+        assert mailchimp.STUCK not in mailchimp.sync_state(session)
+
+
+def test_the_dashboard_shows_an_unsubscribe_still_retried_after_many_tries(app: Flask) -> None:
+    from tests.admin_client import staff_client
+    from tests.web import text
+
+    with app.extensions["consent.db"].transaction() as session:
+        session.add(
+            MailchimpChange(
+                action="unsubscribe", subscriber_hash="0" * 32, attempts=mailchimp.MAX_ATTEMPTS
+            )
+        )
+    dashboard = text(staff_client(app, "coordinator").get("/admin/"))
+    assert f"pending: 1; {mailchimp.STUCK}: 1." in dashboard
+
+
 def test_reconciliation_records_unsubscribes_and_cleans_since_the_last_run(
     configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
 ) -> None:

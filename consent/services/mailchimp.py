@@ -285,8 +285,9 @@ def release(
 
 
 def mark_failed(session: Session, ids: list[int], error: str) -> None:
-    """Refused for good: never sent again, so it keeps no name or address, only the hash
-    by which staff can look the member up in Mailchimp."""
+    """Refused for good (a subscribe or address change: an unsubscribe or delete is retried
+    instead): never sent again, so it keeps no name or address, only the hash by which staff
+    can look the member up in Mailchimp."""
     table = MailchimpChange.__table__
     session.execute(
         update(table)
@@ -398,9 +399,25 @@ def record_email_change(session: Session, old_email: str, new_email: str, *, act
     return changed
 
 
+#: How the dashboard names unsubscribes and deletes still waiting after many tries.
+STUCK = f"unsubscribes or deletes still retried after {MAX_ATTEMPTS} tries"
+
+
 def sync_state(session: Session) -> dict[str, int]:
-    """Counts by status, for the admin dashboard."""
+    """Counts by status, for the admin dashboard, and the unsubscribes and deletes tried as
+    often as a subscribe is before it is given up: they are never given up, so without this
+    one Mailchimp keeps refusing would wait among the pending unseen."""
     table = MailchimpChange.__table__
-    return dict(
+    counts = dict(
         session.execute(select(table.c.status, func.count()).group_by(table.c.status)).all()
     )
+    stuck = session.execute(
+        select(func.count()).where(
+            table.c.status.in_(("pending", "pushing")),
+            table.c.action.in_(STOPPING),
+            table.c.attempts >= MAX_ATTEMPTS,
+        )
+    ).scalar_one()
+    if stuck:
+        counts[STUCK] = stuck
+    return counts
