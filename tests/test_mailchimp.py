@@ -47,6 +47,95 @@ def test_nothing_is_queued_when_no_audience_is_configured(db: Database) -> None:
     assert _changes(db) == []
 
 
+@pytest.mark.parametrize("pushed", [False, True])
+def test_erasure_while_sync_is_off_leaves_no_name_or_address_in_the_queue(
+    db: Database,
+    configured: Open,
+    mailchimp_settings: dict,
+    mailchimp_fake: FakeMailchimp,
+    pushed: bool,
+) -> None:
+    """The audience was configured, then its settings removed. A subscribe still waiting is
+    dropped with its name and address; if Mailchimp already holds the person, only the
+    delete (Mailchimp's hash of the address) waits, for when sync resumes."""
+    synced = configured(**mailchimp_settings)
+    with synced.transaction() as session:
+        person = factories.person(session, "ivo.pendleton@example.com", name="Ivo Pendleton")
+        ledger.give(session, person, "newsletter", channel="web_form", actor="self")
+    if pushed:
+        _pusher(synced).push()
+    with db.transaction() as session:
+        people.erase(session, session.get(Person, person.id), channel="email_link", actor="self")
+    digest = md5("ivo.pendleton@example.com")
+    assert find_anywhere(db.engine, ["Pendleton", "ivo.pendleton@example.com"]) == []
+    waiting = [(c.action, c.subscriber_hash) for c in _changes(db) if c.status == "pending"]
+    assert waiting == ([("delete", digest)] if pushed else [])
+    _pusher(synced).push()
+    assert mailchimp_fake.members == {}
+    assert find_anywhere(db.engine, [digest]) == []
+
+
+@pytest.mark.parametrize("pushed", [False, True])
+def test_an_opt_out_while_sync_is_off_is_not_undone_when_sync_resumes(
+    db: Database,
+    configured: Open,
+    mailchimp_settings: dict,
+    mailchimp_fake: FakeMailchimp,
+    pushed: bool,
+) -> None:
+    """A subscribe still waiting is dropped; if Mailchimp already holds the person, the
+    unsubscribe waits for sync to resume (reconciliation would not see them: they have not
+    changed in Mailchimp since its last run)."""
+    synced = configured(**mailchimp_settings)
+    with synced.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="v@example.com")
+    if pushed:
+        _pusher(synced).push()
+        reconcile(synced)
+    _withdraw_here(db, person.id)
+    with time_machine.travel(utcnow() + timedelta(hours=1), tick=True):
+        reconcile(synced)
+        _pusher(synced).push()
+    member = mailchimp_fake.members.get(md5("v@example.com"))
+    if pushed:
+        assert member is not None and member["status"] == "unsubscribed"
+    else:
+        assert member is None
+    assert [method for method, _ in mailchimp_fake.requests].count("PUT") == int(pushed)
+
+
+def test_agreeing_again_while_sync_is_off_drops_the_unsubscribe_still_waiting(
+    db: Database, configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    synced = configured(**mailchimp_settings)
+    with synced.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="back@example.com")
+    _pusher(synced).push()
+    _withdraw_here(synced, person.id)
+    with db.transaction() as session:
+        ledger.give(
+            session, session.get(Person, person.id), "newsletter", channel="web_form", actor="self"
+        )
+    _pusher(synced).push()
+    assert mailchimp_fake.members[md5("back@example.com")]["status"] == "subscribed"
+
+
+def test_an_address_changed_while_sync_is_off_is_followed_when_sync_resumes(
+    db: Database, configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    """Else the withdrawal that follows would unsubscribe the new address, where Mailchimp
+    has no one, and leave the old one subscribed."""
+    synced = configured(**mailchimp_settings)
+    with synced.transaction() as session:
+        person = factories.consenting(session, "newsletter", email="a1@example.com")
+    _pusher(synced).push()
+    _change_email(db, person.id, "a2@example.com")
+    _withdraw_here(db, person.id)
+    _pusher(synced).push()
+    assert set(mailchimp_fake.members) == {md5("a2@example.com")}
+    assert mailchimp_fake.members[md5("a2@example.com")]["status"] == "unsubscribed"
+
+
 def test_consent_given_subscribes_with_the_opt_in_time(
     configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
 ) -> None:

@@ -2,8 +2,10 @@
 
 Newsletter consent given puts a ``subscribe`` in the queue, withdrawn an ``unsubscribe``,
 erasure a ``delete``; a later change for the same member supersedes an earlier one not
-yet pushed. Nothing is queued when no audience is configured. What Mailchimp reports
-(webhook or reconciliation) is recorded in the ledger as a withdrawal.
+yet pushed, whether or not an audience is configured now. While none is, nothing is queued
+but what a member Mailchimp may already hold needs when sync resumes: an unsubscribe, a
+delete or an address change. What Mailchimp reports (webhook or reconciliation) is
+recorded in the ledger as a withdrawal.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ CHANNEL = "mailchimp_webhook"
 STOPPING = ("unsubscribe", "delete")
 #: The longest wait between two tries of one change.
 LONGEST_WAIT = timedelta(hours=6)
+#: A change in these states reached Mailchimp, or may have: Mailchimp may hold the member.
+REACHED = ("done", "pushing")
 
 
 def subscriber_hash(email: str) -> str:
@@ -58,6 +62,23 @@ def _supersede(session: Session, *where: Any, now: datetime | None = None) -> No
     )
 
 
+def _theirs(person_id: int | None, email: str | None) -> Any:
+    """The changes of a person, or to the member Mailchimp has at their address."""
+    table = MailchimpChange.__table__
+    theirs = [table.c.person_id == person_id] if person_id is not None else []
+    if email:
+        theirs.append(table.c.subscriber_hash == subscriber_hash(email))
+    return or_(*theirs)
+
+
+def _may_hold(session: Session, theirs: Any) -> bool:
+    """Whether Mailchimp may hold the person: a push of theirs went through, or is on its
+    way. While sync is off, only such a member is worth a change queued for later."""
+    table = MailchimpChange.__table__
+    reached = select(table.c.id).where(theirs, table.c.status.in_(REACHED))
+    return session.execute(reached.limit(1)).first() is not None
+
+
 def _queue(
     session: Session, action: str, digest: str, person_id: int | None, **values: object
 ) -> MailchimpChange:
@@ -70,7 +91,15 @@ def _queue(
 
 
 def queue_subscribe(session: Session, person: Person, opt_in_at: datetime) -> None:
-    if person.email and enabled(session):
+    """With no audience configured nothing is queued, but a change waiting from before
+    still gives way: an unsubscribe pushed when sync resumes would undo this agreement."""
+    if not person.email:
+        return
+    if not enabled(session):
+        _supersede(
+            session, MailchimpChange.__table__.c.subscriber_hash == subscriber_hash(person.email)
+        )
+    else:
         _queue(
             session,
             "subscribe",
@@ -83,8 +112,15 @@ def queue_subscribe(session: Session, person: Person, opt_in_at: datetime) -> No
 
 
 def queue_unsubscribe(session: Session, person: Person) -> None:
-    if person.email and enabled(session):
+    """With no audience configured, a subscribe waiting from before is dropped, or it would
+    be pushed when sync resumes; the unsubscribe (only a hash) is still queued if Mailchimp
+    may hold them, since reconciliation reads only members changed since its last run."""
+    if not person.email:
+        return
+    if enabled(session) or _may_hold(session, _theirs(person.id, None)):
         _queue(session, "unsubscribe", subscriber_hash(person.email), person.id)
+    else:
+        _supersede(session, _theirs(person.id, person.email))
 
 
 def queue_delete(session: Session, person_id: int, email: str) -> None:
@@ -94,18 +130,20 @@ def queue_delete(session: Session, person_id: int, email: str) -> None:
     so that is deleted as well (a change keeps its hash until it is pushed). Every earlier
     change of theirs keeps no name, address or hash (an unsalted MD5 of the address); one
     being pushed is superseded, since the delete settles the member, so its late outcome
-    changes nothing. Only the deletes keep their hash, until pushed.
+    changes nothing. Only the deletes keep their hash, until pushed. With no audience
+    configured they are queued only if Mailchimp may hold the person: otherwise there is
+    nothing there to delete, and a hash kept for a sync that may never resume is not.
     """
-    if not enabled(session):
-        return
     table = MailchimpChange.__table__
-    ours = or_(table.c.person_id == person_id, table.c.subscriber_hash == subscriber_hash(email))
-    known = session.execute(
-        select(table.c.subscriber_hash).where(ours, table.c.subscriber_hash.is_not(None))
-    ).scalars()
-    digests = {subscriber_hash(email)} | set(known)
-    deletes = [_queue(session, "delete", digest, person_id).id for digest in sorted(digests)]
-    in_flight = table.c.status == "pushing"
+    ours = _theirs(person_id, email)
+    found = session.execute(select(table.c.subscriber_hash, table.c.status).where(ours)).all()
+    digests = {subscriber_hash(email)} | {digest for digest, _ in found if digest}
+    deletes = []
+    if enabled(session) or any(status in REACHED for _, status in found):
+        deletes = [_queue(session, "delete", digest, person_id).id for digest in sorted(digests)]
+    elif not found:
+        return
+    unsettled = table.c.status.in_(("pending", "pushing"))
     session.execute(
         update(table)
         .where(or_(ours, table.c.subscriber_hash.in_(digests)), table.c.id.not_in(deletes))
@@ -113,8 +151,8 @@ def queue_delete(session: Session, person_id: int, email: str) -> None:
             email=None,
             name=None,
             subscriber_hash=None,
-            status=case((in_flight, "superseded"), else_=table.c.status),
-            done_at=case((in_flight, utcnow()), else_=table.c.done_at),
+            status=case((unsettled, "superseded"), else_=table.c.status),
+            done_at=case((unsettled, utcnow()), else_=table.c.done_at),
         )
     )
 
@@ -122,11 +160,11 @@ def queue_delete(session: Session, person_id: int, email: str) -> None:
 def drop_subscribes(session: Session, person: Person) -> None:
     """Mailchimp itself unsubscribed the person: a subscribe of theirs not yet pushed must
     not undo that. Nothing is queued, since Mailchimp already holds them as unsubscribed."""
-    table = MailchimpChange.__table__
-    theirs = [table.c.person_id == person.id]
-    if person.email:
-        theirs.append(table.c.subscriber_hash == subscriber_hash(person.email))
-    _supersede(session, or_(*theirs), table.c.action == "subscribe")
+    _supersede(
+        session,
+        _theirs(person.id, person.email),
+        MailchimpChange.__table__.c.action == "subscribe",
+    )
 
 
 def follow_address(session: Session, old_email: str, new_email: str) -> None:
@@ -148,8 +186,14 @@ def queue_email_change(
 ) -> None:
     """Move the member to the new address, keeping whatever status Mailchimp holds: one who
     unsubscribed there stays unsubscribed. If Mailchimp never had them (the first subscribe
-    had not been pushed), the pusher subscribes the new address."""
-    if enabled(session):
+    had not been pushed), the pusher subscribes the new address. With no audience configured
+    the move is still queued if Mailchimp may hold them, so a later unsubscribe finds them;
+    otherwise a subscribe of the old address waiting from before is dropped."""
+    if not enabled(session) and not _may_hold(session, _theirs(person.id, None)):
+        _supersede(
+            session, MailchimpChange.__table__.c.subscriber_hash == subscriber_hash(old_email)
+        )
+    else:
         _queue(
             session,
             "update_email",
