@@ -25,6 +25,7 @@ from mailchimp_marketing.api_client import ApiClientError
 
 from consent.config import Settings
 from consent.db import Database
+from consent.errors import InvalidInput
 from consent.models import MailchimpChange
 from consent.services import bookmarks
 from consent.services import mailchimp as queue
@@ -37,11 +38,17 @@ BATCH_THRESHOLD = 10
 BATCH_SIZE = 500
 RETRY_DELAY = timedelta(minutes=5)
 RECONCILED_AT = "mailchimp.reconciled_at"
+#: Members whose reconciliation may fail before a run stops (the database is down, say).
+MEMBER_ERRORS = 10
 NOT_TRIED = "not tried: Mailchimp asked us to wait"
 
 
 class MailchimpUnavailable(Exception):
     """Mailchimp could not be reached or answered with a server error."""
+
+
+class ReconcileIncomplete(Exception):
+    """Some members could not be reconciled: the next run reads them again."""
 
 
 def make_client(settings: Settings) -> Client:
@@ -283,6 +290,9 @@ class ReconcileReport:
     withdrawn: int = 0
     unsubscribed_again: int = 0
     seen: int = 0
+    #: Members at an address we would not accept, so nobody's here.
+    skipped: int = 0
+    failed: int = 0
     requests: int = 0
 
 
@@ -301,7 +311,12 @@ def reconcile(
     database: Database, client: Client | None = None, page: int = 1000
 ) -> ReconcileReport:
     """Record in the ledger every unsubscribe and clean Mailchimp made since the last run,
-    and unsubscribe again anyone Mailchimp re-subscribed who had opted out here."""
+    and unsubscribe again anyone Mailchimp re-subscribed who had opted out here.
+
+    One member going wrong does not hold up the others. An address we would not accept is
+    nobody's here, so it is skipped for good; a member that fails otherwise keeps the last
+    run's bookmark, so the next run reads it again, and the run ends in an error.
+    """
     settings = database.settings
     client = client or make_client(settings)
     report = ReconcileReport()
@@ -325,13 +340,38 @@ def reconcile(
                 report.seen += 1
                 email = member.get("email_address")
                 if isinstance(email, str):
-                    _reconcile_one(database, status, email, member, report)
+                    _reconcile_member(database, status, email, member, report)
             if len(members) < page:
                 break
             offset += page
+    if report.failed:
+        raise ReconcileIncomplete(
+            f"{report.failed} member(s) could not be reconciled; the next run reads them again."
+        )
     with database.transaction() as session:
         bookmarks.put(session, RECONCILED_AT, started.strftime("%Y-%m-%dT%H:%M:%S+00:00"))
     return report
+
+
+def _reconcile_member(
+    database: Database, status: str, email: str, member: dict[str, Any], report: ReconcileReport
+) -> None:
+    """Reconcile one member, keeping whatever goes wrong with them to them. The log names
+    the member by Mailchimp's web id, not by the address or its hash (Mailchimp's own id)."""
+    member_id = member.get("web_id", "without a web id")
+    try:
+        normalise_email(email)
+    except InvalidInput:
+        report.skipped += 1
+        log.warning("Mailchimp member %s skipped: an address we would not accept", member_id)
+        return
+    try:
+        _reconcile_one(database, status, email, member, report)
+    except Exception:
+        report.failed += 1
+        log.exception("Mailchimp member %s (%s) could not be reconciled", member_id, status)
+        if report.failed >= MEMBER_ERRORS:
+            raise
 
 
 def _reconcile_one(

@@ -17,7 +17,7 @@ from consent.models import ConsentEvent, MailchimpChange, Person, PersonChange
 from consent.services import ledger, mailchimp, people
 from consent.services.mailchimp import subscriber_hash
 from consent.timeutil import utcnow
-from mailers.mailchimp import MailchimpUnavailable, Pusher, reconcile
+from mailers.mailchimp import MailchimpUnavailable, Pusher, ReconcileIncomplete, reconcile
 from tests import factories
 from tests.fake_mailchimp import FakeMailchimp, md5
 from tests.helpers import crossing_writers_only, find_anywhere
@@ -566,6 +566,67 @@ def test_reconciliation_says_when_mailchimp_is_down(
         from consent.services import bookmarks
 
         assert bookmarks.get(session, "mailchimp.reconciled_at") is None
+
+
+@pytest.mark.parametrize("address", ["taro.@example.com", "x@school.local"])
+@pytest.mark.parametrize("listed_as", ["unsubscribed", "subscribed"])
+def test_a_member_at_an_address_we_would_not_accept_is_skipped_and_reconciliation_goes_on(
+    configured: Open,
+    mailchimp_settings: dict,
+    mailchimp_fake: FakeMailchimp,
+    caplog: pytest.LogCaptureFixture,
+    address: str,
+    listed_as: str,
+) -> None:
+    """Nobody here can have such an address. Stopping at it, reconciliation would never
+    move its bookmark on and fail at the same member every hour."""
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        factories.consenting(session, "newsletter", email="unsub@example.com")
+    _pusher(db).push()
+    mailchimp_fake.add_member(address, listed_as)
+    mailchimp_fake.members[md5("unsub@example.com")]["status"] = "unsubscribed"
+    report = reconcile(db)
+    assert (report.withdrawn, report.skipped, report.failed) == (1, 1, 0)
+    assert _newsletter(db, "unsub@example.com") == "withdrawn"
+    assert address not in caplog.text and "skipped" in caplog.text
+    with db.reader() as session:
+        from consent.services import bookmarks
+
+        assert bookmarks.get(session, "mailchimp.reconciled_at") is not None
+
+
+def test_a_member_that_fails_holds_up_no_other_and_is_read_again_next_run(
+    configured: Open,
+    mailchimp_settings: dict,
+    mailchimp_fake: FakeMailchimp,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        for name in ("a", "b", "c"):
+            factories.consenting(session, "newsletter", email=f"{name}@example.com")
+    _pusher(db).push()
+    for name in ("a", "b", "c"):
+        mailchimp_fake.members[md5(f"{name}@example.com")]["status"] = "unsubscribed"
+    real = mailchimp.record_unsubscribe
+
+    def record(session, email, **kwargs):  # type: ignore[no-untyped-def]
+        if email == "b@example.com":
+            raise RuntimeError("something unforeseen")
+        return real(session, email, **kwargs)
+
+    monkeypatch.setattr(mailchimp, "record_unsubscribe", record)
+    with pytest.raises(ReconcileIncomplete):
+        reconcile(db)
+    assert [_newsletter(db, f"{n}@example.com") for n in "abc"] == [
+        "withdrawn",
+        "given",
+        "withdrawn",
+    ]
+    monkeypatch.setattr(mailchimp, "record_unsubscribe", real)
+    assert reconcile(db).withdrawn == 1
+    assert _newsletter(db, "b@example.com") == "withdrawn"
 
 
 # ---- the webhook -------------------------------------------------------------------------
