@@ -13,10 +13,12 @@ from sqlmodel import SQLModel
 import consent.models  # noqa: F401
 from consent.config import Settings
 from consent.db import Database, make_engine
-from consent.models import Outbox, Person
+from consent.models import MailchimpChange, Outbox, Person
 from consent.schema import FOREIGN_TABLES, alembic_config, include_object, upgrade
-from consent.services import casework
+from consent.services import casework, ledger
 from consent.timeutil import utcnow
+from tests import factories
+from tests.fake_mailchimp import md5
 
 
 def _differences(url: str) -> list:
@@ -133,3 +135,39 @@ def test_upgrading_keeps_people_whose_invitation_still_works(settings: Settings)
     assert held["lapsed"] is None and held["declined"] is None
     expected = now - timedelta(days=10) + timedelta(days=30, hours=1)
     assert abs(held["recent"] - expected) < timedelta(seconds=1)
+
+
+def test_upgrading_tries_again_the_unsubscribes_and_deletes_mailchimp_refused(
+    settings: Settings,
+) -> None:
+    """They were given up before, leaving Mailchimp holding the person. One whose member a
+    later change settles, or whose address someone here now agrees at, is left alone, as is
+    a delete of an address someone here has (Mailchimp never lets a deleted one back)."""
+    command.downgrade(alembic_config(settings.database_url), "0016")
+    db = Database(settings)
+    with db.transaction() as session:
+        factories.consenting(session, "newsletter", email="again@example.com")
+        left = factories.consenting(session, "newsletter", email="left@example.com")
+        ledger.withdraw(session, left, "newsletter", channel="web_form", actor="self")
+        factories.person(session, "kept@example.com")
+        rows = [
+            MailchimpChange(action=action, subscriber_hash=md5(email), status=status)
+            for action, email, status in [
+                ("unsubscribe", "left@example.com", "failed"),
+                ("unsubscribe", "again@example.com", "failed"),
+                ("delete", "gone@example.com", "failed"),
+                ("delete", "kept@example.com", "failed"),
+                ("unsubscribe", "later@example.com", "failed"),
+                ("subscribe", "later@example.com", "pending"),
+                ("subscribe", "refused@example.com", "failed"),
+            ]
+        ]
+        session.add_all(rows)
+    db.dispose()
+    upgrade(settings)
+    engine = make_engine(settings.database_url, pool=False)
+    with engine.connect() as conn:
+        table = MailchimpChange.__table__
+        statuses = conn.execute(select(table.c.status).order_by(table.c.id)).scalars().all()
+    engine.dispose()
+    assert statuses == ["pending", "failed", "pending", "failed", "failed", "pending", "failed"]
