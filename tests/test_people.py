@@ -109,6 +109,7 @@ def test_find_or_create_reuses_the_record(session: Session) -> None:
 
 def test_correcting_details_records_which_fields_but_not_their_values(session: Session) -> None:
     person = factories.person(session, name="Sam Patel")
+    factories.member(session, factories.panel(session), person)
     changed = people.correct_details(
         session,
         person,
@@ -167,6 +168,29 @@ def test_names_beginning_outside_ascii_are_found_however_they_were_written(
         "ørjan": [],
         "Ozil": [],
     }
+
+
+def test_only_a_panel_member_s_phone_number_is_kept(session: Session) -> None:
+    """It is asked for so the Family Hub team can call about meetings, and goes with the
+    last membership: someone on no panel would otherwise keep it for as long as they are
+    held for anything else."""
+    person = factories.consenting(session, "newsletter", email="news@example.com")
+    with pytest.raises(InvalidInput) as refused:
+        people.correct_details(
+            session, person, {"phone": "07700 900982"}, channel="email_link", actor="self"
+        )
+    assert refused.value.field == "phone" and person.phone is None
+    factories.member(session, factories.panel(session), person)
+    people.correct_details(
+        session, person, {"phone": "07700 900982"}, channel="email_link", actor="self"
+    )
+    assert person.phone == "+447700900982"
+    ledger.withdraw(session, person, "panel_contact", channel="email_link", actor="self")
+    assert person.phone is None
+    with pytest.raises(InvalidInput):
+        people.correct_details(
+            session, person, {"phone": "07700 900982"}, channel="email_link", actor="self"
+        )
 
 
 @pytest.mark.parametrize(
@@ -318,6 +342,10 @@ def _fully_described_person(session: Session) -> tuple[Person, dict[str, str]]:
         "postcode": "SW1A 1AA",
     }
     person = people.find_or_create(session, details["email"], name=details["name"])
+    panel = factories.panel(session)
+    factories.member(
+        session, panel, person, special={"needs": "Rosalind Quartermaine uses a wheelchair"}
+    )
     people.correct_details(
         session,
         person,
@@ -335,10 +363,6 @@ def _fully_described_person(session: Session) -> tuple[Person, dict[str, str]]:
         note="Rosalind Quartermaine agreed on the phone",
     )
     ledger.give(session, person, "workshops", channel="web_form", actor="self")
-    panel = factories.panel(session)
-    factories.member(
-        session, panel, person, special={"needs": "Rosalind Quartermaine uses a wheelchair"}
-    )
     session.add(
         RightsRequest(
             person_id=person.id,

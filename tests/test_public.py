@@ -943,6 +943,20 @@ def test_correcting_details(app: Flask, client: FlaskClient, member: str) -> Non
         assert session.exec(select(PersonChange)).one().fields == "name,phone,postcode"
 
 
+def test_the_details_page_asks_for_a_phone_number_only_from_panel_members(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    db = _db(app)
+    with db.transaction() as session:
+        factories.consenting(session, "newsletter", email="news@example.com")
+    assert 'name="phone"' in text(client.get(_manage_path(db, member) + "/details"))
+    path = _manage_path(db, "news@example.com") + "/details"
+    assert 'name="phone"' not in text(client.get(path))
+    typed = submit(client, path, {"name": "Nat", "phone": "07700 900982", "postcode": ""})
+    assert typed.status_code == 400 and "only keep a phone number for members" in text(typed)
+    assert _person(db, "news@example.com").phone is None
+
+
 def test_a_new_email_address_must_be_confirmed_from_it(
     app: Flask, client: FlaskClient, member: str
 ) -> None:

@@ -1019,11 +1019,11 @@ def test_a_phone_number_goes_with_the_last_panel_membership(db: Database) -> Non
         one = factories.consenting(session, "newsletter", email="one@example.com")
         both = factories.consenting(session, "newsletter", email="both@example.com")
         for someone, on in ((one, [first]), (both, [first, second])):
+            for panel in on:
+                factories.member(session, panel, someone)
             people.correct_details(
                 session, someone, {"phone": "07700 900123"}, channel="web_form", actor="self"
             )
-            for panel in on:
-                factories.member(session, panel, someone)
         first_id, ids = first.id, (one.id, both.id)
     with db.transaction() as session:
         panels.conclude(session, session.get(Panel, first_id))

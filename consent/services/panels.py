@@ -55,6 +55,14 @@ def _destroy_member_data(session: Session, membership_ids: list[int]) -> int:
     return int(result.rowcount or 0)
 
 
+def is_member(session: Session, person: Person) -> bool:
+    """Whether the person is on any panel now."""
+    found = select(PanelMembership.id).where(
+        PanelMembership.person_id == person.id, PanelMembership.left_at.is_(None)
+    )
+    return session.exec(found.limit(1)).first() is not None
+
+
 def end_memberships(session: Session, person: Person, *, reason: str, at: datetime) -> int:
     """End every active membership of a person and destroy their panel data at once."""
     assert person.id is not None

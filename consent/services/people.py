@@ -196,13 +196,23 @@ def correct_details(
     actor: str,
     note: str | None = None,
 ) -> list[str]:
-    """Correct name, phone or postcode; records which fields changed, never their values."""
+    """Correct name, phone or postcode; records which fields changed, never their values.
+
+    A phone number is kept only so the Family Hub team can call a panel member about
+    meetings, and goes with their last membership: nobody else's is taken.
+    """
     if person.is_erased:
         raise Erased("This person's details have been deleted.")
     unknown = set(changes) - set(EDITABLE)
     if unknown:
         raise InvalidInput(sorted(unknown)[0], "That detail cannot be changed here.")
     cleaned = {key: _clean_detail(key, value) for key, value in changes.items()}
+    if cleaned.get("phone") and not panels.is_member(session, person):
+        raise InvalidInput(
+            "phone",
+            "We only keep a phone number for members of a Parent Carer Panel, to call about "
+            "meetings. Leave it blank.",
+        )
     note = clean_text(note, field="note", label="a note", max_length=NOTE_MAX, multiline=True)
     changed = [key for key, value in cleaned.items() if getattr(person, key) != value]
     if not changed:

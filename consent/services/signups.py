@@ -172,10 +172,6 @@ def confirm(session: Session, person: Person, pending: PendingSignup) -> list[st
     if pending.kind == "panel":
         panel = panels.get_panel(session, pending.panel_id or 0)
         profile = panels.ProfileInput(**data["profile"])
-        if data.get("phone"):
-            people.correct_details(
-                session, person, {"phone": data["phone"]}, channel="web_form", actor="self"
-            )
         panel_notice = session.get(Notice, shown["panel_contact"])
         recordings_notice = (
             session.get(Notice, shown["panel_recordings"]) if "panel_recordings" in shown else None
@@ -190,6 +186,10 @@ def confirm(session: Session, person: Person, pending: PendingSignup) -> list[st
             recordings=bool(data.get("recordings")),
             shown={"panel_contact": panel_notice, "panel_recordings": recordings_notice},
         )
+        if data.get("phone"):
+            people.correct_details(
+                session, person, {"phone": data["phone"]}, channel="web_form", actor="self"
+            )
         given = list(shown)
     else:
         newly_subscribed = False

@@ -13,7 +13,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from consent import links
 from consent.errors import Conflict, Erased, InvalidInput, NotFound
-from consent.services import audit, link_requests, notices, people, preferences, rights
+from consent.services import audit, link_requests, notices, panels, people, preferences, rights
 from consent.validation import normalise_email
 from consent.web import database, security, settings
 from consent.web.forms import (
@@ -151,13 +151,15 @@ def details(token: str) -> str | BaseResponse | tuple[str, int]:
             attach_error(form, error, fallback="name")
     with database().reader() as session:
         person, _ = resolve(session, token, "manage")
+        member = panels.is_member(session, person)
     if request.method == "GET":
         form.name.data, form.phone.data, form.postcode.data = (
             person.name,
             person.phone,
             person.postcode,
         )
-    return render_template("public/details.html", form=form, token=token), (
+    asks_phone = member or bool(form.phone.data)
+    return render_template("public/details.html", form=form, token=token, asks_phone=asks_phone), (
         400 if form.errors else 200
     )
 

@@ -387,11 +387,6 @@ def join_invited(token: str) -> str | tuple[str, int]:
             with database().transaction() as session:
                 person, claims = resolve(session, token, "join")
                 notices_shown = {key: session.get(Notice, number) for key, number in ticked.items()}
-                typed = {"name": form.name.data, "phone": form.phone.data}
-                if changes := {field: value for field, value in typed.items() if value}:
-                    people.correct_details(
-                        session, person, changes, channel="email_link", actor="self"
-                    )
                 panels.join(
                     session,
                     panels.get_panel(session, claims.ref or 0),
@@ -402,6 +397,11 @@ def join_invited(token: str) -> str | tuple[str, int]:
                     recordings="panel_recordings" in ticked,
                     shown=notices_shown,
                 )
+                typed = {"name": form.name.data, "phone": form.phone.data}
+                if changes := {field: value for field, value in typed.items() if value}:
+                    people.correct_details(
+                        session, person, changes, channel="email_link", actor="self"
+                    )
             return render_template("public/confirmed.html", kind="panel", already=False)
         except InvalidInput as error:
             attach_error(form, error, fallback="panel_contact")
