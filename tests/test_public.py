@@ -1201,7 +1201,11 @@ def test_download_holds_staff_notes_requests_sync_and_who_looked(
         "A member of staff looked at the answers you gave about yourself to join a panel.",
     ):
         assert shown in page, shown
-    client.get(f"{path}/download")
+    assert client.head(f"{path}/download").status_code == 200
+    first = json.loads(client.get(f"{path}/download").data)
+    assert ("person.downloaded", "you") not in {
+        (a["action"], a["by"]) for a in first["uses_of_your_record"]
+    }, "a HEAD request downloads nothing"
     again = json.loads(client.get(f"{path}/download").data)
     assert ("person.downloaded", "you") in {
         (a["action"], a["by"]) for a in again["uses_of_your_record"]
