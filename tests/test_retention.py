@@ -1412,3 +1412,24 @@ def test_a_link_is_not_sent_to_an_address_its_owner_left_while_it_was_answered(
     answering = meanwhile_moved(db, person_id, "new@example.com", answer)
     assert answering.error is None and answering.result == 1
     assert mails(db, template="preferences_link") == []
+
+
+def test_a_new_address_never_confirmed_is_forgotten_when_its_link_expires(
+    db: Database,
+) -> None:
+    """Anyone holding the old mailbox's preferences links (a shared mailbox, or someone the
+    parent is leaving) could otherwise read the new address on the data page for ever."""
+    with db.transaction() as session:
+        moving = factories.consenting(session, "newsletter", email="moving@example.com")
+        preferences.request_email_change(session, moving, "somewhere.safe@example.com")
+    later = utcnow() + timedelta(days=1)
+    with time_machine.travel(later, tick=False), db.transaction() as session:
+        late = factories.consenting(session, "newsletter", email="late@example.com")
+        preferences.request_email_change(session, late, "late.new@example.com")
+    with time_machine.travel(later + timedelta(days=1, hours=1), tick=False):
+        dry = retention.sweep(db, dry_run=True)
+        assert dry.removed["new_addresses_forgotten"] == 1
+        assert retention.sweep(db).removed["new_addresses_forgotten"] == 1
+    with db.reader() as session:
+        kept = {p.email: p.pending_email for p in session.execute(select(Person)).scalars()}
+    assert kept == {"moving@example.com": None, "late@example.com": "late.new@example.com"}

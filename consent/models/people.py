@@ -44,6 +44,9 @@ class Person(SQLModel, table=True):
     phone: str | None = Field(default=None, max_length=20)
     postcode: str | None = Field(default=None, max_length=10)
     pending_email: str | None = Field(default=None, max_length=254)
+    #: When the new address was asked for: once its link has expired it is forgotten, as
+    #: anyone holding an old preferences link would otherwise go on seeing it.
+    pending_email_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     token_version: int = Field(default=1)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -6,11 +6,11 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import and_, delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
@@ -93,6 +93,24 @@ def forget_declined_invitations(session: Session, person: Person) -> None:
     if person.email:
         digest = _hmac_for(session, person.email)
         session.execute(delete(DeclinedInvitations).where(DeclinedInvitations.email_hmac == digest))
+
+
+def unconfirmed_addresses(session: Session, now: datetime) -> Any:
+    """People whose new address waits for a confirmation link that has expired."""
+    max_age = timedelta(seconds=settings_of(session).link_max_age["confirm_email"])
+    return and_(Person.pending_email.is_not(None), Person.pending_email_at < now - max_age)
+
+
+def forget_unconfirmed_addresses(session: Session, now: datetime) -> int:
+    """A new address never confirmed is dropped when its link expires: whoever reads the
+    old mailbox's links (a shared or an abuser's mailbox, say) must not learn it for ever."""
+    table = Person.__table__
+    result = session.execute(
+        update(table)
+        .where(unconfirmed_addresses(session, now))
+        .values(pending_email=None, pending_email_at=None)
+    )
+    return int(result.rowcount or 0)
 
 
 def find_by_email(session: Session, email: str) -> Person | None:

@@ -467,6 +467,7 @@ def request_email_change(session: Session, person: Person, new_email: str) -> No
     if address == person.email:
         raise InvalidInput("new_email", "That is the email address we already have.")
     person.pending_email = address
+    person.pending_email_at = utcnow()
     person.updated_at = utcnow()
     url = links.url_for_session(
         session, person, "confirm_email", ref=_address_ref(session, address)

@@ -120,6 +120,7 @@ def sweep(
         _remove_abandoned_uploads,
         _trim_job_runs,
         _drop_stale_link_requests,
+        _forget_unconfirmed_addresses,
     ]
     try:
         for step in steps:
@@ -620,6 +621,24 @@ def _drop_stale_link_requests(
         return
     with database.transaction() as session:
         report.removed["link_requests_dropped"] += link_requests.purge_stale(session, now)
+
+
+def _forget_unconfirmed_addresses(
+    database: Database, report: SweepReport, now: datetime, batch: int
+) -> None:
+    if report.dry_run:
+        with database.reader() as session:
+            number = session.execute(
+                select(func.count()).where(people.unconfirmed_addresses(session, now))
+            ).scalar_one()
+        if number:
+            report.removed["new_addresses_forgotten"] += number
+            report.would.append(f"{number} new email address(es) never confirmed would go")
+        return
+    with database.transaction() as session:
+        report.removed["new_addresses_forgotten"] += people.forget_unconfirmed_addresses(
+            session, now
+        )
 
 
 def _remove_abandoned_uploads(
