@@ -16,8 +16,18 @@ from sqlmodel import select
 
 from consent import links
 from consent.db import Database
-from consent.models import Outbox, PendingSignup
-from consent.services import ledger, panels, people, preferences, reminders, retention, workshops
+from consent.models import Outbox, PanelSession, PendingSignup
+from consent.services import (
+    ledger,
+    notices,
+    panels,
+    people,
+    preferences,
+    reminders,
+    retention,
+    signups,
+    workshops,
+)
 from consent.timeutil import utcnow
 from mailers.backends import FileBackend
 from mailers.outbox import OutboxWorker
@@ -62,7 +72,7 @@ def test_leaving_one_panel_cancels_only_that_panel_s_waiting_mail(db: Database) 
         someone = people.find_by_email(session, "two@example.com")
         assert preferences.leave_panel(session, someone, north_id)
     by_membership = {
-        int(key.rpartition(":")[2]): status
+        int(key.split(":")[2]): status
         for key, status in _statuses(db, "panel_session_invitation").items()
     }
     assert by_membership == {leaving: "cancelled", staying: "queued"}
@@ -108,8 +118,8 @@ def test_panel_mail_waiting_when_the_sweep_records_an_expiry_is_not_sent(db: Dat
         assert {(row.template, row.status) for row in rows} == {
             ("reconsent_reminder", "cancelled"),
             ("panel_session_invitation", "cancelled"),
-            ("panel_invitation", "cancelled"),
-        }
+            ("panel_invitation", "queued"),
+        }, "running out is no opt-out: an invitation to join again may still go"
         kept = session.exec(select(Outbox).where(Outbox.person_id != lapsing)).all()
         assert {(row.template, row.status) for row in kept} == {
             ("panel_session_invitation", "queued")
@@ -148,16 +158,46 @@ def test_waiting_reminders_stop_with_the_booking_the_workshop_or_the_wish_for_th
     }
 
 
+def test_someone_who_comes_back_is_sent_what_was_cancelled_when_they_left(
+    db: Database,
+) -> None:
+    """A cancelled message keeps its dedupe key only with its id added: rejoining a panel,
+    or booking again, must bring the invitation or the reminder back."""
+    start = utcnow() + timedelta(hours=20)
+    with db.transaction() as session:
+        person = factories.person(session, "back@example.com")
+        panel = factories.panel(session)
+        factories.member(session, panel, person)
+        meeting = factories.meeting(session, panel, days=20)
+        assert panels.invite_to_session(session, meeting) == 1
+        workshop = factories.workshop(session, starts_at=start)
+        booking = factories.booking(session, workshop, "back@example.com")
+        assert reminders.workshop_reminders(session) == 1
+        ids = (panel.id, meeting.id, workshop.id, booking.id)
+    with db.transaction() as session:
+        someone = people.find_by_email(session, "back@example.com")
+        assert preferences.leave_panel(session, someone, ids[0])
+        preferences.cancel_booking(session, someone, ids[3])
+    with db.transaction() as session:
+        someone = people.find_by_email(session, "back@example.com")
+        factories.member(session, panels.get_panel(session, ids[0]), someone)
+        factories.booking(session, workshops.get_workshop(session, ids[2]), "back@example.com")
+        assert panels.invite_to_session(session, session.get(PanelSession, ids[1])) == 1
+        assert reminders.workshop_reminders(session) == 1
+    for template in ("panel_session_invitation", "workshop_reminder"):
+        assert sorted(_statuses(db, template).values()) == ["cancelled", "queued"], template
+
+
 def test_declining_invitations_cancels_an_invitation_still_waiting(db: Database) -> None:
     with db.transaction() as session:
         panel = factories.panel(session)
         invited = panels.invite(session, panel, email="invited@example.com", name=None)
         panels.invite(session, panel, email="other@example.com", name=None)
         preferences.withdraw_all(session, invited, notify=False)
-    assert _statuses(db, "panel_invitation") == {
-        f"invite:{panel.id}:{invited.id}:{utcnow():%Y%m%d}": "cancelled",
-        f"invite:{panel.id}:{invited.id + 1}:{utcnow():%Y%m%d}": "queued",
+    by_person = {
+        int(key.split(":")[2]): status for key, status in _statuses(db, "panel_invitation").items()
     }
+    assert by_person == {invited.id: "cancelled", invited.id + 1: "queued"}
 
 
 def test_leaving_a_panel_removes_answers_waiting_to_be_confirmed(
@@ -200,6 +240,34 @@ def test_leaving_a_panel_removes_answers_waiting_to_be_confirmed(
     assert stopped.status_code == 302
     with db.reader() as session:
         assert session.exec(select(PendingSignup)).all() == []
+
+
+def test_answers_sent_to_stay_on_are_kept_when_the_agreement_runs_out(db: Database) -> None:
+    """Running out is no opt-out: a member who sent the form again to stay on, and had not
+    pressed its link before the sweep, can still press it and join afresh."""
+    now = utcnow()
+    with time_machine.travel(now - timedelta(days=735), tick=False), db.transaction() as s:
+        panel = factories.panel(s)
+        factories.member(s, panel, factories.person(s, "staying@example.com"))
+    with time_machine.travel(now - timedelta(days=1), tick=False), db.transaction() as s:
+        notice = notices.current_notice(s, notices.get_purpose(s, "panel_contact"))
+        pending = signups.request_panel(
+            s,
+            panels.get_panel(s, panel.id),
+            email="staying@example.com",
+            name=None,
+            phone=None,
+            profile=panels.ProfileInput(),
+            recordings=False,
+            shown={"panel_contact": notice.id or 0},
+        )
+        pending_id = pending.id
+    retention.sweep(db)
+    with db.transaction() as session:
+        person = people.find_by_email(session, "staying@example.com")
+        assert not ledger.has_consent(session, person, "panel_contact")
+        signups.confirm(session, person, session.get(PendingSignup, pending_id))
+        assert ledger.has_consent(session, person, "panel_contact")
 
 
 def test_a_workshop_we_cancelled_is_not_listed_as_booked_nor_cancelled_by_the_booker(
@@ -253,3 +321,15 @@ def test_booking_again_after_cancelling_brings_back_the_reminder(db: Database) -
             )
     with db.transaction() as session:
         assert reminders.workshop_reminders(session) == 1
+
+
+def test_an_expiry_recorded_one_at_a_time_leaves_an_invitation_to_join_again(
+    db: Database,
+) -> None:
+    with db.transaction() as session:
+        person = factories.person(session, "lapsing@example.com")
+        factories.member(session, factories.panel(session), person)
+        river = factories.panel(session, "Riverside Parent Carer Panel")
+        panels.invite(session, river, email="lapsing@example.com", name=None)
+        ledger.expire(session, person, "panel_contact")
+    assert list(_statuses(db, "panel_invitation").values()) == ["queued"]

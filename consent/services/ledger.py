@@ -574,7 +574,9 @@ def _after_change(
 ) -> None:
     """What a consent change means elsewhere: panel contact governs panel membership, and
     recordings end with it; the newsletter audience in Mailchimp follows newsletter consent;
-    mail still waiting that needed the consent is not sent."""
+    mail still waiting that needed a consent now withdrawn is not sent. (A consent that
+    runs out is no opt-out: an invitation to join a panel may still go; what was a
+    member's goes with their membership.)"""
     from consent.services import mailchimp, outbox, panels
 
     purpose_key, action, channel, at = change.purpose_key, change.action, change.channel, change.at
@@ -594,9 +596,10 @@ def _after_change(
             panels.extend_memberships(session, person, expires_at, renewed_at=renewed_at)
     if action in ("withdrawn", "expired"):
         assert person.id is not None
-        outbox.cancel_unsent(
-            session, [person.id], outbox.sent_only_with(purpose_key), reason=outbox.ENDED
-        )
+        if action == "withdrawn":
+            outbox.cancel_unsent(
+                session, [person.id], outbox.sent_only_with(purpose_key), reason=outbox.ENDED
+            )
         _review(session, [person.id], at)
 
 
@@ -731,7 +734,7 @@ def expire_many(
     so a batch in id order rewrites far fewer of them than one picked by expiry time.
     ``review=False`` is for a caller that decides about erasure in the same transaction.
     """
-    from consent.services import outbox, panels
+    from consent.services import panels
 
     state, purpose, notice = ConsentState.__table__, Purpose.__table__, Notice.__table__
     due = [state.c.status == "given"]
@@ -780,13 +783,6 @@ def expire_many(
         for person_id, purpose_id, key, max_age, notice_id, statement, text_hash in rows
     ]
     _write_changes(session, heads, changes, states_exist=True)
-    for key in {c.purpose_key for c in changes}:
-        outbox.cancel_unsent(
-            session,
-            [c.person_id for c in changes if c.purpose_key == key],
-            outbox.sent_only_with(key),
-            reason=outbox.ENDED,
-        )
     panel_people = [c.person_id for c in changes if c.purpose_key == PANEL_CONTACT]
     panels.end_memberships_of(session, panel_people, reason="expired", at=now)
     expired = [(c.person_id, c.purpose_key) for c in changes]
@@ -896,7 +892,7 @@ def give(
             )
         from consent.services import people
 
-        people.lift_suppression(session, person.email or "")
+        people.lift_suppression(session, person, person.email or "")
     at = at or utcnow()
     unchanged = ctx.state_notice_id == seen.id or seen.older
     if unchanged and in_force(ctx.state_status, ctx.state_expires_at, at):

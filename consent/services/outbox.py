@@ -21,7 +21,7 @@ from functools import cache
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, bindparam, case, func, select, update
+from sqlalchemy import String, and_, bindparam, case, cast, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -39,8 +39,8 @@ BACKOFF_CAP = timedelta(hours=6)
 CONNECTION_RETRY = timedelta(seconds=60)
 LEASE = timedelta(minutes=10)
 ERROR_MAX = 1000
-#: Why a message waiting to be sent was cancelled when the agreement it needed ended.
-ENDED = "their agreement ended before it was sent."
+#: Why a message waiting to be sent was cancelled when the agreement it needed was withdrawn.
+ENDED = "they stopped agreeing before it was sent."
 
 
 def queue(
@@ -134,8 +134,8 @@ def _insert(dialect: str) -> Any:
 
 
 def sent_only_with(purpose_key: str) -> tuple[str, ...]:
-    """The mail sent only while the person agrees to this purpose: withdrawing it or letting
-    it run out makes any such message still waiting unwanted."""
+    """The mail sent only while the person agrees to this purpose, or has not said no to
+    it: withdrawing it makes any such message still waiting unwanted."""
     return tuple(
         name
         for name, spec in emails.EMAILS.items()
@@ -156,24 +156,62 @@ def cancel_unsent(
     The relay may be down for hours: a message queued before someone opted out must not
     reach them after it. ``wanted`` picks among them by dedupe key (one membership's, one
     booking's). A worker sending one of them finds it no longer held, as after an erasure.
+    The dedupe key is kept with the row's id added, which frees it: someone who comes back
+    (rejoins, books again) is sent the message afresh.
     """
     if not person_ids or not templates:
         return 0
     table = Outbox.__table__
-    waiting = (table.c.status.in_(("queued", "sending")),)
+    if wanted is None:
+        result = session.connection().execute(
+            _cancel(),
+            {
+                "person_ids": person_ids,
+                "templates": list(templates),
+                "reason": f"Cancelled: {reason}",
+            },
+        )
+        return int(result.rowcount or 0)
     rows = session.execute(
         select(table.c.id, table.c.dedupe_key).where(
-            among(table.c.person_id, person_ids), table.c.template.in_(templates), *waiting
+            among(table.c.person_id, person_ids),
+            table.c.template.in_(templates),
+            table.c.status.in_(_WAITING),
         )
     ).all()
-    ids = [row_id for row_id, key in rows if wanted is None or wanted(key)]
+    ids = [row_id for row_id, key in rows if wanted(key)]
     if ids:
-        session.execute(
-            update(table)
-            .where(among(table.c.id, ids), *waiting)
-            .values(status="cancelled", claimed_by=None, last_error=f"Cancelled: {reason}")
+        session.connection().execute(
+            _cancel(by_id=True), {"ids": ids, "reason": f"Cancelled: {reason}"}
         )
     return len(ids)
+
+
+_WAITING = ("queued", "sending")
+
+
+@cache
+def _cancel(*, by_id: bool = False) -> Any:
+    """Built once: withdrawing is a hot path, and this runs on every withdrawal."""
+    table = Outbox.__table__
+    chosen = (
+        (table.c.id.in_(bindparam("ids", expanding=True)),)
+        if by_id
+        else (
+            table.c.person_id.in_(bindparam("person_ids", expanding=True)),
+            table.c.template.in_(bindparam("templates", expanding=True)),
+        )
+    )
+    return (
+        update(table)
+        .where(*chosen, table.c.status.in_(_WAITING))
+        .values(
+            status="cancelled",
+            claimed_by=None,
+            last_error=bindparam("reason"),
+            dedupe_key=table.c.dedupe_key + ":cancelled:" + cast(table.c.id, String),
+        )
+    )
 
 
 def waiting_keys(session: Session, template: str) -> list[str]:

@@ -99,7 +99,7 @@ def end_memberships_of(
         return 0
     ids = [row[0] for row in rows]
     _destroy_member_data(session, ids)
-    _forget_waiting(session, sorted({row[2] for row in rows}), set(ids), panel_id)
+    _forget_waiting(session, sorted({row[2] for row in rows}), set(ids), panel_id, reason)
     for panel, number in Counter(row[1] for row in rows).items():
         reports.count(session, f"panel.left.{reason}", scope=f"panel:{panel}", at=at, by=number)
     ended = set(ids)
@@ -119,11 +119,17 @@ _MEMBERSHIP_IN_KEY = {"session-invitation": 2, "renewal": 1}
 
 
 def _forget_waiting(
-    session: Session, person_ids: list[int], membership_ids: set[int], panel_id: int | None
+    session: Session,
+    person_ids: list[int],
+    membership_ids: set[int],
+    panel_id: int | None,
+    reason: str,
 ) -> None:
     """What still waits for members who left (one panel, or all): their meeting invitations
-    and renewal reminders, and answers sent to update their profile but not yet confirmed,
-    which may hold special category data, and whose link would put them back on the panel."""
+    and renewal reminders; and, unless their agreement simply ran out, answers sent to
+    update their profile but not yet confirmed, which may hold special category data and
+    whose link would put them back on the panel. Someone whose agreement ran out may have
+    sent the form again to stay on: confirming it joins them afresh."""
     from consent.services import outbox
 
     def of_these(key: str | None) -> bool:
@@ -139,6 +145,8 @@ def _forget_waiting(
         reason="they left the panel before it was sent.",
         wanted=of_these,
     )
+    if reason == "expired":
+        return
     pending = PendingSignup.__table__
     where = [pending.c.kind == "panel", among(pending.c.person_id, person_ids)]
     if panel_id is not None:
