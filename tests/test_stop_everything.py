@@ -108,4 +108,47 @@ def test_the_export_shows_what_is_held_against_the_address(db: Database) -> None
         ledger.give(session, again, "newsletter", channel="web_form", actor="self")
         data = rights.export_person(session, again)
         assert data["person"]["address_not_to_be_contacted"] is False
-        assert data["person"]["stopped_everything_at"] is None
+        assert data["person"]["stopped_everything_at"] is not None, "kept as a cutoff"
+
+
+def test_agreeing_afresh_after_stopping_everything_lets_a_later_lapse_go_unsuppressed(
+    db: Database,
+) -> None:
+    """Someone who stopped everything, then joined a panel themselves, whose two years then
+    simply ran out, may be asked again later, like anyone else whose consent ran out."""
+    now = utcnow()
+    with time_machine.travel(now - timedelta(days=800), tick=False), db.transaction() as s:
+        for email in ("fresh@example.com", "stopped@example.com"):
+            preferences.withdraw_all(s, factories.person(s, email), notify=False)
+        factories.workshop(s, days=1)
+    with time_machine.travel(now - timedelta(days=735), tick=False), db.transaction() as s:
+        factories.member(s, factories.panel(s), people.find_by_email(s, "fresh@example.com"))
+        workshop = factories.workshop(s, days=1, title="Toddler talk")
+        factories.booking(s, workshop, "stopped@example.com")
+    retention.sweep(db)
+    with db.reader() as session:
+        assert people.find_by_email(session, "fresh@example.com") is None
+        assert not people.is_suppressed(session, "fresh@example.com")
+        assert people.find_by_email(session, "stopped@example.com") is None
+        assert people.is_suppressed(session, "stopped@example.com")
+
+
+def test_an_address_that_opted_out_keeps_its_cutoff_once_someone_agrees_there_again(
+    db: Database, tmp_path: Path
+) -> None:
+    """Agreeing afresh at an address that was suppressed lifts it; a paper form dated
+    before the opt-out must still not be imported, for any purpose."""
+    now = utcnow()
+    with time_machine.travel(now - timedelta(days=300), tick=False), db.transaction() as s:
+        old = factories.consenting(s, "newsletter", email="optout@example.com")
+        people.erase(s, old, channel="email_link", actor="self")
+    with db.transaction() as session:
+        again = factories.person(session, "optout@example.com")
+        ledger.give(session, again, "workshops", channel="web_form", actor="self")
+        assert not people.is_suppressed(session, "optout@example.com")
+    for days_ago, imported in ((400, 0), (100, 1)):
+        with db.reader() as session:
+            result = imports.preview(
+                session, _sheet(tmp_path, "optout@example.com", days_ago), "newsletter"
+            )
+        assert result.to_import == imported, days_ago

@@ -55,8 +55,9 @@ class Person(SQLModel, table=True):
     review_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
     #: They asked, from an invitation's link, not to be invited to panels again.
     invitations_declined_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    #: They asked to stop everything, or every kind of email: an opt-out from all of it, so
-    #: an agreement dated before it is not imported, and erasing them suppresses the address.
+    #: When they last opted out of all of it: asked to stop everything (or every kind of
+    #: email), or took up an address that had opted out before. An agreement dated before it
+    #: is not imported; erasing them suppresses the address unless they agreed afresh since.
     stopped_all_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     #: Until when the join link of their latest panel invitation works: they are kept so.
     invited_until: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, delete, update
+from sqlalchemy import and_, delete, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
@@ -69,10 +69,16 @@ def suppress(session: Session, email: str, reason: str) -> None:
         session.flush()
 
 
-def lift_suppression(session: Session, email: str) -> None:
-    """Only a fresh consent from the person themselves removes them from the list."""
+def lift_suppression(session: Session, person: Person, email: str) -> None:
+    """Only a fresh consent from the person themselves removes them from the list. When the
+    address opted out stays with them, so an agreement older than that is never imported."""
     digest = _hmac_for(session, normalise_email(email))
-    session.execute(delete(Suppression).where(Suppression.email_hmac == digest))
+    table = Suppression.__table__
+    lifted = session.execute(
+        delete(table).where(table.c.email_hmac == digest).returning(table.c.created_at)
+    ).scalar_one_or_none()
+    if lifted is not None:
+        person.stopped_all_at = max(person.stopped_all_at or lifted, lifted)
 
 
 def declined_invitations(session: Session, person: Person) -> bool:
@@ -225,7 +231,8 @@ def correct_details(
     if unknown:
         raise InvalidInput(sorted(unknown)[0], "That detail cannot be changed here.")
     cleaned = {key: _clean_detail(key, value) for key, value in changes.items()}
-    if cleaned.get("phone") and not panels.is_member(session, person):
+    new_phone = cleaned.get("phone") and cleaned["phone"] != person.phone
+    if new_phone and not panels.is_member(session, person):
         raise InvalidInput(
             "phone",
             "We only keep a phone number for members of a Parent Carer Panel, to call about "
@@ -388,9 +395,10 @@ def scrub(
     """Erase many people in a few statements. Their consents must already have ended.
 
     ``suppress_ids`` are the people whose address joins the suppression list: those who
-    opted out; anyone who asked to stop everything joins it too. Someone whose consent
-    simply ran out may be asked again later. Someone who
-    declined panel invitations keeps declining them: their address's hash is kept for that.
+    opted out; anyone who asked to stop everything joins it too, unless they agreed to
+    something afresh since. Someone whose consent simply ran out may be asked again later.
+    Someone who declined panel invitations keeps declining them: their address's hash is
+    kept for that.
     The people are locked first (on PostgreSQL), so when two sweeps pick the same person the
     one that waited finds them already erased and neither erases nor counts them again.
     """
@@ -410,10 +418,11 @@ def scrub(
         return counts
     hash_key = settings_of(session).hash_key
     dialect = session.get_bind().dialect.name
+    opted_out = suppress_ids | _stopped_all(session, living)
     suppressed = [
         {"email_hmac": email_hmac(hash_key, email), "reason": reason, "created_at": now}
-        for person_id, email, _, stopped_all in living
-        if email and (person_id in suppress_ids or stopped_all is not None)
+        for person_id, email, _, _ in living
+        if email and person_id in opted_out
     ]
     if suppressed:
         session.execute(_hash_insert(dialect, Suppression.__table__), suppressed)
@@ -513,6 +522,26 @@ def scrub(
             set_committed_value(person, "token_version", person.token_version + 1)
     reports.count(session, "people.erased", dimension="reason", value=reason, by=len(ids))
     return counts
+
+
+def _stopped_all(session: Session, living: list[Any]) -> set[int]:
+    """Of these people (id, email, declined, stopped all), those who asked to stop
+    everything and have agreed to nothing since."""
+    stopped = {row[0]: row[3] for row in living if row[3] is not None}
+    if not stopped:
+        return set()
+    event = ConsentEvent.__table__
+    since = session.execute(
+        select(event.c.person_id, func.max(event.c.occurred_at))
+        .where(among(event.c.person_id, sorted(stopped)), event.c.action.in_(("given", "renewed")))
+        .group_by(event.c.person_id)
+    ).all()
+    agreed = {person_id: at for person_id, at in since}
+    return {
+        person_id
+        for person_id, at in stopped.items()
+        if person_id not in agreed or agreed[person_id] <= at
+    }
 
 
 @cache
