@@ -278,9 +278,11 @@ def import_command(file: Path, purpose: str, panel_id: int | None, dry_run: bool
                 _report_import(imports.preview(session, file, purpose, panel_id=panel_id))
             raise
     _report_import(result)
-    if dry_run and result.errors:
+    if dry_run and not result.ok:
         raise click.ClickException(
             f"Dry run: {result.errors} row(s) have problems, so the import would be refused."
+            if result.errors
+            else "Dry run: there is nobody new to import, so the import would be refused."
         )
     click.echo(
         "Dry run: nothing was imported." if dry_run else f"Imported {result.to_import} row(s)."

@@ -235,6 +235,8 @@ def test_import_from_the_command_line(db: Database, settings: Settings, tmp_path
         assert session.exec(select(Person)).all() == []
     done = run(settings, "import", str(good), "--purpose", "newsletter")
     assert done.returncode == 0 and "Imported 1 row(s)" in done.stdout, done.stderr
+    again = run(settings, "import", str(good), "--purpose", "newsletter", "--dry-run")
+    assert again.returncode == 1 and "nobody new to import" in again.stderr
     bad = tmp_path / "bad.csv"
     bad.write_text("email,consented_at,evidence\nnope,2026-06-01,Paper form\n")
     refused = run(settings, "import", str(bad), "--purpose", "newsletter")
