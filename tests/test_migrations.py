@@ -173,3 +173,21 @@ def test_upgrading_tries_again_the_unsubscribes_and_deletes_mailchimp_refused(
         statuses = conn.execute(select(table.c.status).order_by(table.c.id)).scalars().all()
     engine.dispose()
     assert statuses == ["pending", "failed", "pending", "failed", "failed", "pending", "failed"]
+
+
+def test_upgrading_drops_the_phone_numbers_of_people_on_no_panel(settings: Settings) -> None:
+    db = Database(settings)
+    with db.transaction() as session:
+        member = factories.person(session, "member@example.com")
+        factories.member(session, factories.panel(session), member)
+        for person in (member, factories.person(session, "news@example.com")):
+            person.phone = "+447700900982"
+    db.dispose()
+    command.downgrade(alembic_config(settings.database_url), "0018")
+    upgrade(settings)
+    engine = make_engine(settings.database_url, pool=False)
+    with engine.connect() as conn:
+        table = Person.__table__
+        phones = dict(conn.execute(select(table.c.email, table.c.phone)).all())
+    engine.dispose()
+    assert phones == {"member@example.com": "+447700900982", "news@example.com": None}

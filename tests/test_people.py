@@ -14,20 +14,30 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from consent import log_privacy
+from consent import crypto, log_privacy
 from consent.db import Database
 from consent.errors import Conflict, InvalidInput, Suppressed
 from consent.links import RevokedLink, make_token, resolve
 from consent.models import (
     Booking,
     ConsentEvent,
+    PendingSignup,
     Person,
     PersonChange,
     RightsRequest,
     Suppression,
     Workshop,
 )
-from consent.services import casework, imports, ledger, people, workshops
+from consent.services import (
+    casework,
+    imports,
+    ledger,
+    notices,
+    panels,
+    people,
+    signups,
+    workshops,
+)
 from consent.timeutil import LONDON, utcnow
 from consent.validation import normalise_email, normalise_phone
 from tests import factories
@@ -191,6 +201,21 @@ def test_only_a_panel_member_s_phone_number_is_kept(session: Session) -> None:
         people.correct_details(
             session, person, {"phone": "07700 900982"}, channel="email_link", actor="self"
         )
+
+
+def test_a_number_kept_from_before_does_not_stop_other_corrections(session: Session) -> None:
+    """Saved before only members' numbers were kept (the upgrade drops such numbers, but one
+    page may be open across it): sent back unchanged, it is no new number."""
+    person = factories.consenting(session, "newsletter", email="news@example.com")
+    person.phone = "+447700900982"
+    changed = people.correct_details(
+        session,
+        person,
+        {"name": "New Name", "phone": "+447700900982"},
+        channel="email_link",
+        actor="self",
+    )
+    assert changed == ["name"]
 
 
 @pytest.mark.parametrize(
@@ -471,3 +496,30 @@ def test_a_badly_formed_log_call_is_left_to_logging_to_report() -> None:
     assert record.msg == "two %s %s"
     clean = make("consent.test", logging.WARNING, __file__, 1, "to %s", ("a@example.com",), None)
     assert clean.getMessage() == "to [email]"
+
+
+def test_a_join_sent_with_a_number_an_older_check_let_through_still_joins(db: Database) -> None:
+    """A form waiting for its link across the stricter phone check: the number is left out,
+    not the person."""
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        contact = notices.current_notice(session, notices.get_purpose(session, "panel_contact"))
+        pending = signups.request_panel(
+            session,
+            panel,
+            email="joining@example.com",
+            name=None,
+            phone="07700 900982",
+            profile=panels.ProfileInput(),
+            recordings=False,
+            shown={"panel_contact": contact.id or 0},
+        )
+        cipher = crypto.cipher_for(session)
+        answers = cipher.decrypt_json(pending.payload or "")
+        pending.payload = cipher.encrypt_json({**answers, "phone": "07700 90098"})
+        pending_id = pending.id
+    with db.transaction() as session:
+        person = people.find_by_email(session, "joining@example.com")
+        signups.confirm(session, person, session.get(PendingSignup, pending_id))
+        assert ledger.has_consent(session, person, "panel_contact")
+        assert person.phone is None

@@ -187,9 +187,7 @@ def confirm(session: Session, person: Person, pending: PendingSignup) -> list[st
             shown={"panel_contact": panel_notice, "panel_recordings": recordings_notice},
         )
         if data.get("phone"):
-            people.correct_details(
-                session, person, {"phone": data["phone"]}, channel="web_form", actor="self"
-            )
+            _keep_phone(session, person, data["phone"])
         given = list(shown)
     else:
         newly_subscribed = False
@@ -207,6 +205,15 @@ def confirm(session: Session, person: Person, pending: PendingSignup) -> list[st
     pending.payload = None
     session.flush()
     return given
+
+
+def _keep_phone(session: Session, person: Person, phone: str) -> None:
+    """The number given with a join form, checked again now: one that passed an older,
+    looser check is left out rather than stopping the person joining."""
+    try:
+        people.correct_details(session, person, {"phone": phone}, channel="web_form", actor="self")
+    except InvalidInput:
+        return
 
 
 def purge_expired(session: Session, now: datetime | None = None, limit: int = 1000) -> int:
