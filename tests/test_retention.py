@@ -606,13 +606,17 @@ def test_a_dry_run_foretells_a_concluded_panel_and_a_finished_workshop(db: Datab
 def test_a_dry_run_counts_what_the_sweep_then_does(db: Database) -> None:
     """Each step's count in a dry run allows for what the steps before it end: a member
     whose consent runs out leaves with it and takes their recordings consent too, and a
-    concluded panel's members on no other panel lose their panel consents."""
+    concluded panel's members on no other panel lose their panel consents; a new address
+    never confirmed is counted once, not again for its person's erasure."""
     start = utcnow()
     with time_machine.travel(start, tick=False):
         early = [
             _member(db, "ann@example.com", "Ann Early"),
             _member(db, "eve@example.com", "Eve South", panel="Southfield Parent Carer Panel"),
         ]
+        with db.transaction() as session:
+            ann = session.get(Person, early[0])
+            preferences.request_email_change(session, ann, "ann.new@example.com")
     with time_machine.travel(start + timedelta(days=30), tick=False), db.transaction() as session:
         for person_id in early:
             ledger.give(
@@ -655,6 +659,7 @@ def test_a_dry_run_counts_what_the_sweep_then_does(db: Database) -> None:
         "panels_concluded": 1,
         "session_notes_destroyed": 1,
         "people_erased": 3,
+        "new_addresses_forgotten": 1,
     }
     assert {k: v for k, v in done.removed.items() if v} == expected
     assert {k: v for k, v in dry.removed.items() if v} == expected

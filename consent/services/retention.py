@@ -109,6 +109,7 @@ def sweep(
             session.flush()
             report.run_id = run.id
     steps: list[Step] = [
+        _forget_unconfirmed_addresses,
         _expire_consents,
         _end_expired_memberships,
         _end_memberships_without_consent,
@@ -120,7 +121,6 @@ def sweep(
         _remove_abandoned_uploads,
         _trim_job_runs,
         _drop_stale_link_requests,
-        _forget_unconfirmed_addresses,
     ]
     try:
         for step in steps:
