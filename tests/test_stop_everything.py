@@ -108,7 +108,8 @@ def test_the_export_shows_what_is_held_against_the_address(db: Database) -> None
         ledger.give(session, again, "newsletter", channel="web_form", actor="self")
         data = rights.export_person(session, again)
         assert data["person"]["address_not_to_be_contacted"] is False
-        assert data["person"]["stopped_everything_at"] is not None, "kept as a cutoff"
+        assert data["person"]["stopped_everything_at"] is None, "this record never did"
+        assert data["person"]["address_opted_out_of_everything_at"] is not None
 
 
 def test_agreeing_afresh_after_stopping_everything_lets_a_later_lapse_go_unsuppressed(
@@ -133,6 +134,57 @@ def test_agreeing_afresh_after_stopping_everything_lets_a_later_lapse_go_unsuppr
         assert people.is_suppressed(session, "stopped@example.com")
 
 
+def test_moving_to_an_address_that_opted_out_is_no_opt_out_of_one_s_own(
+    db: Database, tmp_path: Path
+) -> None:
+    """The mover never opted out: when their membership simply runs out they are not
+    suppressed. The address keeps its old cutoff for imports all the same."""
+    now = utcnow()
+    with time_machine.travel(now - timedelta(days=760), tick=False), db.transaction() as s:
+        mover = factories.person(s, "mover@example.com")
+        factories.member(s, factories.panel(s), mover)
+    with time_machine.travel(now - timedelta(days=750), tick=False), db.transaction() as s:
+        old = factories.consenting(s, "newsletter", email="shared@example.com")
+        people.erase(s, old, channel="email_link", actor="self")
+    with time_machine.travel(now - timedelta(days=740), tick=False), db.transaction() as s:
+        mover = people.find_by_email(s, "mover@example.com")
+        preferences.request_email_change(s, mover, "shared@example.com")
+        ref = preferences._address_ref(s, "shared@example.com")
+        preferences.confirm_email_change(s, mover, ref)
+        assert not people.is_suppressed(s, "shared@example.com")
+    retention.sweep(db)
+    with db.reader() as session:
+        assert people.find_by_email(session, "shared@example.com") is None
+        assert not people.is_suppressed(session, "shared@example.com")
+        result = imports.preview(session, _sheet(tmp_path, "shared@example.com", 755), "newsletter")
+    assert (result.to_import, result.suppressed) == (0, 1)
+
+
+def test_the_cutoff_outlives_a_person_erased_without_suppression(
+    db: Database, tmp_path: Path
+) -> None:
+    """A booker stops everything, joins a panel afresh, and the panel concludes: they are
+    erased unsuppressed, but a form dated before they stopped is still not imported."""
+    now = utcnow()
+    with time_machine.travel(now - timedelta(days=30), tick=False), db.transaction() as s:
+        preferences.withdraw_all(s, factories.person(s, "rhea@example.com"), notify=False)
+    with time_machine.travel(now - timedelta(days=20), tick=False), db.transaction() as s:
+        panel = factories.panel(s)
+        factories.member(s, panel, people.find_by_email(s, "rhea@example.com"))
+        panel_id = panel.id
+    with time_machine.travel(now - timedelta(days=10), tick=False), db.transaction() as s:
+        panels.conclude(s, panels.get_panel(s, panel_id))
+    retention.sweep(db)
+    with db.reader() as session:
+        assert people.find_by_email(session, "rhea@example.com") is None
+        assert not people.is_suppressed(session, "rhea@example.com")
+        for days_ago, imported in ((40, 0), (25, 1)):
+            result = imports.preview(
+                session, _sheet(tmp_path, "rhea@example.com", days_ago), "newsletter"
+            )
+            assert result.to_import == imported, days_ago
+
+
 def test_an_address_that_opted_out_keeps_its_cutoff_once_someone_agrees_there_again(
     db: Database, tmp_path: Path
 ) -> None:
@@ -152,3 +204,18 @@ def test_an_address_that_opted_out_keeps_its_cutoff_once_someone_agrees_there_ag
                 session, _sheet(tmp_path, "optout@example.com", days_ago), "newsletter"
             )
         assert result.to_import == imported, days_ago
+
+
+def test_the_cutoff_is_the_latest_opt_out_of_the_address(db: Database, tmp_path: Path) -> None:
+    now = utcnow()
+    for days_ago in (300, 100):
+        with time_machine.travel(now - timedelta(days=days_ago), tick=False):
+            with db.transaction() as session:
+                holder = factories.consenting(session, "newsletter", email="passed@example.com")
+                people.erase(session, holder, channel="email_link", actor="self")
+            with db.transaction() as session:
+                again = factories.person(session, "passed@example.com")
+                ledger.give(session, again, "workshops", channel="web_form", actor="self")
+    with db.reader() as session:
+        result = imports.preview(session, _sheet(tmp_path, "passed@example.com", 200), "newsletter")
+    assert (result.to_import, result.suppressed) == (0, 1)

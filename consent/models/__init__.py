@@ -15,6 +15,7 @@ from consent.models.panels import (
     SessionNote,
 )
 from consent.models.people import (
+    AddressOptOut,
     DeclinedInvitations,
     LinkRequest,
     Person,
@@ -28,6 +29,7 @@ from consent.models.signups import PendingSignup
 from consent.models.workshops import Booking, Workshop
 
 __all__ = [
+    "AddressOptOut",
     "AdminUser",
     "ApiKey",
     "Attendance",

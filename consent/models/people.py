@@ -55,9 +55,9 @@ class Person(SQLModel, table=True):
     review_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
     #: They asked, from an invitation's link, not to be invited to panels again.
     invitations_declined_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    #: When they last opted out of all of it: asked to stop everything (or every kind of
-    #: email), or took up an address that had opted out before. An agreement dated before it
-    #: is not imported; erasing them suppresses the address unless they agreed afresh since.
+    #: When they asked to stop everything (or every kind of email): an agreement dated
+    #: before it is not imported, and erasing them suppresses the address unless they have
+    #: agreed to something afresh since.
     stopped_all_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     #: Until when the join link of their latest panel invitation works: they are kept so.
     invited_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -97,6 +97,19 @@ class Suppression(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     email_hmac: str = Field(max_length=64, unique=True)
     reason: str = Field(max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class AddressOptOut(SQLModel, table=True):
+    """Keyed hashes of addresses that opted out of everything, with when, kept once their
+    suppression is lifted or their person is erased without it: an agreement dated before
+    then is never imported, whoever holds the address now."""
+
+    __tablename__ = "address_opt_out"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email_hmac: str = Field(max_length=64, unique=True)
+    opted_out_at: datetime = Field(sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 

@@ -27,6 +27,7 @@ from consent import loading
 from consent.db import settings_of
 from consent.errors import DomainError, InvalidInput
 from consent.models import (
+    AddressOptOut,
     ConsentState,
     Notice,
     Panel,
@@ -263,7 +264,7 @@ def _classify(
     """Existing people, who already agrees, who withdrew or ran out (and when), who is
     suppressed, and who was on this panel before. A consent past its time limit has run
     out, even before the sweep has recorded it; asking to stop everything stopped every
-    purpose."""
+    purpose, and so did the address's opting out under an earlier record."""
     emails = [row.email for row in rows]
     existing = {
         person.email: person
@@ -301,6 +302,14 @@ def _classify(
             select(Suppression.email_hmac).where(Suppression.email_hmac.in_(list(digests)))
         ).scalars()
     }
+    for digest, at in session.execute(
+        select(AddressOptOut.email_hmac, AddressOptOut.opted_out_at).where(
+            AddressOptOut.email_hmac.in_(list(digests))
+        )
+    ):
+        email = digests[digest]
+        if email not in consenting:
+            stopped[email] = max(stopped.get(email, at), at)
     former, active_here = set(), set()
     if panel is not None and existing:
         ids = {person.id: email for email, person in existing.items()}

@@ -892,7 +892,7 @@ def give(
             )
         from consent.services import people
 
-        people.lift_suppression(session, person, person.email or "")
+        people.lift_suppression(session, person.email or "")
     at = at or utcnow()
     unchanged = ctx.state_notice_id == seen.id or seen.older
     if unchanged and in_force(ctx.state_status, ctx.state_expires_at, at):

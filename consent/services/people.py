@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, delete, func, update
+from sqlalchemy import and_, case, delete, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
@@ -20,6 +20,7 @@ from consent import loading
 from consent.db import among, settings_of
 from consent.errors import Conflict, Erased, InvalidInput, NotFound
 from consent.models import (
+    AddressOptOut,
     Booking,
     ConsentEvent,
     ConsentState,
@@ -69,16 +70,51 @@ def suppress(session: Session, email: str, reason: str) -> None:
         session.flush()
 
 
-def lift_suppression(session: Session, person: Person, email: str) -> None:
+def lift_suppression(session: Session, email: str) -> None:
     """Only a fresh consent from the person themselves removes them from the list. When the
-    address opted out stays with them, so an agreement older than that is never imported."""
+    address opted out is kept, so an agreement older than that is never imported."""
     digest = _hmac_for(session, normalise_email(email))
     table = Suppression.__table__
     lifted = session.execute(
         delete(table).where(table.c.email_hmac == digest).returning(table.c.created_at)
     ).scalar_one_or_none()
     if lifted is not None:
-        person.stopped_all_at = max(person.stopped_all_at or lifted, lifted)
+        _remember_opt_outs(session, [(digest, lifted)])
+
+
+def _remember_opt_outs(session: Session, opted_out: list[tuple[str, datetime]]) -> None:
+    """Keep when each address (by its keyed hash) last opted out of everything."""
+    if not opted_out:
+        return
+    table = AddressOptOut.__table__
+    dialect = session.get_bind().dialect.name
+    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    now = utcnow()
+    statement = make(table)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["email_hmac"],
+            set_={
+                "opted_out_at": case(
+                    (
+                        statement.excluded.opted_out_at > table.c.opted_out_at,
+                        statement.excluded.opted_out_at,
+                    ),
+                    else_=table.c.opted_out_at,
+                )
+            },
+        ),
+        [{"email_hmac": digest, "opted_out_at": at, "created_at": now} for digest, at in opted_out],
+    )
+
+
+def opted_out_at(session: Session, email: str) -> datetime | None:
+    """When this address last opted out of everything, as kept once its suppression was
+    lifted or its person erased without one; None if no such date is kept."""
+    digest = _hmac_for(session, normalise_email(email))
+    table = AddressOptOut.__table__
+    found = select(table.c.opted_out_at).where(table.c.email_hmac == digest)
+    return session.execute(found).scalar_one_or_none()
 
 
 def declined_invitations(session: Session, person: Person) -> bool:
@@ -302,6 +338,7 @@ def change_email(
         mailchimp.queue_email_change(session, person, person.email, normalised, newsletter.given_at)
     person.email = normalised
     person.pending_email = None
+    person.pending_email_at = None
     person.updated_at = utcnow()
     _move_bookings(session, person, normalised)
     _record_change(session, person, ["email"], channel=channel, actor=actor, note=note)
@@ -418,7 +455,16 @@ def scrub(
         return counts
     hash_key = settings_of(session).hash_key
     dialect = session.get_bind().dialect.name
-    opted_out = suppress_ids | _stopped_all(session, living)
+    stopped_all = _stopped_all(session, living)
+    opted_out = suppress_ids | stopped_all
+    _remember_opt_outs(
+        session,
+        [
+            (email_hmac(hash_key, email), at)
+            for person_id, email, _, at in living
+            if email and at is not None and person_id not in opted_out
+        ],
+    )
     suppressed = [
         {"email_hmac": email_hmac(hash_key, email), "reason": reason, "created_at": now}
         for person_id, email, _, _ in living
@@ -496,6 +542,7 @@ def scrub(
             phone=None,
             postcode=None,
             pending_email=None,
+            pending_email_at=None,
             erased_at=now,
             updated_at=now,
             review_at=None,
@@ -513,6 +560,7 @@ def scrub(
                 "phone",
                 "postcode",
                 "pending_email",
+                "pending_email_at",
                 "review_at",
                 "invited_until",
             ):

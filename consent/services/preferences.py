@@ -507,7 +507,7 @@ def confirm_email_change(session: Session, person: Person, ref: int | None) -> s
     now = utcnow()
     states = ledger.states_for(session, person).values()
     if any(ledger.in_force(state.status, state.expires_at, now) for state in states):
-        people.lift_suppression(session, person, new)
+        people.lift_suppression(session, new)
     return new
 
 
