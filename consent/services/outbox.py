@@ -181,8 +181,10 @@ def cancel_unsent(
     ).all()
     ids = [row_id for row_id, key in rows if wanted(key)]
     if ids:
-        session.connection().execute(
-            _cancel(by_id=True), {"ids": ids, "reason": f"Cancelled: {reason}"}
+        session.execute(
+            update(table)
+            .where(among(table.c.id, ids), table.c.status.in_(_WAITING))
+            .values(_cancelled(table, f"Cancelled: {reason}"))
         )
     return len(ids)
 
@@ -191,27 +193,27 @@ _WAITING = ("queued", "sending")
 
 
 @cache
-def _cancel(*, by_id: bool = False) -> Any:
+def _cancel() -> Any:
     """Built once: withdrawing is a hot path, and this runs on every withdrawal."""
     table = Outbox.__table__
-    chosen = (
-        (table.c.id.in_(bindparam("ids", expanding=True)),)
-        if by_id
-        else (
-            table.c.person_id.in_(bindparam("person_ids", expanding=True)),
-            table.c.template.in_(bindparam("templates", expanding=True)),
-        )
-    )
     return (
         update(table)
-        .where(*chosen, table.c.status.in_(_WAITING))
-        .values(
-            status="cancelled",
-            claimed_by=None,
-            last_error=bindparam("reason"),
-            dedupe_key=table.c.dedupe_key + ":cancelled:" + cast(table.c.id, String),
+        .where(
+            table.c.person_id.in_(bindparam("person_ids", expanding=True)),
+            table.c.template.in_(bindparam("templates", expanding=True)),
+            table.c.status.in_(_WAITING),
         )
+        .values(_cancelled(table, bindparam("reason")))
     )
+
+
+def _cancelled(table: Any, reason: Any) -> dict[str, Any]:
+    return {
+        "status": "cancelled",
+        "claimed_by": None,
+        "last_error": reason,
+        "dedupe_key": table.c.dedupe_key + ":cancelled:" + cast(table.c.id, String),
+    }
 
 
 def waiting_keys(session: Session, template: str) -> list[str]:
