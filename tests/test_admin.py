@@ -1848,7 +1848,7 @@ def test_an_old_agreement_never_undoes_a_later_withdrawal(app: Flask) -> None:
     )
     client = staff_client(app, "coordinator")
     preview = text(client.get(_upload(client, content.encode()).location))
-    assert "Stopped agreeing on" in preview
+    assert "Asked us to stop on" in preview
     from tests.web import hidden_fields
 
     done = client.post(

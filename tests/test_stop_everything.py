@@ -4,17 +4,26 @@ are deleted their address stays on the list of people not to contact."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import time_machine
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlmodel import Session, select
 
+from consent import links
 from consent.db import Database
 from consent.errors import Conflict
+from consent.models import Person
 from consent.services import imports, ledger, panels, people, preferences, retention, rights
 from consent.timeutil import LONDON, utcnow
+from mailers.mailchimp import Pusher, reconcile
 from tests import factories
+from tests.fake_mailchimp import FakeMailchimp, md5
+from tests.web import text
 
 
 def _sheet(tmp_path: Path, email: str, days_ago: int) -> Path:
@@ -109,7 +118,7 @@ def test_the_export_shows_what_is_held_against_the_address(db: Database) -> None
         data = rights.export_person(session, again)
         assert data["person"]["address_not_to_be_contacted"] is False
         assert data["person"]["stopped_everything_at"] is None, "this record never did"
-        assert data["person"]["address_opted_out_of_everything_at"] is not None
+        assert data["person"]["address_asked_not_to_be_contacted_at"] is not None
 
 
 def test_agreeing_afresh_after_stopping_everything_lets_a_later_lapse_go_unsuppressed(
@@ -178,6 +187,8 @@ def test_the_cutoff_outlives_a_person_erased_without_suppression(
     with db.reader() as session:
         assert people.find_by_email(session, "rhea@example.com") is None
         assert not people.is_suppressed(session, "rhea@example.com")
+        erased = session.exec(select(Person).where(Person.erased_at.is_not(None))).one()
+        assert erased.stopped_all_at is None, "the date would tie the record to the hash"
         for days_ago, imported in ((40, 0), (25, 1)):
             result = imports.preview(
                 session, _sheet(tmp_path, "rhea@example.com", days_ago), "newsletter"
@@ -219,3 +230,80 @@ def test_the_cutoff_is_the_latest_opt_out_of_the_address(db: Database, tmp_path:
     with db.reader() as session:
         result = imports.preview(session, _sheet(tmp_path, "passed@example.com", 200), "newsletter")
     assert (result.to_import, result.suppressed) == (0, 1)
+
+
+def _move(session: Session, person: Person, new: str) -> None:
+    preferences.request_email_change(session, person, new)
+    preferences.confirm_email_change(session, person, preferences._address_ref(session, new))
+
+
+@pytest.mark.parametrize("everything", [True, False])
+def test_the_address_left_behind_keeps_its_cutoff(
+    db: Database, tmp_path: Path, everything: bool
+) -> None:
+    """The record that says they asked us to stop moves with them to the new address;
+    the old one must not come back from a spreadsheet as agreeing."""
+    now = utcnow()
+    with time_machine.travel(now - timedelta(days=60), tick=False), db.transaction() as s:
+        factories.consenting(s, "newsletter", email="old@example.com")
+        factories.consenting(s, "newsletter", email="stays@example.com")
+    with time_machine.travel(now - timedelta(days=30), tick=False), db.transaction() as s:
+        rhea = people.find_by_email(s, "old@example.com")
+        if everything:
+            preferences.withdraw_all(s, rhea, notify=False)
+        else:
+            ledger.withdraw(s, rhea, "newsletter", channel="web_form", actor="self")
+    with time_machine.travel(now - timedelta(days=20), tick=False), db.transaction() as s:
+        _move(s, people.find_by_email(s, "old@example.com"), "new@example.com")
+        _move(s, people.find_by_email(s, "stays@example.com"), "moved@example.com")
+    for left, imported in (("old@example.com", 0), ("stays@example.com", 1)):
+        with db.reader() as session:
+            result = imports.preview(session, _sheet(tmp_path, left, 45), "newsletter")
+        assert result.to_import == imported, left
+
+
+def test_the_data_page_tells_a_mover_about_the_address_not_about_them(
+    app: Flask, client: FlaskClient
+) -> None:
+    db = app.extensions["consent.db"]
+    with db.transaction() as s:
+        ann = factories.consenting(s, "newsletter", email="shared@example.com")
+        people.erase(s, ann, channel="email_link", actor="self")
+        factories.consenting(s, "workshops", email="ben@example.com")
+    with db.transaction() as s:
+        _move(s, people.find_by_email(s, "ben@example.com"), "shared@example.com")
+        path = "/manage/" + links.make_token(
+            db.settings, people.find_by_email(s, "shared@example.com"), "manage"
+        )
+    page = text(client.get(f"{path}/data"))
+    assert "opted out" not in page and "You asked us to stop everything" not in page
+    assert "we were asked to stop contacting this email address" in page
+
+
+def test_mailchimp_re_subscribing_an_address_that_asked_us_to_stop_is_undone(
+    configured: Callable[..., Database],
+    mailchimp_settings: dict[str, str],
+    mailchimp_fake: FakeMailchimp,
+) -> None:
+    """Erased without suppression (they agreed to a workshop after stopping everything),
+    the address is then put back in the Mailchimp audience from an old list."""
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        rhea = factories.consenting(session, "newsletter", email="rhea@example.com")
+        preferences.withdraw_all(session, rhea, notify=False)
+    with time_machine.travel(utcnow() + timedelta(minutes=1), tick=True), db.transaction() as s:
+        rhea = people.find_by_email(s, "rhea@example.com")
+        ledger.give(s, rhea, "workshops", channel="web_form", actor="self")
+        people.scrub(s, [rhea.id], reason="nothing_held", suppress_ids=set())
+    with time_machine.travel(utcnow() + timedelta(minutes=2), tick=True):
+        Pusher(db, poll_interval=0.01).push()
+        reconcile(db)
+    assert md5("rhea@example.com") not in mailchimp_fake.members
+    with db.reader() as session:
+        assert not people.is_suppressed(session, "rhea@example.com")
+    with time_machine.travel(utcnow() + timedelta(minutes=5), tick=True):
+        mailchimp_fake.add_member("rhea@example.com", "subscribed")
+    with time_machine.travel(utcnow() + timedelta(hours=1), tick=True):
+        reconcile(db)
+        Pusher(db, poll_interval=0.01).push()
+    assert mailchimp_fake.members[md5("rhea@example.com")]["status"] == "unsubscribed"

@@ -439,7 +439,7 @@ def _run(
                     RowResult(
                         row.line,
                         "suppressed",
-                        f"Stopped agreeing on {london_date(stopped_at)}: an agreement from "
+                        f"Asked us to stop on {london_date(stopped_at)}: an agreement from "
                         "before then will not be imported.",
                     )
                 )

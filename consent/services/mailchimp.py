@@ -407,12 +407,14 @@ def record_unsubscribe(
 def recheck_subscribed(session: Session, email: str) -> bool:
     """Mailchimp holds this address as subscribed (someone imported it there, or it came in
     through Mailchimp's own form). If the person opted out here, or was erased after opting
-    out, unsubscribe them again: nobody is mailed after opting out unless they agree here."""
+    out, unsubscribe them again: nobody is mailed after opting out unless they agree here.
+    An address nobody here holds now counts as opted out if it is suppressed, or if it ever
+    asked us to stop (kept when its person was erased, or moved, without suppression)."""
     if not enabled(session):
         return False
     person = people.find_by_email(session, email)
     if person is None:
-        if not people.is_suppressed(session, email):
+        if not people.is_suppressed(session, email) and people.opted_out_at(session, email) is None:
             return False
         _queue(session, "unsubscribe", subscriber_hash(email), None)
         return True

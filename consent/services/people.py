@@ -322,6 +322,7 @@ def change_email(
     normalised = normalise_email(new_email)
     if normalised == person.email:
         person.pending_email = None
+        person.pending_email_at = None
         return False
     other = loading.person_by_email.get(session, normalised)
     if other is not None:
@@ -336,6 +337,7 @@ def change_email(
         and newsletter.status == "given"
     ):
         mailchimp.queue_email_change(session, person, person.email, normalised, newsletter.given_at)
+    _leave_opt_out_behind(session, person)
     person.email = normalised
     person.pending_email = None
     person.pending_email_at = None
@@ -543,6 +545,7 @@ def scrub(
             postcode=None,
             pending_email=None,
             pending_email_at=None,
+            stopped_all_at=None,
             erased_at=now,
             updated_at=now,
             review_at=None,
@@ -561,6 +564,7 @@ def scrub(
                 "postcode",
                 "pending_email",
                 "pending_email_at",
+                "stopped_all_at",
                 "review_at",
                 "invited_until",
             ):
@@ -570,6 +574,24 @@ def scrub(
             set_committed_value(person, "token_version", person.token_version + 1)
     reports.count(session, "people.erased", dimension="reason", value=reason, by=len(ids))
     return counts
+
+
+def _leave_opt_out_behind(session: Session, person: Person) -> None:
+    """The address a person leaves keeps when they last asked us to stop (everything, or
+    any one purpose): the record that says so moves with them, and an old spreadsheet must
+    not bring the address back as agreeing."""
+    if not person.email or person.id is None:
+        return
+    state = ConsentState.__table__
+    withdrawn = session.execute(
+        select(func.max(state.c.changed_at)).where(
+            state.c.person_id == person.id, state.c.status == "withdrawn"
+        )
+    ).scalar_one_or_none()
+    stops = [at for at in (withdrawn, person.stopped_all_at) if at is not None]
+    if stops:
+        digest = email_hmac(settings_of(session).hash_key, person.email)
+        _remember_opt_outs(session, [(digest, max(stops))])
 
 
 def _stopped_all(session: Session, living: list[Any]) -> set[int]:

@@ -166,7 +166,7 @@ def export_person(session: Session, person: Person) -> dict[str, Any]:
                 person.email and people.is_suppressed(session, person.email)
             ),
             "address_not_to_be_invited_to_panels": people.declined_invitations(session, person),
-            "address_opted_out_of_everything_at": _iso(
+            "address_asked_not_to_be_contacted_at": _iso(
                 people.opted_out_at(session, person.email) if person.email else None
             ),
         },
