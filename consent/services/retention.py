@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Select, and_, case, delete, func, or_, select, update
 from sqlmodel import Session
@@ -610,35 +611,49 @@ def _trim_job_runs(database: Database, report: SweepReport, now: datetime, batch
 def _drop_stale_link_requests(
     database: Database, report: SweepReport, now: datetime, batch: int
 ) -> None:
-    if report.dry_run:
-        with database.reader() as session:
-            number = session.execute(
-                select(func.count()).where(link_requests.stale(now))
-            ).scalar_one()
-        if number:
-            report.removed["link_requests_dropped"] += number
-            report.would.append(f"{number} unanswered request(s) for a new link would go")
-        return
-    with database.transaction() as session:
-        report.removed["link_requests_dropped"] += link_requests.purge_stale(session, now)
+    _at_once(
+        database,
+        report,
+        "link_requests_dropped",
+        "{} unanswered request(s) for a new link would go",
+        due=lambda session: link_requests.stale(now),
+        remove=lambda session: link_requests.purge_stale(session, now),
+    )
 
 
 def _forget_unconfirmed_addresses(
     database: Database, report: SweepReport, now: datetime, batch: int
 ) -> None:
+    _at_once(
+        database,
+        report,
+        "new_addresses_forgotten",
+        "{} new email address(es) never confirmed would go",
+        due=lambda session: people.unconfirmed_addresses(session, now),
+        remove=lambda session: people.forget_unconfirmed_addresses(session, now),
+    )
+
+
+def _at_once(
+    database: Database,
+    report: SweepReport,
+    key: str,
+    would: str,
+    *,
+    due: Callable[[Session], Any],
+    remove: Callable[[Session], int],
+) -> None:
+    """A step that removes in one statement the few rows ``due`` finds; a dry run counts
+    them with the same condition, so the two cannot disagree."""
     if report.dry_run:
         with database.reader() as session:
-            number = session.execute(
-                select(func.count()).where(people.unconfirmed_addresses(session, now))
-            ).scalar_one()
+            number = session.execute(select(func.count()).where(due(session))).scalar_one()
         if number:
-            report.removed["new_addresses_forgotten"] += number
-            report.would.append(f"{number} new email address(es) never confirmed would go")
+            report.removed[key] += number
+            report.would.append(would.format(number))
         return
     with database.transaction() as session:
-        report.removed["new_addresses_forgotten"] += people.forget_unconfirmed_addresses(
-            session, now
-        )
+        report.removed[key] += remove(session)
 
 
 def _remove_abandoned_uploads(
