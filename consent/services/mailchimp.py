@@ -14,12 +14,13 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlmodel import Session
 
 from consent.db import settings_of
 from consent.errors import NotConsented
 from consent.models import MailchimpChange, Person
+from consent.prepared import Prepared
 from consent.services import ledger, notices, people
 from consent.timeutil import utcnow
 from consent.validation import without_addresses
@@ -62,6 +63,30 @@ def _supersede(session: Session, *where: Any, now: datetime | None = None) -> No
     )
 
 
+def _supersede_member(session: Session, digest: str) -> None:
+    """``_supersede`` for one member, run on the driver's cursor: every newsletter agreement
+    runs it, whether or not sync is on, and SQLAlchemy's own execution cost more than it."""
+    _SUPERSEDING.run(session, {"digest": digest, "now": utcnow()})
+
+
+def _superseding(_dialect: str) -> Any:
+    table = MailchimpChange.__table__
+    return (
+        update(table)
+        .where(table.c.status == "pending", table.c.subscriber_hash == bindparam("digest"))
+        .values(
+            status="superseded",
+            email=None,
+            name=None,
+            subscriber_hash=None,
+            done_at=bindparam("now"),
+        )
+    )
+
+
+_SUPERSEDING = Prepared(_superseding)
+
+
 def _theirs(person_id: int | None, email: str | None) -> Any:
     """The changes of a person, or to the member Mailchimp has at their address."""
     table = MailchimpChange.__table__
@@ -83,7 +108,7 @@ def _queue(
     session: Session, action: str, digest: str, person_id: int | None, **values: object
 ) -> MailchimpChange:
     """Queue a change to the member Mailchimp knows by ``digest`` (its hash of the address)."""
-    _supersede(session, MailchimpChange.__table__.c.subscriber_hash == digest)
+    _supersede_member(session, digest)
     change = MailchimpChange(action=action, subscriber_hash=digest, person_id=person_id, **values)
     session.add(change)
     session.flush()
@@ -96,9 +121,7 @@ def queue_subscribe(session: Session, person: Person, opt_in_at: datetime) -> No
     if not person.email:
         return
     if not enabled(session):
-        _supersede(
-            session, MailchimpChange.__table__.c.subscriber_hash == subscriber_hash(person.email)
-        )
+        _supersede_member(session, subscriber_hash(person.email))
     else:
         _queue(
             session,
