@@ -46,6 +46,7 @@ def prepare(url: str, people: int, per_person: float, reuse: bool) -> None:
     if existing >= people:
         print(f"reusing a population of {existing:,} people")
         engine.dispose()
+        upgrade(settings)
         return
     if url.startswith("sqlite"):
         path = Path(engine.url.database)
