@@ -101,9 +101,10 @@ class Suppression(SQLModel, table=True):
 
 
 class AddressOptOut(SQLModel, table=True):
-    """Keyed hashes of addresses that opted out of everything, with when, kept once their
-    suppression is lifted or their person is erased without it: an agreement dated before
-    then is never imported, whoever holds the address now."""
+    """Keyed hashes of addresses that asked us to stop, with when, kept once their
+    suppression is lifted, their person is erased without one, or their person moves to
+    another address: an agreement dated before then is never imported, whoever holds the
+    address now."""
 
     __tablename__ = "address_opt_out"
 

@@ -72,7 +72,7 @@ def suppress(session: Session, email: str, reason: str) -> None:
 
 def lift_suppression(session: Session, email: str) -> None:
     """Only a fresh consent from the person themselves removes them from the list. When the
-    address opted out is kept, so an agreement older than that is never imported."""
+    address asked us to stop is kept, so an agreement older than that is never imported."""
     digest = _hmac_for(session, normalise_email(email))
     table = Suppression.__table__
     lifted = session.execute(
@@ -83,7 +83,7 @@ def lift_suppression(session: Session, email: str) -> None:
 
 
 def _remember_opt_outs(session: Session, opted_out: list[tuple[str, datetime]]) -> None:
-    """Keep when each address (by its keyed hash) last opted out of everything."""
+    """Keep when each address (by its keyed hash) last asked us to stop."""
     if not opted_out:
         return
     table = AddressOptOut.__table__
@@ -109,8 +109,8 @@ def _remember_opt_outs(session: Session, opted_out: list[tuple[str, datetime]]) 
 
 
 def opted_out_at(session: Session, email: str) -> datetime | None:
-    """When this address last opted out of everything, as kept once its suppression was
-    lifted or its person erased without one; None if no such date is kept."""
+    """When this address last asked us to stop, as kept once its suppression was lifted,
+    its person was erased without one, or its person moved away; None if none is kept."""
     digest = _hmac_for(session, normalise_email(email))
     table = AddressOptOut.__table__
     found = select(table.c.opted_out_at).where(table.c.email_hmac == digest)
