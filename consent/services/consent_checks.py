@@ -75,9 +75,6 @@ def check(session: Session, email: str, *, now: datetime | None = None) -> Conse
 def _ended(state: ConsentState | None, moment: datetime) -> datetime | None:
     """When this consent stopped being in force, if it has (past its limit, or no longer
     given); None while it is in force, or if it was never given."""
-    if state is None:
+    if state is None or ledger.in_force(state.status, state.expires_at, moment):
         return None
-    if state.status == "given":
-        lapsed = state.expires_at is not None and state.expires_at <= moment
-        return state.expires_at if lapsed else None
-    return state.changed_at
+    return state.expires_at if state.status == "given" else state.changed_at

@@ -387,11 +387,13 @@ def cancel_booking_mail(
     has ended."""
     from consent.services import outbox
 
-    names = None if booking_ids is None else {str(booking_id) for booking_id in booking_ids}
+    if booking_ids is None:
+        return outbox.cancel_unsent(session, person_ids, _BOOKING_MAIL, reason=reason)
+    names = {str(booking_id) for booking_id in booking_ids}
 
     def of_these(key: str | None) -> bool:
         parts = (key or "").split(":")
-        return names is None or (len(parts) > 1 and parts[1] in names)
+        return len(parts) > 1 and parts[1] in names
 
     return outbox.cancel_unsent(session, person_ids, _BOOKING_MAIL, reason=reason, wanted=of_these)
 
