@@ -12,11 +12,12 @@ from pathlib import Path
 import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text as sql
 from sqlmodel import select
 
 from consent import links
 from consent.db import Database
-from consent.models import Outbox, PanelSession, PendingSignup
+from consent.models import Outbox, PanelMembership, PanelSession, PendingSignup, Person
 from consent.services import (
     ledger,
     notices,
@@ -268,6 +269,56 @@ def test_answers_sent_to_stay_on_are_kept_when_the_agreement_runs_out(db: Databa
         assert not ledger.has_consent(session, person, "panel_contact")
         signups.confirm(session, person, session.get(PendingSignup, pending_id))
         assert ledger.has_consent(session, person, "panel_contact")
+
+
+def test_the_safety_net_keeps_answers_sent_to_stay_on_only_when_the_agreement_ran_out(
+    db: Database,
+) -> None:
+    """A membership outlived its consent (a step missed it): the sweep ends it for the
+    reason the consent ended, so answers waiting from someone whose agreement ran out stay,
+    and those from someone who withdrew go."""
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        notice = notices.current_notice(session, notices.get_purpose(session, "panel_contact"))
+        for email in ("ran.out@example.com", "withdrew@example.com"):
+            factories.member(session, panel, factories.person(session, email))
+            signups.request_panel(
+                session,
+                panels.get_panel(session, panel.id),
+                email=email,
+                name=None,
+                phone=None,
+                profile=panels.ProfileInput(),
+                recordings=False,
+                shown={"panel_contact": notice.id or 0},
+            )
+    with db.engine.begin() as conn:
+        for email, status in (
+            ("ran.out@example.com", "expired"),
+            ("withdrew@example.com", "withdrawn"),
+        ):
+            conn.execute(
+                sql(
+                    "UPDATE consent_state SET status = :status WHERE person_id ="
+                    " (SELECT id FROM person WHERE email = :email)"
+                ),
+                {"status": status, "email": email},
+            )
+    assert retention.sweep(db).removed["memberships_without_consent"] == 2
+    with db.reader() as session:
+        left = session.exec(
+            select(Person.email, PanelMembership.left_reason).join(
+                PanelMembership, PanelMembership.person_id == Person.id
+            )
+        ).all()
+        waiting = session.exec(
+            select(Person.email).join(PendingSignup, PendingSignup.person_id == Person.id)
+        ).all()
+    assert sorted(left) == [
+        ("ran.out@example.com", "expired"),
+        ("withdrew@example.com", "withdrawn"),
+    ]
+    assert waiting == ["ran.out@example.com"]
 
 
 def test_a_workshop_we_cancelled_is_not_listed_as_booked_nor_cancelled_by_the_booker(

@@ -294,9 +294,11 @@ def _end_expired_memberships(
     )
 
 
-def _memberships_without_consent(session: Session, now: datetime) -> Select:
-    """Memberships that outlived a panel-contact consent ended since shortly before the
-    last finished run."""
+def _memberships_without_consent(
+    session: Session, now: datetime, statuses: Sequence[str] = ("withdrawn", "expired")
+) -> Select:
+    """Memberships that outlived a panel-contact consent ended (withdrawn, or expired)
+    since shortly before the last finished run."""
     member, state = PanelMembership.__table__, ConsentState.__table__
     contact = session.execute(
         select(Purpose.id).where(Purpose.key == ledger.PANEL_CONTACT)
@@ -314,7 +316,7 @@ def _memberships_without_consent(session: Session, now: datetime) -> Select:
             and_(state.c.person_id == member.c.person_id, state.c.purpose_id == contact),
         )
         .where(
-            state.c.status.in_(("withdrawn", "expired")),
+            state.c.status.in_(statuses),
             state.c.changed_at >= since,
             member.c.left_at.is_(None),
         )
@@ -324,19 +326,23 @@ def _memberships_without_consent(session: Session, now: datetime) -> Select:
 def _end_memberships_without_consent(
     database: Database, report: SweepReport, now: datetime, batch: int
 ) -> None:
-    """A membership outlived its panel-contact consent: end it now (a safety net)."""
-    with database.reader() as session:
-        query = _memberships_without_consent(session, now)
-    _end_memberships(
-        database,
-        report,
-        now,
-        batch,
-        query,
-        "withdrawn",
-        "memberships_without_consent",
-        ended_before=[_contact_running_out(now), _people_of(_expired_memberships(now))],
-    )
+    """A membership outlived its panel-contact consent: end it now (a safety net), for the
+    reason the consent ended, since a consent that ran out is no opt-out and keeps answers
+    sent to stay on."""
+    ended_before = [_contact_running_out(now), _people_of(_expired_memberships(now))]
+    for status in ("withdrawn", "expired"):
+        with database.reader() as session:
+            query = _memberships_without_consent(session, now, [status])
+        _end_memberships(
+            database,
+            report,
+            now,
+            batch,
+            query,
+            status,
+            "memberships_without_consent",
+            ended_before=ended_before,
+        )
 
 
 def _concluding_panels(session: Session) -> list[int]:
