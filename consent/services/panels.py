@@ -666,7 +666,11 @@ FORMAT_WORDS = {"online": "Online", "in_person": "In person", "hybrid": "In pers
 def invite_to_session(session: Session, panel_session: PanelSession) -> int:
     """Email every current member (panel contact ends a membership when it ends) about a
     session still to come; returns how many were newly queued. Each member is invited once
-    per session, so pressing again only reaches members who joined since."""
+    per session, so pressing again only reaches members who joined since.
+
+    The memberships are held until the invitations are committed, as the reminder jobs hold
+    theirs, but a member leaving at that moment is waited for, not passed over: the
+    coordinator expects everyone still on the panel to be invited."""
     from consent.services import outbox
 
     panel = session.get(Panel, panel_session.panel_id)
@@ -684,6 +688,7 @@ def invite_to_session(session: Session, panel_session: PanelSession) -> int:
             Person.erased_at.is_(None),
         )
         .order_by(PanelMembership.id)
+        .with_for_update(read=True, of=PanelMembership)
     ).all()
     recorded_ok = set(
         session.execute(

@@ -1,6 +1,13 @@
 """Emails sent on a timetable: renew before the two-year limit, workshop reminders, and
 evaluation requests. Each is queued with a dedupe key, so it is sent once and never
-again, whatever the retries and restarts."""
+again, whatever the retries and restarts.
+
+Each job holds the membership or booking rows it reads until it commits, and passes over
+rows a change holds: a parent leaving or cancelling at that moment then either finds the
+reminder waiting and cancels it, or is passed over. Without that, on PostgreSQL, the job
+could queue a reminder from what it read before the change, after the change had looked
+for waiting mail to cancel. The next run reaches anyone passed over who is still due.
+"""
 
 from __future__ import annotations
 
@@ -61,6 +68,7 @@ def renewal_reminders(session: Session, now: datetime | None = None) -> int:
                 ),
             )
             .where(window, Person.erased_at.is_(None), ConsentState.status == "given")
+            .with_for_update(read=True, skip_locked=True, of=PanelMembership)
         ).all()
         keys = {row[0].id: f"renewal:{row[0].id}:{row[0].expires_at:%Y%m%d}:{days}" for row in rows}
         sent = set(
@@ -114,6 +122,7 @@ def workshop_reminders(session: Session, now: datetime | None = None) -> int:
             Booking.purged_at.is_(None),
             Person.erased_at.is_(None),
         )
+        .with_for_update(read=True, skip_locked=True, of=(Booking, Workshop))
     ).all()
     queued = 0
     today = to_london(now).date()
@@ -174,6 +183,7 @@ def evaluation_requests(
             Booking.attended.is_not(False),
             Person.erased_at.is_(None),
         )
+        .with_for_update(read=True, skip_locked=workshop_id is None, of=(Booking, Workshop))
     ).all()
     queued = 0
     for booking, workshop, person in rows:
