@@ -443,6 +443,35 @@ def test_only_the_message_in_flight_past_the_lease_can_go_twice(
     assert (report.sent, report.lost) == (1, 4)
 
 
+def test_a_message_cancelled_while_the_relay_takes_it_is_recorded_as_sent(
+    configured: Open, smtp: SmtpServer, smtp_settings: dict
+) -> None:
+    """The person opts out as the relay accepts their message: it went, so the record says
+    so and why it was to be cancelled. The next, cancelled before it was sent, does not go."""
+    db = configured(**smtp_settings)
+    first, second = _queue(db, 2)
+    rows = {row.id: row.person_id for row in _rows(db)}
+
+    def meanwhile(accepted: int) -> None:
+        if accepted == 1:
+            with db.transaction() as session:
+                stopped = outbox.cancel_unsent(
+                    session, list(rows.values()), ("welcome",), reason="they opted out."
+                )
+                assert stopped == 2
+
+    with time_machine.travel(utcnow(), tick=True) as clock:
+        slow = SlowRelay(smtp, clock, timedelta(0), meanwhile)
+        report = OutboxWorker(db, slow).run_once()
+    assert (report.sent, report.lost) == (1, 1)
+    assert len(smtp.sink.messages) == 1
+    by_id = {row.id: (row.status, row.last_error, row.sent_at is not None) for row in _rows(db)}
+    assert by_id == {
+        first: ("sent", "Sent before it could be cancelled. Cancelled: they opted out.", True),
+        second: ("cancelled", "Cancelled: they opted out.", False),
+    }
+
+
 def test_a_worker_that_lost_its_claim_records_nothing_over_the_new_holder(
     db: Database,
 ) -> None:

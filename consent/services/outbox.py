@@ -190,6 +190,8 @@ def cancel_unsent(
 
 
 _WAITING = ("queued", "sending")
+#: Put before the reason a message was cancelled, when the relay had already taken it.
+SENT_BEFORE_CANCELLED = "Sent before it could be cancelled. "
 
 
 @cache
@@ -208,9 +210,10 @@ def _cancel() -> Any:
 
 
 def _cancelled(table: Any, reason: Any) -> dict[str, Any]:
+    """The worker's claim is kept, so that if the relay was already taking the message,
+    ``mark_sent`` can still record that it went."""
     return {
         "status": "cancelled",
-        "claimed_by": None,
         "last_error": reason,
         "dedupe_key": table.c.dedupe_key + ":cancelled:" + cast(table.c.id, String),
     }
@@ -326,16 +329,23 @@ def mark_sent(
 
 @cache
 def _mark_sent() -> Any:
+    """A message cancelled while the relay was taking it went all the same: it is recorded
+    as sent, with why it was cancelled, not as never sent."""
     table = Outbox.__table__
     purge = table.c.purge_on_send.is_(True)
+    too_late = table.c.status == "cancelled"
     return (
         update(table)
-        .where(table.c.id == bindparam("row_id"), _held_by(table, bindparam("worker")))
+        .where(
+            table.c.id == bindparam("row_id"),
+            table.c.claimed_by == bindparam("worker"),
+            table.c.status.in_(("sending", "cancelled")),
+        )
         .values(
             status="sent",
             sent_at=bindparam("now"),
             claimed_by=None,
-            last_error=None,
+            last_error=case((too_late, SENT_BEFORE_CANCELLED + table.c.last_error), else_=None),
             to_address=case((purge, None), else_=table.c.to_address),
             body_text=case((purge, None), else_=table.c.body_text),
             body_html=case((purge, None), else_=table.c.body_html),
