@@ -15,7 +15,7 @@ from consent.config import Settings
 from consent.db import Database, make_engine
 from consent.models import MailchimpChange, Outbox, Person
 from consent.schema import FOREIGN_TABLES, alembic_config, include_object, upgrade
-from consent.services import casework, ledger
+from consent.services import casework, ledger, panels, preferences, reminders
 from consent.timeutil import utcnow
 from tests import factories
 from tests.fake_mailchimp import md5
@@ -191,3 +191,43 @@ def test_upgrading_drops_the_phone_numbers_of_people_on_no_panel(settings: Setti
         phones = dict(conn.execute(select(table.c.email, table.c.phone)).all())
     engine.dispose()
     assert phones == {"member@example.com": "+447700900982", "news@example.com": None}
+
+
+def test_upgrading_lets_leaving_or_cancelling_still_stop_mail_already_waiting(
+    settings: Settings,
+) -> None:
+    """Mail queued before the migration named its membership or booking only in its
+    once-only key: after it, leaving the panel or cancelling the booking must still stop
+    it, and only it."""
+    db = Database(settings)
+    with db.transaction() as session:
+        panel, other = factories.panel(session), factories.panel(session, "Riverside Panel")
+        member = factories.person(session, "member@example.com")
+        for on in (panel, other):
+            factories.member(session, on, member)
+        factories.member(session, panel, factories.person(session, "stays@example.com"))
+        factories.meeting(session, other, days=20)
+        assert panels.invite_to_session(session, factories.meeting(session, panel, days=30)) == 2
+        workshop = factories.workshop(session, starts_at=utcnow() + timedelta(hours=20))
+        booking = factories.booking(session, workshop, "booker@example.com")
+        factories.booking(session, workshop, "keeps@example.com")
+        assert reminders.workshop_reminders(session) == 2
+        ids = (member.id, panel.id, booking.person_id, booking.id)
+    db.dispose()
+    command.downgrade(alembic_config(settings.database_url), "0020")
+    upgrade(settings)
+    db = Database(settings)
+    with db.transaction() as session:
+        person_id, panel_id, booker_id, booking_id = ids
+        preferences.leave_panel(session, session.get(Person, person_id), panel_id)
+        preferences.cancel_booking(session, session.get(Person, booker_id), booking_id)
+    with db.reader() as session:
+        about = Outbox.template.in_(("panel_session_invitation", "workshop_reminder"))
+        rows = session.execute(select(Outbox.to_address, Outbox.status).where(about)).all()
+    db.dispose()
+    assert sorted(rows) == [
+        ("booker@example.com", "cancelled"),
+        ("keeps@example.com", "queued"),
+        ("member@example.com", "cancelled"),
+        ("stays@example.com", "queued"),
+    ]

@@ -159,6 +159,25 @@ def test_waiting_reminders_stop_with_the_booking_the_workshop_or_the_wish_for_th
     }
 
 
+def test_stopping_one_booking_s_mail_leaves_the_feedback_request_of_another(
+    db: Database,
+) -> None:
+    earlier = time_machine.travel(utcnow() - timedelta(days=3), tick=False)
+    with earlier, db.transaction() as session:
+        start = utcnow() + timedelta(days=2)
+        ids = [
+            factories.booking(session, factories.workshop(session, starts_at=start), email).id
+            for email in ("stops@example.com", "keeps@example.com")
+        ]
+    with db.transaction() as session:
+        assert reminders.evaluation_requests(session) == 2
+        person = people.find_by_email(session, "stops@example.com")
+        assert person.id is not None and ids[0] is not None
+        stopped = workshops.cancel_booking_mail(session, [person.id], [ids[0]], reason="test")
+        assert stopped == 1
+    assert sorted(_statuses(db, "workshop_evaluation").values()) == ["cancelled", "queued"]
+
+
 def test_someone_who_comes_back_is_sent_what_was_cancelled_when_they_left(
     db: Database,
 ) -> None:

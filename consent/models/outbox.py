@@ -14,7 +14,12 @@ OUTBOX_STATUSES = ("queued", "sending", "sent", "failed", "cancelled")
 
 
 class Outbox(SQLModel, table=True):
-    """One email. Bodies are purged a while after sending; the delivery history stays."""
+    """One email. Bodies are purged a while after sending; the delivery history stays.
+
+    ``membership_id`` and ``booking_id`` name what a message is about, so that leaving a
+    panel or cancelling a booking cancels it. They are not foreign keys: the message's
+    record outlives both, as erasure deletes them.
+    """
 
     __tablename__ = "outbox"
     __table_args__ = (
@@ -47,3 +52,5 @@ class Outbox(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     purged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     purge_on_send: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    membership_id: int | None = Field(default=None)
+    booking_id: int | None = Field(default=None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import make_msgid
@@ -55,6 +55,8 @@ def queue(
     detach: bool = False,
     not_before: datetime | None = None,
     unsubscribe_purpose: str | None = None,
+    membership_id: int | None = None,
+    booking_id: int | None = None,
 ) -> int | None:
     """Queue one email to a person; returns its id, or None when it was already queued.
 
@@ -66,7 +68,8 @@ def queue(
     erasing them (which cancels their queued mail) does not cancel it; nor does it carry
     their links, which erasing them revokes.
     ``unsubscribe_purpose`` names what its unsubscribe link stops, where the template's
-    own purpose is not specific enough.
+    own purpose is not specific enough. ``membership_id`` or ``booking_id`` names what the
+    message is about, so that leaving the panel or cancelling the booking cancels it.
     """
     spec = emails.EMAILS[template]
     settings = settings_of(session)
@@ -109,6 +112,8 @@ def queue(
         "next_attempt_at": not_before or utcnow(),
         "created_at": utcnow(),
         "purge_on_send": purge_on_send,
+        "membership_id": membership_id,
+        "booking_id": booking_id,
     }
     statement = _insert(session.get_bind().dialect.name)
     new_id = session.execute(statement, values).scalar_one_or_none()
@@ -149,20 +154,20 @@ def cancel_unsent(
     templates: tuple[str, ...],
     *,
     reason: str,
-    wanted: Callable[[str | None], bool] | None = None,
+    membership_ids: Collection[int] | None = None,
+    booking_ids: Collection[int] | None = None,
 ) -> int:
     """Cancel these people's messages that have not gone yet and that a change made unwanted.
 
     The relay may be down for hours: a message queued before someone opted out must not
-    reach them after it. ``wanted`` picks among them by dedupe key (one membership's, one
-    booking's). A worker sending one of them finds it no longer held, as after an erasure.
+    reach them after it. ``membership_ids`` or ``booking_ids`` keep to the messages about
+    those. A worker sending one of them finds it no longer held, as after an erasure.
     The dedupe key is kept with the row's id added, which frees it: someone who comes back
     (rejoins, books again) is sent the message afresh.
     """
     if not person_ids or not templates:
         return 0
-    table = Outbox.__table__
-    if wanted is None:
+    if membership_ids is None and booking_ids is None:
         result = session.connection().execute(
             _cancel(),
             {
@@ -172,21 +177,23 @@ def cancel_unsent(
             },
         )
         return int(result.rowcount or 0)
-    rows = session.execute(
-        select(table.c.id, table.c.dedupe_key).where(
+    table = Outbox.__table__
+    about = []
+    if membership_ids is not None:
+        about.append(among(table.c.membership_id, sorted(membership_ids)))
+    if booking_ids is not None:
+        about.append(among(table.c.booking_id, sorted(booking_ids)))
+    result = session.execute(
+        update(table)
+        .where(
             among(table.c.person_id, person_ids),
             table.c.template.in_(templates),
             table.c.status.in_(_WAITING),
+            *about,
         )
-    ).all()
-    ids = [row_id for row_id, key in rows if wanted(key)]
-    if ids:
-        session.execute(
-            update(table)
-            .where(among(table.c.id, ids), table.c.status.in_(_WAITING))
-            .values(_cancelled(table, f"Cancelled: {reason}"))
-        )
-    return len(ids)
+        .values(_cancelled(table, f"Cancelled: {reason}"))
+    )
+    return int(result.rowcount or 0)
 
 
 _WAITING = ("queued", "sending")

@@ -114,8 +114,6 @@ def end_memberships_of(
 
 #: Mail that belongs to one membership.
 _MEMBERSHIP_MAIL = ("panel_session_invitation", "reconsent_reminder")
-#: Where in such a message's dedupe key, split at ":", the membership's id is.
-_MEMBERSHIP_IN_KEY = {"session-invitation": 2, "renewal": 1}
 
 
 def _forget_waiting(
@@ -132,18 +130,12 @@ def _forget_waiting(
     sent the form again to stay on: confirming it joins them afresh."""
     from consent.services import outbox
 
-    def of_these(key: str | None) -> bool:
-        parts = (key or "").split(":")
-        place = _MEMBERSHIP_IN_KEY.get(parts[0])
-        return place is not None and len(parts) > place and parts[place] in names
-
-    names = {str(membership_id) for membership_id in membership_ids}
     outbox.cancel_unsent(
         session,
         person_ids,
         _MEMBERSHIP_MAIL,
         reason="they left the panel before it was sent.",
-        wanted=of_these,
+        membership_ids=membership_ids,
     )
     if reason == "expired":
         return
@@ -709,6 +701,7 @@ def invite_to_session(session: Session, panel_session: PanelSession) -> int:
                 "panel_session_invitation",
                 person=person,
                 dedupe_key=f"session-invitation:{panel_session.id}:{membership_id}",
+                membership_id=membership_id,
                 context={
                     "name": person.name,
                     "panel_name": panel.name,

@@ -87,6 +87,7 @@ def renewal_reminders(session: Session, now: datetime | None = None) -> int:
                     "reconsent_reminder",
                     person=person,
                     dedupe_key=key,
+                    membership_id=membership.id,
                     context={
                         "name": person.name,
                         "panel_name": panel.name,
@@ -135,6 +136,7 @@ def workshop_reminders(session: Session, now: datetime | None = None) -> int:
                 "workshop_reminder",
                 person=person,
                 dedupe_key=f"workshop-reminder:{booking.id}:{to_london(workshop.starts_at):%Y-%m-%d}",
+                booking_id=booking.id,
                 context={
                     "name": person.name,
                     "workshop_title": workshop.title,
@@ -194,6 +196,7 @@ def evaluation_requests(
                 "workshop_evaluation",
                 person=person,
                 dedupe_key=f"workshop-evaluation:{booking.id}",
+                booking_id=booking.id,
                 context={
                     "name": person.name,
                     "workshop_title": workshop.title,

@@ -375,7 +375,7 @@ def cancel_workshop(session: Session, workshop: Workshop) -> int:
     return told
 
 
-#: Mail about one booking, whose dedupe key names the booking second.
+#: Mail about one booking.
 _BOOKING_MAIL = ("workshop_reminder", "workshop_evaluation")
 
 
@@ -387,15 +387,9 @@ def cancel_booking_mail(
     has ended."""
     from consent.services import outbox
 
-    if booking_ids is None:
-        return outbox.cancel_unsent(session, person_ids, _BOOKING_MAIL, reason=reason)
-    names = {str(booking_id) for booking_id in booking_ids}
-
-    def of_these(key: str | None) -> bool:
-        parts = (key or "").split(":")
-        return len(parts) > 1 and parts[1] in names
-
-    return outbox.cancel_unsent(session, person_ids, _BOOKING_MAIL, reason=reason, wanted=of_these)
+    return outbox.cancel_unsent(
+        session, person_ids, _BOOKING_MAIL, reason=reason, booking_ids=booking_ids
+    )
 
 
 def cancellations_waiting(session: Session) -> set[int]:
