@@ -1330,6 +1330,41 @@ def test_no_attendance_is_recorded_for_a_concluded_panel(app: Flask) -> None:
         assert session.execute(select(Attendance)).first() is None
 
 
+def test_a_member_who_stops_agreeing_to_recordings_is_not_recorded_at_a_session_to_come(
+    app: Flask,
+) -> None:
+    """Withdrawing is as easy as giving (promise 3): a register that still said they agreed
+    to an upcoming session being recorded would have them recorded after they said no."""
+    db = _db(app)
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        someone = factories.person(session, "recorded@example.com")
+        membership = factories.member(session, panel, someone)
+        ledger.give(session, someone, "panel_recordings", channel="web_form", actor="self")
+        held = factories.meeting(session, panel, days=-1)
+        coming = factories.meeting(session, panel, days=10)
+        public_id = someone.public_id
+    client = staff_client(app, "coordinator")
+    for meeting in (held, coming):
+        path = f"/admin/sessions/{meeting.id}"
+        _post(
+            client,
+            path,
+            path + "/attendance",
+            {"membership": str(membership.id), "attended": "yes", "recording": "yes"},
+        )
+    with db.transaction() as session:
+        someone = people.get_by_public_id(session, public_id)
+        ledger.withdraw(session, someone, "panel_recordings", channel="email_link", actor="self")
+    with db.reader() as session:
+        agreed = dict(
+            session.execute(select(Attendance.session_id, Attendance.recording_consent)).all()
+        )
+    assert agreed == {held.id: True, coming.id: False}
+    register = text(client.get(f"/admin/sessions/{coming.id}"))
+    assert 'name="recording" type="checkbox" value="yes" checked' not in register
+
+
 def test_a_changed_rating_is_counted_once_under_the_new_one(app: Flask) -> None:
     """In the month the first rating was counted, however much later it is changed."""
     db = _db(app)

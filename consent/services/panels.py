@@ -799,6 +799,32 @@ def record_attendance(
     return row
 
 
+def drop_recording_agreements(session: Session, person: Person, *, at: datetime) -> int:
+    """Someone who stops agreeing to recordings is not recorded at a session still to come,
+    even if the register already said they agreed to it; sessions already held keep theirs."""
+    mine = select(PanelMembership.id).where(PanelMembership.person_id == person.id)
+    coming = select(PanelSession.id).where(PanelSession.starts_at > at)
+    table = Attendance.__table__
+    rows = session.execute(
+        update(table)
+        .where(
+            table.c.membership_id.in_(mine),
+            table.c.session_id.in_(coming),
+            table.c.recording_consent.is_(True),
+        )
+        .values(recording_consent=False, recording_consent_at=None)
+        .returning(table.c.id)
+    ).all()
+    dropped = {row[0] for row in rows}
+    _expire_loaded(
+        session,
+        lambda state: state.identity[0] in dropped,
+        ["recording_consent", "recording_consent_at"],
+        Attendance,
+    )
+    return len(dropped)
+
+
 def add_note(
     session: Session,
     panel_session: PanelSession,
