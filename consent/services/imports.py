@@ -258,19 +258,47 @@ class _Known:
     expires: dict[str, datetime | None] = field(default_factory=dict)
 
 
+#: Why nothing was imported when someone on the list was erased as it was imported.
+ERASED_MEANWHILE = (
+    "Someone on the list was deleted while it was being imported, so nothing was "
+    "imported. Upload the list again."
+)
+
+
+def _hold(session: Session, person_ids: list[int]) -> None:
+    """Lock these people and read them again, so what follows sees their latest record."""
+    if len(ledger.lock_people(session, person_ids)) < len(person_ids):
+        raise ImportRefused(ERASED_MEANWHILE)
+    session.execute(
+        select(Person).where(Person.id.in_(person_ids)).execution_options(populate_existing=True)
+    ).all()
+
+
 def _classify(
-    session: Session, rows: list[_Row], purpose_id: int, panel: Panel | None, now: datetime
+    session: Session,
+    rows: list[_Row],
+    purpose_id: int,
+    panel: Panel | None,
+    now: datetime,
+    *,
+    hold: bool = False,
 ) -> _Known:
     """Existing people, who already agrees, who withdrew or ran out (and when), who is
     suppressed, and who was on this panel before. A consent past its time limit has run
     out, even before the sweep has recorded it; asking to stop everything stopped every
-    purpose, and so did the address's opting out under an earlier record."""
+    purpose, and so did the address's opting out under an earlier record.
+
+    With ``hold`` (an import, not a preview) the people are locked before anything about
+    them is read, so an opt-out or withdrawal made meanwhile is seen, not imported over.
+    """
     emails = [row.email for row in rows]
     existing = {
         person.email: person
         for person in session.execute(select(Person).where(Person.email.in_(emails))).scalars()
         if person.email
     }
+    if hold:
+        _hold(session, [person.id for person in existing.values() if person.id is not None])
     consenting: set[str] = set()
     stopped: dict[str, datetime] = {}
     expires: dict[str, datetime | None] = {}
@@ -407,7 +435,7 @@ def _run(
     for rows in _chunks(path, purpose.max_age_days, now, result):
         if not rows:
             continue
-        known = _classify(session, rows, purpose.id or 0, panel, now)
+        known = _classify(session, rows, purpose.id or 0, panel, now, hold=not dry)
         fresh: list[_Row] = []
         joining: list[_Row] = []
         for row in rows:
@@ -510,10 +538,7 @@ def _write(
     table = Person.__table__
     known = [person.id for person in existing.values() if person.id is not None]
     if len(ledger.lock_people(session, known)) < len(known):
-        raise ImportRefused(
-            "Someone on the list was deleted while it was being imported, so nothing was "
-            "imported. Upload the list again."
-        )
+        raise ImportRefused(ERASED_MEANWHILE)
     new = [row for row in rows if row.email not in existing]
     if new:
         review = now + timedelta(days=1)

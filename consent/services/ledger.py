@@ -885,6 +885,10 @@ def give(
             RECORDINGS, "You can agree to recording panel meetings once you have joined a panel."
         )
     ctx = _load_context(session, person, purpose_key)
+    if purpose_key == RECORDINGS and not _contact_in_force(session, person, utcnow()):
+        raise InvalidInput(
+            RECORDINGS, "You can agree to recording panel meetings once you have joined a panel."
+        )
     seen = _seen(ctx, notice)
     shown = _wording(wording, seen.statement)
     if ctx.suppressed:
@@ -913,6 +917,19 @@ def give(
         note=note,
         at=at,
     )
+
+
+def _contact_in_force(session: Session, person: Person, at: datetime) -> bool:
+    """Panel contact in force as committed now, read once the person's chain is locked: a
+    withdrawal that ended it while this write waited must not be missed (the session may
+    still hold the state as it was)."""
+    state, purpose = ConsentState.__table__, Purpose.__table__
+    row = session.execute(
+        select(state.c.status, state.c.expires_at)
+        .join(purpose, purpose.c.id == state.c.purpose_id)
+        .where(state.c.person_id == person.id, purpose.c.key == PANEL_CONTACT)
+    ).first()
+    return row is not None and in_force(row[0], _utc(row[1]), at)
 
 
 def in_force(status: str | None, expires_at: datetime | None, at: datetime) -> bool:

@@ -336,7 +336,7 @@ def join(
     again: the counts go into the council's returns. ``shown`` holds the notice versions
     the person was shown, when known.
     """
-    if panel.status != "open":
+    if _status_held(session, panel) != "open":
         raise Conflict("This panel is not taking new members.")
     cleaned = clean_profile(profile)
     at = at or utcnow()
@@ -387,6 +387,16 @@ def join(
     if joining:
         _count_join(session, panel, cleaned, at)
     return membership
+
+
+def _status_held(session: Session, panel: Panel) -> str:
+    """The panel's status as it is now, held until commit (``FOR SHARE``): a coordinator
+    concluding the panel meanwhile waits, so the sweep that follows finds the new member,
+    or the member finds the panel concluded."""
+    table = Panel.__table__
+    return session.execute(
+        select(table.c.status).where(table.c.id == panel.id).with_for_update(read=True)
+    ).scalar_one()
 
 
 def _save_profile(session: Session, membership: PanelMembership, cleaned: dict[str, Any]) -> None:
@@ -613,6 +623,8 @@ def invite(session: Session, panel: Panel, *, email: str, name: str | None) -> P
     from consent.services import outbox, people
 
     person = people.find_or_create(session, email, name=name)
+    # Read again now the person is locked: they may have declined while we waited.
+    session.refresh(person, ["invitations_declined_at"])
     if people.declined_invitations(session, person):
         raise Conflict("This person asked not to be invited to panels, so they cannot be invited.")
     if _withdrew_panel_contact(session, person):

@@ -117,11 +117,13 @@ def book(
         raise InvalidInput("district", "Select the district you live or work in.")
     if job_role not in options().job_roles:
         raise InvalidInput("job_role", "Select your job role.")
+    # Read again under the lock: a cancellation or a cut in places made meanwhile counts.
+    session.flush()
+    session.refresh(workshop, with_for_update=True)
     if workshop.status != "scheduled":
         raise Conflict("This workshop has been cancelled.")
     if workshop.starts_at <= utcnow():
         raise Conflict("This workshop has already started, so it cannot be booked.")
-    session.exec(select(Workshop.id).where(Workshop.id == workshop.id).with_for_update()).one()
     known = people.find_for_update(session, address)
     theirs = Booking.email == address
     if known is not None:

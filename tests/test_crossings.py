@@ -1,0 +1,355 @@
+"""Two transactions crossing on PostgreSQL must not break a promise or leave data that
+disagrees with itself. Each test holds one change open, lets the other start, and lets go
+once the other waits for it (or has done what it would do first)."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select, text
+from sqlmodel import Session
+
+from consent.db import Database
+from consent.models import Booking, Outbox, PanelMembership, PanelProfile
+from consent.services import imports, ledger, panels, people, preferences, retention, workshops
+from consent.timeutil import LONDON, utcnow
+from tests import factories
+from tests.helpers import Beside, crossing_writers_only, meanwhile
+
+PARENT = "parent@example.com"
+
+
+def _states(db: Database, email: str) -> dict[str, str]:
+    with db.reader() as session:
+        person = people.find_by_email(session, email)
+        return {key: state.status for key, state in ledger.states_for(session, person).items()}
+
+
+def _book(db: Database, workshop_id: int, email: str) -> None:
+    with db.transaction() as session:
+        workshops.book(
+            session,
+            workshops.get_workshop(session, workshop_id),
+            name="Bea Booker",
+            email=email,
+            setting=None,
+            district="Riverside",
+            job_role="Volunteer",
+        )
+
+
+# ---- workshops ----------------------------------------------------------------------------
+
+
+def test_a_booking_made_while_the_workshop_is_cancelled_is_refused(
+    db: Database, backend: str
+) -> None:
+    """Booking read the workshop as scheduled, then waited for the cancellation: once it
+    commits, the booking must see the workshop cancelled, or the booker holds a place on a
+    cancelled workshop and is never told."""
+    crossing_writers_only(backend)
+    with db.transaction() as session:
+        workshop_id = factories.workshop(session).id or 0
+
+    def cancel(session: Session) -> None:
+        workshops.cancel_workshop(session, workshops.get_workshop(session, workshop_id))
+
+    booking = meanwhile(db, cancel, lambda: _book(db, workshop_id, PARENT))
+    with db.reader() as session:
+        live = session.scalar(
+            select(func.count())
+            .select_from(Booking)
+            .where(Booking.workshop_id == workshop_id, Booking.cancelled_at.is_(None))
+        )
+    assert live == 0, booking.error
+
+
+def test_a_booking_made_while_places_are_reduced_keeps_to_the_new_number(
+    db: Database, backend: str
+) -> None:
+    """A coordinator cuts the places to those already taken while someone books: the
+    booking must count against the new number, not the one it read first."""
+    crossing_writers_only(backend)
+    with db.transaction() as session:
+        workshop = factories.workshop(session, capacity=5)
+        factories.booking(session, workshop, "first@example.com")
+        workshop_id = workshop.id or 0
+
+    def reduce(session: Session) -> None:
+        workshop = workshops.get_workshop(session, workshop_id)
+        workshops.update_workshop(
+            session,
+            workshop,
+            title=workshop.title,
+            description=workshop.description,
+            starts_at=workshop.starts_at,
+            ends_at=workshop.ends_at,
+            capacity=1,
+            location=workshop.location,
+        )
+
+    meanwhile(db, reduce, lambda: _book(db, workshop_id, PARENT))
+    with db.reader() as session:
+        workshop = workshops.get_workshop(session, workshop_id)
+        assert workshops.places_taken(session, workshop) <= workshop.capacity
+
+
+# ---- panels -------------------------------------------------------------------------------
+
+
+def _profile() -> panels.ProfileInput:
+    return panels.ProfileInput(
+        postcode="NE1 4ST",
+        age_band="25 to 34",
+        children_count=1,
+        children_ages=[3],
+        services_used=[],
+        special_category={"ethnicity": "Mixed or multiple ethnic groups"},
+    )
+
+
+def test_joining_while_the_panel_concludes_leaves_no_member_data(
+    db: Database, backend: str
+) -> None:
+    """Someone joins as the coordinator concludes the panel and the sweep destroys its data:
+    whichever comes first, nobody is left on the concluded panel with their data."""
+    crossing_writers_only(backend)
+    with db.transaction() as session:
+        panel_id = factories.panel(session).id or 0
+        factories.person(session, PARENT)
+
+    def conclude_and_sweep() -> None:
+        with db.transaction() as session:
+            panels.conclude(session, panels.get_panel(session, panel_id))
+        retention.sweep(db)
+
+    with db.transaction() as session:
+        panels.join(
+            session,
+            panels.get_panel(session, panel_id),
+            people.find_by_email(session, PARENT),
+            _profile(),
+            channel="web_form",
+            actor="self",
+        )
+        session.flush()
+        concluding = Beside(conclude_and_sweep)
+        concluding.start()
+        _until_done_or_waiting(db, concluding)
+    concluding.join(timeout=60)
+    assert concluding.error is None
+    with db.reader() as session:
+        live = session.scalar(
+            select(func.count())
+            .select_from(PanelMembership)
+            .where(PanelMembership.panel_id == panel_id, PanelMembership.left_at.is_(None))
+        )
+        profiles = session.scalar(select(func.count()).select_from(PanelProfile))
+    assert (live, profiles) == (0, 0)
+
+
+def _until_done_or_waiting(db: Database, work: Beside) -> None:
+    """Return once ``work`` has finished, or waits for a lock this test holds."""
+    deadline = time.monotonic() + 30
+    while work.is_alive() and time.monotonic() < deadline:
+        with db.engine.connect() as connection:
+            waiting = connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            ).scalar_one()
+        if waiting:
+            return
+        time.sleep(0.02)
+
+
+def test_agreeing_to_recordings_while_leaving_the_panel_leaves_no_recordings_consent(
+    db: Database, backend: str
+) -> None:
+    """Recordings end with panel contact. A member ticking recordings as they leave their
+    panel must not be left agreeing to recordings on no panel."""
+    crossing_writers_only(backend)
+    with db.transaction() as session:
+        panel_id = factories.panel(session).id or 0
+        factories.member(
+            session, panels.get_panel(session, panel_id), factories.person(session, PARENT)
+        )
+
+    def leave(session: Session) -> None:
+        preferences.leave_panel(session, people.find_by_email(session, PARENT), panel_id)
+
+    def agree() -> None:
+        with db.transaction() as session:
+            preferences.set_consent(
+                session,
+                people.find_by_email(session, PARENT),
+                ledger.RECORDINGS,
+                agree=True,
+                notice_id=_notice_id(session, ledger.RECORDINGS),
+            )
+
+    meanwhile(db, leave, agree)
+    states = _states(db, PARENT)
+    assert states.get(ledger.PANEL_CONTACT) == "withdrawn"
+    assert states.get(ledger.RECORDINGS) != "given"
+
+
+def test_leaving_the_panel_while_agreeing_to_recordings_ends_them(
+    db: Database, backend: str
+) -> None:
+    """The other way round: the member's unsubscribe read their consents (recordings once
+    agreed and since withdrawn), then waited for their agreeing to recordings again;
+    leaving must still end recordings with panel contact."""
+    crossing_writers_only(backend)
+    with db.transaction() as session:
+        panel_id = factories.panel(session).id or 0
+        person = factories.person(session, PARENT)
+        factories.member(session, panels.get_panel(session, panel_id), person)
+        ledger.give(session, person, ledger.RECORDINGS, channel="web_form", actor="self")
+        ledger.withdraw(session, person, ledger.RECORDINGS, channel="web_form", actor="self")
+
+    def agree(session: Session) -> None:
+        preferences.set_consent(
+            session,
+            people.find_by_email(session, PARENT),
+            ledger.RECORDINGS,
+            agree=True,
+            notice_id=_notice_id(session, ledger.RECORDINGS),
+        )
+
+    def stop() -> None:
+        with db.transaction() as session:
+            preferences.unsubscribe(
+                session,
+                people.find_by_email(session, PARENT),
+                ledger.PANEL_CONTACT,
+                one_click=False,
+            )
+
+    meanwhile(db, agree, stop)
+    states = _states(db, PARENT)
+    assert states.get(ledger.PANEL_CONTACT) == "withdrawn"
+    assert states.get(ledger.RECORDINGS) != "given"
+
+
+def _notice_id(session: Session, key: str) -> int:
+    from consent.services import notices
+
+    return notices.current_notice(session, notices.get_purpose(session, key)).id or 0
+
+
+# ---- imports ------------------------------------------------------------------------------
+
+
+def _list(tmp_path: Path, *emails: str) -> Path:
+    day = (utcnow() - timedelta(days=3)).astimezone(LONDON).date().isoformat()
+    path = tmp_path / "list.csv"
+    lines = [f"{email},{day},Sign-up sheet at the hub" for email in emails]
+    path.write_text("email,consented_at,evidence\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def test_an_import_crossing_a_stop_to_everything_does_not_subscribe_them(
+    db: Database, backend: str, tmp_path: Path
+) -> None:
+    """Promise 10: someone who asks us to stop everything while a list naming them (with an
+    older agreement) is imported is not imported as agreeing."""
+    crossing_writers_only(backend)
+    with db.transaction() as session:
+        factories.consenting(session, "workshops", email=PARENT)
+    path = _list(tmp_path, PARENT, "other@example.com")
+
+    def stop_all(session: Session) -> None:
+        preferences.unsubscribe(
+            session, people.find_by_email(session, PARENT), None, one_click=True
+        )
+
+    def run() -> None:
+        with db.transaction() as session:
+            imports.commit(session, path, "newsletter", actor="c", actor_id=None, source="t")
+
+    importing = meanwhile(db, stop_all, run)
+    assert importing.error is None
+    assert _states(db, "other@example.com") == {"newsletter": "given"}
+    assert _states(db, PARENT).get("newsletter") != "given"
+
+
+def test_a_panel_import_crossing_a_withdrawal_does_not_put_them_back(
+    db: Database, backend: str, tmp_path: Path
+) -> None:
+    """Promise 5: someone who agreed to panel contact for one panel and withdraws while a
+    list adds them to another is not left a member of it without that agreement."""
+    crossing_writers_only(backend)
+    with db.transaction() as session:
+        north = factories.panel(session)
+        river_id = factories.panel(session, "Riverside SEND Parent Carer Panel").id
+        factories.member(session, north, factories.person(session, PARENT))
+    path = _list(tmp_path, PARENT, "other@example.com")
+
+    def withdraw(session: Session) -> None:
+        ledger.withdraw(
+            session,
+            people.find_by_email(session, PARENT),
+            ledger.PANEL_CONTACT,
+            channel="web_form",
+            actor="self",
+        )
+
+    def run() -> None:
+        with db.transaction() as session:
+            imports.commit(
+                session,
+                path,
+                "panel_contact",
+                actor="c",
+                actor_id=None,
+                source="t",
+                panel_id=river_id,
+            )
+
+    meanwhile(db, withdraw, run)
+    with db.reader() as session:
+        person_id = people.find_by_email(session, PARENT).id
+        live = session.scalar(
+            select(func.count())
+            .select_from(PanelMembership)
+            .where(PanelMembership.person_id == person_id, PanelMembership.left_at.is_(None))
+        )
+    states = _states(db, PARENT)
+    assert live == 0 or states.get(ledger.PANEL_CONTACT) == "given", (live, states)
+
+
+# ---- panel invitations --------------------------------------------------------------------
+
+
+def test_an_invitation_sent_as_the_person_declines_them_is_not_sent(
+    db: Database, backend: str
+) -> None:
+    """Someone presses 'stop' on a panel email (they are on no panel, so it declines
+    invitations) as a coordinator invites them: the invitation must not go."""
+    crossing_writers_only(backend)
+    with db.transaction() as session:
+        panel_id = factories.panel(session).id or 0
+        factories.person(session, PARENT)
+
+    def decline(session: Session) -> None:
+        stopping = preferences.unsubscribe(
+            session, people.find_by_email(session, PARENT), ledger.PANEL_CONTACT, one_click=True
+        )
+        assert stopping.invitations
+
+    def invite() -> None:
+        with db.transaction() as session:
+            panels.invite(session, panels.get_panel(session, panel_id), email=PARENT, name=None)
+
+    inviting = meanwhile(db, decline, invite)
+    with db.reader() as session:
+        waiting = session.exec(
+            select(Outbox.status).where(
+                Outbox.template == "panel_invitation", Outbox.status != "cancelled"
+            )
+        ).all()
+    assert waiting == [], inviting.error
