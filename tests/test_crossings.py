@@ -322,6 +322,48 @@ def test_a_panel_import_crossing_a_withdrawal_does_not_put_them_back(
     assert live == 0 or states.get(ledger.PANEL_CONTACT) == "given", (live, states)
 
 
+def test_a_panel_import_crossing_the_panel_s_conclusion_leaves_no_member_data(
+    db: Database, backend: str, tmp_path: Path
+) -> None:
+    """Promise 5: a list of members imported as the coordinator concludes the panel and the
+    sweep destroys its data must not leave members on the concluded panel for good (the
+    sweep looks at a concluded panel once)."""
+    crossing_writers_only(backend)
+    with db.transaction() as session:
+        panel_id = factories.panel(session).id or 0
+    path = _list(tmp_path, PARENT, "other@example.com")
+
+    def conclude_and_sweep() -> None:
+        with db.transaction() as session:
+            panels.conclude(session, panels.get_panel(session, panel_id))
+        retention.sweep(db)
+
+    with db.transaction() as session:
+        imports.commit(
+            session,
+            path,
+            "panel_contact",
+            actor="c",
+            actor_id=None,
+            source="t",
+            panel_id=panel_id,
+        )
+        session.flush()
+        concluding = Beside(conclude_and_sweep)
+        concluding.start()
+        _until_done_or_waiting(db, concluding)
+    concluding.join(timeout=60)
+    assert concluding.error is None
+    with db.reader() as session:
+        live = session.scalar(
+            select(func.count())
+            .select_from(PanelMembership)
+            .where(PanelMembership.panel_id == panel_id, PanelMembership.left_at.is_(None))
+        )
+        profiles = session.scalar(select(func.count()).select_from(PanelProfile))
+    assert (live, profiles) == (0, 0)
+
+
 # ---- panel invitations --------------------------------------------------------------------
 
 

@@ -359,6 +359,9 @@ NOT_IMPORTED = ("panel_recordings",)
 
 
 def _panel(session: Session, purpose_key: str, panel_id: int | None) -> Panel | None:
+    """The panel members are imported to, held (``FOR SHARE``) until the import commits: a
+    coordinator concluding it meanwhile waits, so the sweep that follows finds the new
+    members, as ``panels.join`` does for one."""
     if purpose_key in NOT_IMPORTED:
         raise ImportRefused(
             "Agreement to recording panel meetings cannot be imported. Members give it "
@@ -370,7 +373,12 @@ def _panel(session: Session, purpose_key: str, panel_id: int | None) -> Panel | 
         return None
     if panel_id is None:
         raise ImportRefused("Choose the panel these members belong to.")
-    panel = session.get(Panel, panel_id)
+    panel = session.execute(
+        select(Panel)
+        .where(Panel.id == panel_id)
+        .with_for_update(read=True)
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
     if panel is None or panel.status == "concluded":
         raise ImportRefused("Choose a panel that has not concluded.")
     return panel
