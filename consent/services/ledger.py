@@ -594,8 +594,6 @@ def _after_change(
         elif expires_at is not None:
             renewed_at = at if action == "renewed" else None
             panels.extend_memberships(session, person, expires_at, renewed_at=renewed_at)
-    if purpose_key == RECORDINGS and action in ("withdrawn", "expired"):
-        panels.drop_recording_agreements(session, person, at=at)
     if action in ("withdrawn", "expired"):
         assert person.id is not None
         if action == "withdrawn":

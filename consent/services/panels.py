@@ -777,7 +777,9 @@ def record_attendance(
     recording_consent: bool,
 ) -> Attendance:
     """Whether a member came, and whether they agreed to this session being recorded (which
-    needs their standing agreement to recordings)."""
+    needs their standing agreement to recordings). Both wait until the session has started,
+    as a workshop's register does: an agreement ticked weeks ahead could outlast a change
+    of mind."""
     membership = (
         session.get(PanelMembership, membership_id) if isinstance(membership_id, int) else None
     )
@@ -786,6 +788,8 @@ def record_attendance(
     panel = session.get(Panel, panel_session.panel_id)
     assert panel is not None
     _refuse_if_concluded(panel, "attendance is no longer kept")
+    if panel_session.starts_at > utcnow():
+        raise Conflict("You can record who came once the session has started.")
     if recording_consent:
         person = loading.person_by_id.get(session, membership.person_id)
         assert person is not None
@@ -809,32 +813,6 @@ def record_attendance(
     row.recording_consent = recording_consent
     session.flush()
     return row
-
-
-def drop_recording_agreements(session: Session, person: Person, *, at: datetime) -> int:
-    """Someone who stops agreeing to recordings is not recorded at a session still to come,
-    even if the register already said they agreed to it; sessions already held keep theirs."""
-    mine = select(PanelMembership.id).where(PanelMembership.person_id == person.id)
-    coming = select(PanelSession.id).where(PanelSession.starts_at > at)
-    table = Attendance.__table__
-    rows = session.execute(
-        update(table)
-        .where(
-            table.c.membership_id.in_(mine),
-            table.c.session_id.in_(coming),
-            table.c.recording_consent.is_(True),
-        )
-        .values(recording_consent=False, recording_consent_at=None)
-        .returning(table.c.id)
-    ).all()
-    dropped = {row[0] for row in rows}
-    _expire_loaded(
-        session,
-        lambda state: state.identity[0] in dropped,
-        ["recording_consent", "recording_consent_at"],
-        Attendance,
-    )
-    return len(dropped)
 
 
 def add_note(

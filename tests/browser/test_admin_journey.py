@@ -10,7 +10,7 @@ from sqlmodel import select
 
 from consent.models import PanelProfile
 from consent.services import people, workshops
-from consent.timeutil import utcnow
+from consent.timeutil import to_london, utcnow
 from tests import factories
 from tests.admin_client import PASSWORD, code_for, make_staff
 from tests.browser.conftest import LiveServer
@@ -62,7 +62,8 @@ def test_a_coordinator_runs_a_panel_and_records_a_withdrawal(live: LiveServer, p
     page.goto(panel_page)
     expect(page.get_by_role("link", name="Rowan")).to_be_visible()
     page.get_by_label("Title").fill("Autumn meeting")
-    page.get_by_label("Date and time").fill("2030-10-01 18:00")
+    earlier_today = to_london(utcnow() - timedelta(hours=1))
+    page.get_by_label("Date and time").fill(f"{earlier_today:%Y-%m-%d %H:%M}")
     page.get_by_label("In person").check()
     page.get_by_role("button", name="Add session").click()
     expect(page.get_by_role("heading", name="Autumn meeting")).to_be_visible()

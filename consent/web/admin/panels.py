@@ -236,6 +236,7 @@ def panel_session(session_id: int) -> str:
         note_form=NoteForm(),
         button=ButtonOnly(),
         can_invite=panel.status != "concluded" and found.starts_at > utcnow(),
+        started=found.starts_at <= utcnow(),
     )
 
 
