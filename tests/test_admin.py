@@ -1707,6 +1707,8 @@ def test_a_request_cannot_be_logged_as_received_tomorrow_in_london(app: Flask) -
 
 
 def test_rights_requests_have_a_statutory_due_date(app: Flask) -> None:
+    """Received 31 January 2026, due the last day of February; that is a Saturday, so the
+    council has until Monday 2 March, as the ICO counts it."""
     dpo = staff_client(app, "dpo")
     response = _post(
         dpo,
@@ -1723,7 +1725,7 @@ def test_rights_requests_have_a_statutory_due_date(app: Flask) -> None:
     with _db(app).reader() as session:
         item = session.execute(select(RightsRequest)).scalar_one()
     due = item.due_at.astimezone(LONDON)
-    assert (due.year, due.month, due.day) == (2026, 2, 28)
+    assert (due.year, due.month, due.day) == (2026, 3, 2)
     assert "overdue" in text(dpo.get("/admin/")).lower()
     bad = _post(
         dpo,
@@ -1741,6 +1743,24 @@ def test_rights_requests_have_a_statutory_due_date(app: Flask) -> None:
     assert closing.status_code == 400 and "Enter the outcome" in text(closing)
 
 
+@pytest.mark.parametrize(
+    ("received", "due"),
+    [
+        ("2027-11-25", "2027-12-29"),  # Saturday 25 December; 27 and 28 are bank holidays
+        ("2023-04-08", "2023-05-09"),  # Monday 8 May 2023 was the coronation bank holiday
+        ("2026-03-31", "2026-04-30"),  # no 31 April: the last day, a Thursday
+        ("2026-11-23", "2026-12-23"),  # a Wednesday: no change
+    ],
+)
+def test_a_due_date_at_a_weekend_or_on_a_bank_holiday_moves_to_the_next_working_day(
+    received: str, due: str
+) -> None:
+    """ICO: if the corresponding date falls on a weekend or a public holiday, the council
+    has until the next working day."""
+    day = datetime.fromisoformat(received).replace(hour=12, tzinfo=LONDON).astimezone(UTC)
+    assert rights.due_date(day).astimezone(LONDON).date().isoformat() == due
+
+
 def test_a_rights_request_is_linked_to_the_person_by_email_and_bad_ones_are_refused(
     app: Flask,
 ) -> None:
@@ -1751,6 +1771,8 @@ def test_a_rights_request_is_linked_to_the_person_by_email_and_bad_ones_are_refu
     refused = [
         ({"email": "someone.else@example.com"}, "No one with that email address"),
         ({"received": "2099-01-01"}, "must be today or in the past"),
+        ({"received": "1027-03-05"}, "must be on or after 25 May 2018. Check the year."),
+        ({"received": "0001-01-01"}, "must be on or after 25 May 2018. Check the year."),
         ({"requester": "   "}, "Enter who made the request"),
         ({"requester": "Pat\x1b[31m"}, "must not contain hidden characters"),
     ]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from holidays import country_holidays
 from sqlmodel import Session, select
 
 from consent import loading
@@ -329,10 +330,22 @@ def overdue_cutoff(now: datetime | None = None) -> datetime:
     return datetime.combine(today, datetime.min.time(), tzinfo=LONDON).astimezone(UTC)
 
 
+#: Bank holidays in England, where Family Hubs are.
+_BANK_HOLIDAYS = country_holidays("GB", subdiv="ENG")
+#: Rights requests are logged under the data protection law in force since this day; an
+#: earlier date is a mistyped year, and would be logged as long overdue.
+LAW_IN_FORCE = date(2018, 5, 25)
+
+
 def due_date(received: datetime) -> datetime:
     """One calendar month from receipt, as the ICO counts it: received 31 January, due the
-    last day of February."""
-    return add_months_dt(received, 1)
+    last day of February; a day at a weekend or on a bank holiday moves to the next working
+    day."""
+    due = add_months_dt(received, 1).astimezone(LONDON)
+    day = due.date()
+    while day.weekday() >= 5 or day in _BANK_HOLIDAYS:
+        day += timedelta(days=1)
+    return datetime.combine(day, due.time(), tzinfo=LONDON).astimezone(UTC)
 
 
 def log_request(
@@ -357,6 +370,11 @@ def log_request(
         raise InvalidInput("received", "Enter the date received, like 2027-03-05.") from None
     if day > to_london(utcnow()).date():
         raise InvalidInput("received", "The date received must be today or in the past.")
+    if day < LAW_IN_FORCE:
+        raise InvalidInput(
+            "received",
+            f"The date received must be on or after {LAW_IN_FORCE:%-d %B %Y}. Check the year.",
+        )
     received_at = datetime(day.year, day.month, day.day, 12, tzinfo=LONDON).astimezone(UTC)
     who = clean_text(
         requester, field="requester", label="who made the request", max_length=300, required=True
