@@ -395,3 +395,84 @@ def test_an_invitation_sent_as_the_person_declines_them_is_not_sent(
             )
         ).all()
     assert waiting == [], inviting.error
+
+
+def test_a_panel_import_waits_for_a_conclusion_made_meanwhile_and_is_refused(
+    db: Database, backend: str, tmp_path: Path
+) -> None:
+    """The coordinator concludes the panel while its members are being imported: the import
+    sees the conclusion before it commits, and adds nobody to the concluded panel."""
+    crossing_writers_only(backend)
+    with db.transaction() as session:
+        panel_id = factories.panel(session).id or 0
+    path = _list(tmp_path, PARENT, "other@example.com")
+
+    def conclude(session: Session) -> None:
+        panels.conclude(session, panels.get_panel(session, panel_id))
+
+    def run() -> None:
+        with db.transaction() as session:
+            imports.commit(
+                session,
+                path,
+                "panel_contact",
+                actor="c",
+                actor_id=None,
+                source="t",
+                panel_id=panel_id,
+            )
+
+    importing = meanwhile(db, conclude, run)
+    assert isinstance(importing.error, imports.ImportRefused)
+    with db.reader() as session:
+        members = session.scalar(select(func.count()).select_from(PanelMembership))
+    assert members == 0
+
+
+def _members_list(tmp_path: Path, count: int) -> Path:
+    return _list(tmp_path, *(f"member{n}@example.com" for n in range(count)))
+
+
+def test_editing_a_panel_does_not_wait_for_a_whole_import_to_it(
+    db: Database, backend: str, tmp_path: Path
+) -> None:
+    """An import of a long list of members takes a while: a coordinator renaming the panel,
+    or closing it to new members, meanwhile must not wait for all of it."""
+    crossing_writers_only(backend)
+    with db.transaction() as session:
+        panel_id = factories.panel(session).id or 0
+    path = _members_list(tmp_path, 3000)
+
+    def run() -> float:
+        began = time.monotonic()
+        with db.transaction() as session:
+            imports.commit(
+                session,
+                path,
+                "panel_contact",
+                actor="c",
+                actor_id=None,
+                source="t",
+                panel_id=panel_id,
+            )
+        return time.monotonic() - began
+
+    importing = Beside(run)
+    importing.start()
+    time.sleep(0.3)
+    began = time.monotonic()
+    with db.transaction() as session:
+        panel = panels.get_panel(session, panel_id)
+        panels.update_panel(
+            session,
+            panel,
+            name="Renamed panel",
+            family_hub=panel.family_hub,
+            description=panel.description,
+            status="closed",
+        )
+    waited = time.monotonic() - began
+    importing.join(timeout=120)
+    assert importing.error is None
+    assert importing.result > 1.0, "the import was too quick to show a wait"
+    assert waited < 0.5, f"the edit waited {waited:.1f}s of a {importing.result:.1f}s import"

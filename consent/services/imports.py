@@ -358,10 +358,13 @@ def _classify(
 NOT_IMPORTED = ("panel_recordings",)
 
 
-def _panel(session: Session, purpose_key: str, panel_id: int | None) -> Panel | None:
-    """The panel members are imported to, held (``FOR SHARE``) until the import commits: a
-    coordinator concluding it meanwhile waits, so the sweep that follows finds the new
-    members, as ``panels.join`` does for one."""
+def _panel(
+    session: Session, purpose_key: str, panel_id: int | None, *, held: bool = False
+) -> Panel | None:
+    """The panel members are imported to. ``held`` reads it again ``FOR SHARE``, kept until
+    the import commits: a coordinator concluding it meanwhile waits, so the sweep that
+    follows finds the new members, as ``panels.join`` does for one. An import takes that
+    only once its rows are written, so an edit to the panel never waits for a whole file."""
     if purpose_key in NOT_IMPORTED:
         raise ImportRefused(
             "Agreement to recording panel meetings cannot be imported. Members give it "
@@ -373,12 +376,10 @@ def _panel(session: Session, purpose_key: str, panel_id: int | None) -> Panel | 
         return None
     if panel_id is None:
         raise ImportRefused("Choose the panel these members belong to.")
-    panel = session.execute(
-        select(Panel)
-        .where(Panel.id == panel_id)
-        .with_for_update(read=True)
-        .execution_options(populate_existing=True)
-    ).scalar_one_or_none()
+    query = select(Panel).where(Panel.id == panel_id).execution_options(populate_existing=True)
+    if held:
+        query = query.with_for_update(read=True)
+    panel = session.execute(query).scalar_one_or_none()
     if panel is None or panel.status == "concluded":
         raise ImportRefused("Choose a panel that has not concluded.")
     return panel
@@ -514,6 +515,8 @@ def _run(
                 ],
                 now,
             )
+    if not dry and panel is not None:
+        _panel(session, purpose_key, panel_id, held=True)
     return result
 
 
