@@ -13,7 +13,7 @@ from sqlmodel import SQLModel
 import consent.models  # noqa: F401
 from consent.config import Settings
 from consent.db import Database, make_engine
-from consent.models import MailchimpChange, Outbox, Person
+from consent.models import Attendance, MailchimpChange, Outbox, Person
 from consent.schema import FOREIGN_TABLES, alembic_config, include_object, upgrade
 from consent.services import casework, ledger, panels, preferences, reminders
 from consent.timeutil import utcnow
@@ -230,4 +230,42 @@ def test_upgrading_lets_leaving_or_cancelling_still_stop_mail_already_waiting(
         ("keeps@example.com", "queued"),
         ("member@example.com", "cancelled"),
         ("stays@example.com", "queued"),
+    ]
+
+
+def test_upgrading_clears_a_register_recorded_before_its_session_started(
+    settings: Settings,
+) -> None:
+    """The register now opens at the session's start: what was recorded ahead of it (came,
+    agreed to be recorded) is cleared; what was recorded for a session already held stays."""
+    db = Database(settings)
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        membership = factories.member(session, panel)
+        for days in (-1, 10):
+            meeting = factories.meeting(session, panel, days=days)
+            session.add(
+                Attendance(
+                    session_id=meeting.id,
+                    membership_id=membership.id,
+                    attended=True,
+                    recording_consent=True,
+                    recording_consent_at=utcnow(),
+                )
+            )
+    db.dispose()
+    command.downgrade(alembic_config(settings.database_url), "0021")
+    upgrade(settings)
+    engine = make_engine(settings.database_url, pool=False)
+    with engine.connect() as conn:
+        table = Attendance.__table__
+        rows = conn.execute(
+            select(
+                table.c.attended, table.c.recording_consent, table.c.recording_consent_at
+            ).order_by(table.c.session_id)
+        ).all()
+    engine.dispose()
+    assert [(row[0], row[1], row[2] is not None) for row in rows] == [
+        (True, True, True),
+        (None, False, False),
     ]
