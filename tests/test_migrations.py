@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -13,10 +13,10 @@ from sqlmodel import SQLModel
 import consent.models  # noqa: F401
 from consent.config import Settings
 from consent.db import Database, make_engine
-from consent.models import Attendance, MailchimpChange, Outbox, Person
+from consent.models import Attendance, MailchimpChange, Outbox, Person, RightsRequest
 from consent.schema import FOREIGN_TABLES, alembic_config, include_object, upgrade
 from consent.services import casework, ledger, panels, preferences, reminders
-from consent.timeutil import utcnow
+from consent.timeutil import LONDON, add_months_dt, utcnow
 from tests import factories
 from tests.fake_mailchimp import md5
 
@@ -268,4 +268,36 @@ def test_upgrading_clears_a_register_recorded_before_its_session_started(
     assert [(row[0], row[1], row[2] is not None) for row in rows] == [
         (True, True, True),
         (None, False, False),
+    ]
+
+
+def test_upgrading_moves_rights_deadlines_off_weekends_and_bank_holidays(
+    settings: Settings,
+) -> None:
+    """Logged before, a deadline fell on the corresponding date even at a weekend."""
+    db = Database(settings)
+    received = datetime(2026, 1, 31, 12, tzinfo=LONDON).astimezone(UTC)
+    kept = datetime(2026, 11, 23, 12, tzinfo=LONDON).astimezone(UTC)
+    with db.transaction() as session:
+        for day in (received, kept):
+            session.add(
+                RightsRequest(
+                    kind="access",
+                    channel="post",
+                    requester="Pat",
+                    received_at=day,
+                    due_at=add_months_dt(day, 1),
+                )
+            )
+    db.dispose()
+    command.downgrade(alembic_config(settings.database_url), "0022")
+    upgrade(settings)
+    engine = make_engine(settings.database_url, pool=False)
+    with engine.connect() as conn:
+        table = RightsRequest.__table__
+        due = conn.execute(select(table.c.due_at).order_by(table.c.id)).scalars().all()
+    engine.dispose()
+    assert [moment.astimezone(LONDON).isoformat() for moment in due] == [
+        "2026-03-02T12:00:00+00:00",
+        "2026-12-23T12:00:00+00:00",
     ]
