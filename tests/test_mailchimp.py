@@ -211,6 +211,36 @@ def test_erasure_while_a_change_is_being_pushed_leaves_no_trace_whatever_its_out
     assert find_anywhere(db.engine, [digest, "inflight@example.com"]) == []
 
 
+def test_a_change_waits_while_an_earlier_one_for_the_member_is_being_pushed(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    """A second pusher (a command-line push beside the scheduler's) must not send the
+    unsubscribe while the subscribe is still on its way: arriving after, the subscribe
+    would put back on the list someone who asked to come off it (promise 10)."""
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        leaving = factories.consenting(session, "newsletter", email="leaving@example.com")
+    with db.transaction() as session:
+        [in_flight] = mailchimp.claim(session, 10)
+        in_flight_id = in_flight.id
+    with db.transaction() as session:
+        factories.consenting(session, "newsletter", email="other@example.com")
+        ledger.withdraw(
+            session, session.get(Person, leaving.id), "newsletter", channel="web_form", actor="self"
+        )
+    assert _pusher(db).push().pushed == 1
+    assert [path for _, path in mailchimp_fake.requests] == [
+        f"/3.0/lists/list123/members/{md5('other@example.com')}"
+    ]
+    with db.transaction() as session:
+        mailchimp.mark_done(session, [in_flight_id])
+    assert _pusher(db).push().pushed == 1
+    assert mailchimp_fake.requests[-1] == (
+        "PATCH",
+        f"/3.0/lists/list123/members/{md5('leaving@example.com')}",
+    )
+
+
 def test_a_later_change_supersedes_one_not_yet_pushed(
     configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
 ) -> None:

@@ -232,7 +232,9 @@ def claim(session: Session, limit: int, now: datetime | None = None) -> list[Mai
     """Take due changes in order; a pusher that died leaves them to be retaken after a lease.
 
     Only the changes this call's update won are returned: another pusher may take some of
-    the same rows between the read and the update.
+    the same rows between the read and the update. A change waits while an earlier one for
+    the same member is being pushed (by a command-line push beside the scheduler's, say):
+    an unsubscribe pushed first would be undone by the subscribe still on its way.
     """
     now = now or utcnow()
     table = MailchimpChange.__table__
@@ -243,9 +245,19 @@ def claim(session: Session, limit: int, now: datetime | None = None) -> list[Mai
         .returning(table.c.id)
     )
     _supersede_overtaken(session, list(stale.scalars()), now)
+    pushing = table.alias("pushing")
+    behind = (
+        select(pushing.c.id)
+        .where(
+            pushing.c.status == "pushing",
+            pushing.c.subscriber_hash == table.c.subscriber_hash,
+            pushing.c.id < table.c.id,
+        )
+        .exists()
+    )
     due = (
         select(table.c.id)
-        .where(table.c.status == "pending", table.c.next_attempt_at <= now)
+        .where(table.c.status == "pending", table.c.next_attempt_at <= now, ~behind)
         .order_by(table.c.id)
         .limit(limit)
     )
