@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import time_machine
 from sqlalchemy import func, update
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from consent import create_app, jobs, links
 from consent.config import Settings
@@ -443,11 +443,34 @@ def test_only_the_message_in_flight_past_the_lease_can_go_twice(
     assert (report.sent, report.lost) == (1, 4)
 
 
+@pytest.mark.parametrize(
+    ("stop", "why"),
+    [
+        (
+            lambda session, ids: outbox.cancel_unsent(
+                session, ids, ("welcome",), reason="they opted out."
+            ),
+            "Cancelled: they opted out.",
+        ),
+        (
+            lambda session, ids: people.scrub(
+                session, ids, reason="nothing_held", suppress_ids=set()
+            ),
+            "Cancelled: the person's data was deleted.",
+        ),
+    ],
+    ids=["opted-out", "erased"],
+)
 def test_a_message_cancelled_while_the_relay_takes_it_is_recorded_as_sent(
-    configured: Open, smtp: SmtpServer, smtp_settings: dict
+    configured: Open,
+    smtp: SmtpServer,
+    smtp_settings: dict,
+    stop: Callable[[Session, list[int]], object],
+    why: str,
 ) -> None:
-    """The person opts out as the relay accepts their message: it went, so the record says
-    so and why it was to be cancelled. The next, cancelled before it was sent, does not go."""
+    """The person opts out, or is erased, as the relay accepts their message: it went, so
+    the record says so and why it was to be cancelled. The next, cancelled before it was
+    sent, does not go."""
     db = configured(**smtp_settings)
     first, second = _queue(db, 2)
     rows = {row.id: row.person_id for row in _rows(db)}
@@ -455,10 +478,7 @@ def test_a_message_cancelled_while_the_relay_takes_it_is_recorded_as_sent(
     def meanwhile(accepted: int) -> None:
         if accepted == 1:
             with db.transaction() as session:
-                stopped = outbox.cancel_unsent(
-                    session, list(rows.values()), ("welcome",), reason="they opted out."
-                )
-                assert stopped == 2
+                stop(session, [person_id for person_id in rows.values() if person_id])
 
     with time_machine.travel(utcnow(), tick=True) as clock:
         slow = SlowRelay(smtp, clock, timedelta(0), meanwhile)
@@ -467,8 +487,8 @@ def test_a_message_cancelled_while_the_relay_takes_it_is_recorded_as_sent(
     assert len(smtp.sink.messages) == 1
     by_id = {row.id: (row.status, row.last_error, row.sent_at is not None) for row in _rows(db)}
     assert by_id == {
-        first: ("sent", "Sent before it could be cancelled. Cancelled: they opted out.", True),
-        second: ("cancelled", "Cancelled: they opted out.", False),
+        first: ("sent", f"Sent before it could be cancelled. {why}", True),
+        second: ("cancelled", why, False),
     }
 
 

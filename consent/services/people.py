@@ -515,11 +515,7 @@ def scrub(
     session.execute(
         update(Outbox)
         .where(among(Outbox.person_id, ids), Outbox.status.in_(("queued", "sending")))
-        .values(
-            status="cancelled",
-            claimed_by=None,
-            last_error="Cancelled: the person's data was deleted.",
-        )
+        .values(status="cancelled", last_error="Cancelled: the person's data was deleted.")
     )
     session.execute(
         update(ConsentEvent)
