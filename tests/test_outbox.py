@@ -818,7 +818,7 @@ def test_mail_of_someone_erased_while_their_batch_is_being_sent_is_not_sent(
     assert smtp.sink.by_recipient(f"{erased}@example.com") == []
     assert len(smtp.sink.by_recipient(f"{kept}@example.com")) == 1
     rows = {row.person_id: row for row in _rows(db)}
-    assert (rows[erased_id].status, rows[erased_id].to_address, rows[erased_id].claimed_by) == (
+    assert (rows[erased_id].status, rows[erased_id].to_address, rows[erased_id].sent_at) == (
         "cancelled",
         None,
         None,
