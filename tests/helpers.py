@@ -151,21 +151,36 @@ class Beside(threading.Thread):
             self.error = exc
 
 
-def until_someone_waits_for_a_lock(engine: Engine) -> None:
-    """Return once another connection waits for a lock (PostgreSQL), so a test can let go."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with engine.connect() as connection:
-            waiting = connection.execute(
+def _someone_waits_for_a_lock(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        return bool(
+            connection.execute(
                 text(
                     "SELECT count(*) FROM pg_stat_activity "
                     "WHERE wait_event_type = 'Lock' AND datname = current_database()"
                 )
             ).scalar_one()
-        if waiting:
+        )
+
+
+def until_someone_waits_for_a_lock(engine: Engine) -> None:
+    """Return once another connection waits for a lock (PostgreSQL), so a test can let go."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if _someone_waits_for_a_lock(engine):
             return
         time.sleep(0.02)
     raise AssertionError("Nothing waited for the lock.")
+
+
+def until_done_or_waiting(engine: Engine, work: Beside) -> None:
+    """Return once ``work`` has finished, or waits for a lock (PostgreSQL): a test holding
+    a change open can then let it go, whichever the other did."""
+    deadline = time.monotonic() + 30
+    while work.is_alive() and time.monotonic() < deadline:
+        if _someone_waits_for_a_lock(engine):
+            return
+        time.sleep(0.02)
 
 
 def meanwhile(database: Any, change: Callable[[Any], object], work: Callable[[], object]) -> Beside:

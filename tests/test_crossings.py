@@ -5,10 +5,11 @@ once the other waits for it (or has done what it would do first)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlmodel import Session
 
 from consent.db import Database
@@ -16,7 +17,7 @@ from consent.models import Booking, Outbox, PanelMembership, PanelProfile
 from consent.services import imports, ledger, panels, people, preferences, retention, workshops
 from consent.timeutil import LONDON, utcnow
 from tests import factories
-from tests.helpers import Beside, crossing_writers_only, meanwhile
+from tests.helpers import Beside, crossing_writers_only, meanwhile, until_done_or_waiting
 
 PARENT = "parent@example.com"
 
@@ -120,12 +121,7 @@ def test_joining_while_the_panel_concludes_leaves_no_member_data(
         panel_id = factories.panel(session).id or 0
         factories.person(session, PARENT)
 
-    def conclude_and_sweep() -> None:
-        with db.transaction() as session:
-            panels.conclude(session, panels.get_panel(session, panel_id))
-        retention.sweep(db)
-
-    with db.transaction() as session:
+    def join(session: Session) -> None:
         panels.join(
             session,
             panels.get_panel(session, panel_id),
@@ -134,12 +130,32 @@ def test_joining_while_the_panel_concludes_leaves_no_member_data(
             channel="web_form",
             actor="self",
         )
+
+    _crossing_a_conclusion(db, panel_id, join)
+    assert _left_on_the_panel(db, panel_id) == (0, 0)
+
+
+def _crossing_a_conclusion(db: Database, panel_id: int, write: Callable[[Session], None]) -> None:
+    """``write`` is made, then, before it commits, a coordinator concludes the panel and the
+    sweep destroys its data; it commits once they have finished or wait for it."""
+
+    def conclude_and_sweep() -> None:
+        with db.transaction() as session:
+            panels.conclude(session, panels.get_panel(session, panel_id))
+        retention.sweep(db)
+
+    with db.transaction() as session:
+        write(session)
         session.flush()
         concluding = Beside(conclude_and_sweep)
         concluding.start()
-        _until_done_or_waiting(db, concluding)
+        until_done_or_waiting(db.engine, concluding)
     concluding.join(timeout=60)
     assert concluding.error is None
+
+
+def _left_on_the_panel(db: Database, panel_id: int) -> tuple[int | None, int | None]:
+    """Members still on the panel, and panel profiles kept."""
     with db.reader() as session:
         live = session.scalar(
             select(func.count())
@@ -147,23 +163,7 @@ def test_joining_while_the_panel_concludes_leaves_no_member_data(
             .where(PanelMembership.panel_id == panel_id, PanelMembership.left_at.is_(None))
         )
         profiles = session.scalar(select(func.count()).select_from(PanelProfile))
-    assert (live, profiles) == (0, 0)
-
-
-def _until_done_or_waiting(db: Database, work: Beside) -> None:
-    """Return once ``work`` has finished, or waits for a lock this test holds."""
-    deadline = time.monotonic() + 30
-    while work.is_alive() and time.monotonic() < deadline:
-        with db.engine.connect() as connection:
-            waiting = connection.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                )
-            ).scalar_one()
-        if waiting:
-            return
-        time.sleep(0.02)
+    return live, profiles
 
 
 def test_agreeing_to_recordings_while_leaving_the_panel_leaves_no_recordings_consent(
@@ -333,35 +333,13 @@ def test_a_panel_import_crossing_the_panel_s_conclusion_leaves_no_member_data(
         panel_id = factories.panel(session).id or 0
     path = _list(tmp_path, PARENT, "other@example.com")
 
-    def conclude_and_sweep() -> None:
-        with db.transaction() as session:
-            panels.conclude(session, panels.get_panel(session, panel_id))
-        retention.sweep(db)
-
-    with db.transaction() as session:
+    def run(session: Session) -> None:
         imports.commit(
-            session,
-            path,
-            "panel_contact",
-            actor="c",
-            actor_id=None,
-            source="t",
-            panel_id=panel_id,
+            session, path, "panel_contact", actor="c", actor_id=None, source="t", panel_id=panel_id
         )
-        session.flush()
-        concluding = Beside(conclude_and_sweep)
-        concluding.start()
-        _until_done_or_waiting(db, concluding)
-    concluding.join(timeout=60)
-    assert concluding.error is None
-    with db.reader() as session:
-        live = session.scalar(
-            select(func.count())
-            .select_from(PanelMembership)
-            .where(PanelMembership.panel_id == panel_id, PanelMembership.left_at.is_(None))
-        )
-        profiles = session.scalar(select(func.count()).select_from(PanelProfile))
-    assert (live, profiles) == (0, 0)
+
+    _crossing_a_conclusion(db, panel_id, run)
+    assert _left_on_the_panel(db, panel_id) == (0, 0)
 
 
 # ---- panel invitations --------------------------------------------------------------------
