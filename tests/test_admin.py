@@ -1761,6 +1761,63 @@ def test_a_due_date_at_a_weekend_or_on_a_bank_holiday_moves_to_the_next_working_
     assert rights.due_date(day).astimezone(LONDON).date().isoformat() == due
 
 
+def _log_request(dpo: FlaskClient, received: str, **extra: str) -> int:
+    form = {"kind": "access", "channel": "post", "received": received, "requester": "Pat"}
+    logged = _post(dpo, "/admin/rights/new", "/admin/rights/new", {**form, **extra})
+    assert logged.status_code == 302
+    with_request = re.search(r"/admin/rights/(\d+)", text(dpo.get("/admin/rights")))
+    assert with_request is not None
+    return int(with_request.group(1))
+
+
+@time_machine.travel(datetime(2026, 11, 25, 10, tzinfo=UTC), tick=False)
+def test_a_complex_rights_request_can_be_given_two_more_months_once(app: Flask) -> None:
+    """The ICO allows two months more for a complex request, if the person is told, with
+    the reason, within the first month: three calendar months from receipt, counted as the
+    first is. Received 1 November 2026: due 1 December; extended, 1 February 2027."""
+    dpo = staff_client(app, "dpo")
+    request_id = _log_request(dpo, "2026-11-01")
+    page = f"/admin/rights/{request_id}"
+    extend = f"{page}/extend"
+    unreasoned = _post(dpo, page, extend, {"reason": "  "})
+    assert unreasoned.status_code == 400
+    assert "Enter why the request needs more time." in text(unreasoned)
+    done = _post(dpo, page, extend, {"reason": "Records held in three offices; told on 20 Nov."})
+    assert done.status_code == 302
+    shown = text(dpo.get(page))
+    assert "Records held in three offices" in shown and "1 February 2027" in shown
+    assert "Give two more months" not in shown
+    again = _post(dpo, page, extend, {"reason": "More again"})
+    assert "already been given two more months" in text(dpo.get(again.location))
+    with _db(app).reader() as session:
+        item = session.get(RightsRequest, request_id)
+        assert item is not None
+        assert item.due_at.astimezone(LONDON).date().isoformat() == "2027-02-01"
+        assert (
+            session.scalar(
+                select(func.count()).where(AuditEvent.action == "rights_request.extended")
+            )
+            == 1
+        )
+    coordinator = staff_client(app, "coordinator")
+    refused = _post(coordinator, "/admin/", extend, {"reason": "Only the DPO may"})
+    assert refused.status_code == 403
+
+
+@time_machine.travel(datetime(2026, 11, 25, 10, tzinfo=UTC), tick=False)
+def test_more_time_is_refused_once_the_first_deadline_has_passed(app: Flask) -> None:
+    dpo = staff_client(app, "dpo")
+    request_id = _log_request(dpo, "2026-10-20")
+    page = f"/admin/rights/{request_id}"
+    assert "Give two more months" not in text(dpo.get(page))
+    refused = _post(dpo, page, f"{page}/extend", {"reason": "Too late"})
+    assert "past its first deadline" in text(dpo.get(refused.location))
+    with _db(app).reader() as session:
+        item = session.get(RightsRequest, request_id)
+        assert item is not None and item.extended_at is None
+        assert item.due_at.astimezone(LONDON).date().isoformat() == "2026-11-20"
+
+
 def test_a_rights_request_is_linked_to_the_person_by_email_and_bad_ones_are_refused(
     app: Flask,
 ) -> None:
@@ -2077,6 +2134,31 @@ def test_a_request_closed_after_its_person_was_erased_keeps_no_outcome_text(
         request = session.get(RightsRequest, int(world["request_id"]))
         assert (request.status, request.outcome) == ("completed", rights.ERASED_OUTCOME)
         assert request.closed_at is not None
+    assert find_anywhere(db.engine, ["Marchbanks", "someone@example.com"]) == []
+
+
+def test_why_a_request_was_given_more_time_is_in_the_export_and_goes_with_the_person(
+    app: Flask, world: dict[str, str]
+) -> None:
+    """The reason may name the person: their export shows it, and erasing them blanks it,
+    as it does the outcome."""
+    db = _db(app)
+    dpo = staff_client(app, "dpo")
+    path = f"/admin/rights/{world['request_id']}"
+    reason = "Ophelia Marchbanks asked for files from three offices"
+    assert _post(dpo, path, f"{path}/extend", {"reason": reason}).status_code == 302
+    with db.reader() as session:
+        person = people.find_by_email(session, "someone@example.com")
+        [exported] = rights.export_person(session, person)["rights_requests"]
+    assert exported["extension_reason"] == reason and exported["extended_at"]
+    with db.transaction() as session:
+        people.erase(
+            session,
+            people.find_by_email(session, "someone@example.com"),
+            channel="admin",
+            actor="admin:1",
+            note="Erasure request by post",
+        )
     assert find_anywhere(db.engine, ["Marchbanks", "someone@example.com"]) == []
 
 

@@ -4,6 +4,7 @@ and a request refused with an error page leaves every table exactly as it was.""
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 
 import pytest
 from flask import Flask
@@ -55,18 +56,24 @@ def world(app: Flask) -> dict[str, tuple[str, str, FlaskClient]]:
         meeting = factories.meeting(session, panel, days=3)
         workshop = factories.workshop(session)
         factories.booking(session, workshop)
-        request = rights.log_request(
-            session,
-            kind="access",
-            channel="post",
-            received=f"{utcnow():%Y-%m-%d}",
-            requester="Pat",
-            email=None,
-            actor_id=1,
-            actor="fixture",
+        # One past its first deadline, whose page keeps one form whatever is posted; one
+        # that can still be given more time, which a post of good data does at once.
+        request, fresh = (
+            rights.log_request(
+                session,
+                kind="access",
+                channel="post",
+                received=f"{utcnow() - timedelta(days=days):%Y-%m-%d}",
+                requester="Pat",
+                email=None,
+                actor_id=1,
+                actor="fixture",
+            )
+            for days in (40, 0)
         )
         colleague = factories.person(session)  # a second person to erase or export
         ids = (person.public_id, panel.id, meeting.id, workshop.id, request.id)
+        fresh_id = fresh.id
         other = colleague.public_id
     public_id, panel_id, session_id, workshop_id, request_id = ids
     person_page, panel_page = f"/admin/people/{public_id}", f"/admin/panels/{panel_id}"
@@ -93,6 +100,7 @@ def world(app: Flask) -> dict[str, tuple[str, str, FlaskClient]]:
         "erase": (f"/admin/people/{other}/erase", f"/admin/people/{other}/erase"),
         "rights_new": ("/admin/rights/new", "/admin/rights/new"),
         "rights_update": (f"/admin/rights/{request_id}", f"/admin/rights/{request_id}"),
+        "rights_extend": (f"/admin/rights/{fresh_id}/extend", "/admin/rights/new"),
         "retention": ("/admin/retention", "/admin/retention"),
         "audit_verify": ("/admin/audit/verify", "/admin/audit"),
         "import": ("/admin/import", "/admin/import"),
@@ -127,6 +135,7 @@ TARGETS = [
     "erase",
     "rights_new",
     "rights_update",
+    "rights_extend",
     "retention",
     "audit_verify",
     "import",

@@ -37,5 +37,7 @@ class RightsRequest(SQLModel, table=True):
     status: str = Field(default="open", max_length=16)
     outcome: str | None = Field(default=None, sa_type=Text)
     closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    extended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    extension_reason: str | None = Field(default=None, sa_type=Text)
     created_by: int | None = Field(default=None, foreign_key="admin_user.id")
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

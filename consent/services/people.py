@@ -528,7 +528,7 @@ def scrub(
     session.execute(
         update(RightsRequest)
         .where(among(RightsRequest.person_id, ids))
-        .values(requester=None, outcome=None)
+        .values(requester=None, outcome=None, extension_reason=None)
     )
     session.execute(
         update(table)

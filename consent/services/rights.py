@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 
 from consent import loading
 from consent.crypto import cipher_for
-from consent.errors import InvalidInput, NotFound
+from consent.errors import Conflict, InvalidInput, NotFound
 from consent.models import (
     Attendance,
     AuditEvent,
@@ -237,6 +237,8 @@ def export_person(session: Session, person: Person) -> dict[str, Any]:
                 "channel": r.channel,
                 "received_at": _iso(r.received_at),
                 "due_at": _iso(r.due_at),
+                "extended_at": _iso(r.extended_at),
+                "extension_reason": r.extension_reason,
                 "status": r.status,
                 "outcome": r.outcome,
             }
@@ -337,11 +339,11 @@ _BANK_HOLIDAYS = country_holidays("GB", subdiv="ENG")
 LAW_IN_FORCE = date(2018, 5, 25)
 
 
-def due_date(received: datetime) -> datetime:
+def due_date(received: datetime, months: int = 1) -> datetime:
     """One calendar month from receipt, as the ICO counts it: received 31 January, due the
     last day of February; a day at a weekend or on a bank holiday moves to the next working
-    day."""
-    due = add_months_dt(received, 1).astimezone(LONDON)
+    day. An extended request has three months, counted the same way."""
+    due = add_months_dt(received, months).astimezone(LONDON)
     day = due.date()
     while day.weekday() >= 5 or day in _BANK_HOLIDAYS:
         day += timedelta(days=1)
@@ -454,6 +456,56 @@ def update_request(
         object_type="rights_request",
         object_id=request.id,
         detail={"status": status},
+    )
+    return request
+
+
+#: The ICO allows two months more than the first, for a complex request or many at once.
+EXTENDED_MONTHS = 3
+
+
+def can_extend(request: RightsRequest, now: datetime | None = None) -> bool:
+    """Open, not extended yet, and still within its first deadline: the person must be told
+    of an extension, and why, within the first month."""
+    return (
+        request.status == "open"
+        and request.extended_at is None
+        and request.due_at >= overdue_cutoff(now)
+    )
+
+
+def extend_request(
+    session: Session, request: RightsRequest, *, reason: str, actor_id: int, actor: str
+) -> RightsRequest:
+    """Give a complex request two more months, recording why, as the person was told."""
+    if request.status != "open":
+        raise Conflict("Only an open request can be given more time.")
+    if request.extended_at is not None:
+        raise Conflict("This request has already been given two more months.")
+    if request.due_at < overdue_cutoff():
+        raise Conflict(
+            "This request is past its first deadline, so it cannot be given more time: the "
+            "person must be told of an extension within the first month."
+        )
+    cleaned = clean_text(
+        reason,
+        field="reason",
+        label="why the request needs more time",
+        max_length=2000,
+        multiline=True,
+        required=True,
+    )
+    request.extended_at = utcnow()
+    request.extension_reason = cleaned
+    request.due_at = due_date(request.received_at, EXTENDED_MONTHS)
+    audit.record(
+        session,
+        "rights_request.extended",
+        actor=actor,
+        actor_id=actor_id,
+        object_type="rights_request",
+        object_id=request.id,
+        detail={"due_at": _iso(request.due_at)},
     )
     return request
 

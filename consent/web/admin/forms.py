@@ -235,6 +235,18 @@ class RightsUpdateForm(FlaskForm):
     submit = SubmitField("Save", widget=GovSubmitInput())
 
 
+class ExtendForm(FlaskForm):
+    reason = TextAreaField(
+        "Why it needs more time",
+        validators=[
+            Optional(),
+            Length(max=2000, message="Why it needs more time must be 2,000 characters or fewer."),
+        ],
+        widget=GovTextArea(),
+    )
+    submit = SubmitField("Give two more months", widget=GovSubmitInput())
+
+
 class ImportForm(FlaskForm):
     purpose = SelectField(
         "Purpose",

@@ -6,11 +6,12 @@ from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from consent import loading
-from consent.errors import InvalidInput
+from consent.errors import Conflict, InvalidInput
+from consent.models import Person, RightsRequest
 from consent.services import rights as service
 from consent.web import database
 from consent.web.admin import DPO, bp, roles, staff
-from consent.web.admin.forms import RightsForm, RightsUpdateForm
+from consent.web.admin.forms import ExtendForm, RightsForm, RightsUpdateForm
 from consent.web.forms import attach_error
 
 
@@ -77,10 +78,50 @@ def rights_request(request_id: int) -> str | Response | tuple[str, int]:
             person = loading.person_by_id.get(session, found.person_id)
     if request.method == "GET":
         form.status.data, form.outcome.data = found.status, found.outcome
+    return _request_page(found, person, form, ExtendForm())
+
+
+def _request_page(
+    found: RightsRequest, person: Person | None, form: RightsUpdateForm, extend: ExtendForm
+) -> tuple[str, int]:
     return render_template(
         "admin/rights_request.html",
         item=found,
         person=person,
         form=form,
+        extend=extend,
+        can_extend=service.can_extend(found),
+        extended_months=service.EXTENDED_MONTHS,
         overdue_before=service.overdue_cutoff(),
-    ), (400 if form.errors else 200)
+    ), (400 if form.errors or extend.errors else 200)
+
+
+@bp.post("/rights/<int:request_id>/extend")
+@roles(DPO)
+def rights_extend(request_id: int) -> Response | tuple[str, int]:
+    extend = ExtendForm()
+    if extend.validate_on_submit():
+        user = staff()
+        try:
+            with database().transaction() as session:
+                found = service.get_request(session, request_id)
+                service.extend_request(
+                    session,
+                    found,
+                    reason=extend.reason.data or "",
+                    actor_id=user.user_id,
+                    actor=user.actor,
+                )
+            flash("Request given two more months.")
+            return redirect(url_for("admin.rights_request", request_id=request_id))
+        except Conflict as error:
+            flash(error.message, "error")
+            return redirect(url_for("admin.rights_request", request_id=request_id))
+        except InvalidInput as error:
+            attach_error(extend, error, fallback="reason")
+    with database().reader() as session:
+        found = service.get_request(session, request_id)
+        person = loading.person_by_id.get(session, found.person_id) if found.person_id else None
+    form = RightsUpdateForm(formdata=None)
+    form.status.data, form.outcome.data = found.status, found.outcome
+    return _request_page(found, person, form, extend)
