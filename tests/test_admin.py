@@ -1781,7 +1781,8 @@ def test_a_complex_rights_request_can_be_given_two_more_months_once(app: Flask) 
     extend = f"{page}/extend"
     unreasoned = _post(dpo, page, extend, {"reason": "  "})
     assert unreasoned.status_code == 400
-    assert "Enter why the request needs more time." in text(unreasoned)
+    assert "There is a problem" in text(unreasoned)
+    assert 'href="#reason">Enter why the request needs more time.' in text(unreasoned)
     done = _post(dpo, page, extend, {"reason": "Records held in three offices; told on 20 Nov."})
     assert done.status_code == 302
     shown = text(dpo.get(page))
