@@ -244,6 +244,12 @@ def _notice_id(session: Session, key: str) -> int:
 # ---- imports ------------------------------------------------------------------------------
 
 
+def _import_members(session: Session, path: Path, panel_id: int) -> None:
+    imports.commit(
+        session, path, "panel_contact", actor="c", actor_id=None, source="t", panel_id=panel_id
+    )
+
+
 def _list(tmp_path: Path, *emails: str) -> Path:
     day = (utcnow() - timedelta(days=3)).astimezone(LONDON).date().isoformat()
     path = tmp_path / "list.csv"
@@ -300,15 +306,7 @@ def test_a_panel_import_crossing_a_withdrawal_does_not_put_them_back(
 
     def run() -> None:
         with db.transaction() as session:
-            imports.commit(
-                session,
-                path,
-                "panel_contact",
-                actor="c",
-                actor_id=None,
-                source="t",
-                panel_id=river_id,
-            )
+            _import_members(session, path, river_id)
 
     meanwhile(db, withdraw, run)
     with db.reader() as session:
@@ -333,12 +331,7 @@ def test_a_panel_import_crossing_the_panel_s_conclusion_leaves_no_member_data(
         panel_id = factories.panel(session).id or 0
     path = _list(tmp_path, PARENT, "other@example.com")
 
-    def run(session: Session) -> None:
-        imports.commit(
-            session, path, "panel_contact", actor="c", actor_id=None, source="t", panel_id=panel_id
-        )
-
-    _crossing_a_conclusion(db, panel_id, run)
+    _crossing_a_conclusion(db, panel_id, lambda session: _import_members(session, path, panel_id))
     assert _left_on_the_panel(db, panel_id) == (0, 0)
 
 
@@ -390,15 +383,7 @@ def test_a_panel_import_waits_for_a_conclusion_made_meanwhile_and_is_refused(
 
     def run() -> None:
         with db.transaction() as session:
-            imports.commit(
-                session,
-                path,
-                "panel_contact",
-                actor="c",
-                actor_id=None,
-                source="t",
-                panel_id=panel_id,
-            )
+            _import_members(session, path, panel_id)
 
     importing = meanwhile(db, conclude, run)
     assert isinstance(importing.error, imports.ImportRefused)
@@ -424,15 +409,7 @@ def test_editing_a_panel_does_not_wait_for_a_whole_import_to_it(
     def run() -> float:
         began = time.monotonic()
         with db.transaction() as session:
-            imports.commit(
-                session,
-                path,
-                "panel_contact",
-                actor="c",
-                actor_id=None,
-                source="t",
-                panel_id=panel_id,
-            )
+            _import_members(session, path, panel_id)
         return time.monotonic() - began
 
     importing = Beside(run)
