@@ -878,10 +878,6 @@ def give(
     _check_channel(channel)
     actor = _check_actor(actor)
     note = _check_note(channel, note)
-    if purpose_key == RECORDINGS and not has_consent(session, person, PANEL_CONTACT):
-        raise InvalidInput(
-            RECORDINGS, "You can agree to recording panel meetings once you have joined a panel."
-        )
     ctx = _load_context(session, person, purpose_key)
     if purpose_key == RECORDINGS and not _contact_in_force(session, person, utcnow()):
         raise InvalidInput(
