@@ -464,29 +464,32 @@ def update_request(
 EXTENDED_MONTHS = 3
 
 
+def _why_not_extend(request: RightsRequest, now: datetime | None = None) -> str | None:
+    """Why this request cannot be given more time, or None if it can: the person must be
+    told of an extension, and why, within the first month."""
+    if request.status != "open":
+        return "Only an open request can be given more time."
+    if request.extended_at is not None:
+        return "This request has already been given two more months."
+    if request.due_at < overdue_cutoff(now):
+        return (
+            "This request is past its first deadline, so it cannot be given more time: the "
+            "person must be told of an extension within the first month."
+        )
+    return None
+
+
 def can_extend(request: RightsRequest, now: datetime | None = None) -> bool:
-    """Open, not extended yet, and still within its first deadline: the person must be told
-    of an extension, and why, within the first month."""
-    return (
-        request.status == "open"
-        and request.extended_at is None
-        and request.due_at >= overdue_cutoff(now)
-    )
+    return _why_not_extend(request, now) is None
 
 
 def extend_request(
     session: Session, request: RightsRequest, *, reason: str, actor_id: int, actor: str
 ) -> RightsRequest:
     """Give a complex request two more months, recording why, as the person was told."""
-    if request.status != "open":
-        raise Conflict("Only an open request can be given more time.")
-    if request.extended_at is not None:
-        raise Conflict("This request has already been given two more months.")
-    if request.due_at < overdue_cutoff():
-        raise Conflict(
-            "This request is past its first deadline, so it cannot be given more time: the "
-            "person must be told of an extension within the first month."
-        )
+    refused = _why_not_extend(request)
+    if refused is not None:
+        raise Conflict(refused)
     cleaned = clean_text(
         reason,
         field="reason",

@@ -7,7 +7,6 @@ from werkzeug.wrappers import Response
 
 from consent import loading
 from consent.errors import Conflict, InvalidInput
-from consent.models import Person, RightsRequest
 from consent.services import rights as service
 from consent.web import database
 from consent.web.admin import DPO, bp, roles, staff
@@ -71,19 +70,18 @@ def rights_request(request_id: int) -> str | Response | tuple[str, int]:
             return redirect(url_for("admin.rights"))
         except InvalidInput as error:
             attach_error(form, error, fallback="outcome")
-    with database().reader() as session:
-        found = service.get_request(session, request_id)
-        person = None
-        if found.person_id:
-            person = loading.person_by_id.get(session, found.person_id)
-    if request.method == "GET":
-        form.status.data, form.outcome.data = found.status, found.outcome
-    return _request_page(found, person, form, ExtendForm())
+    return _request_page(request_id, form, ExtendForm(), fill=request.method == "GET")
 
 
 def _request_page(
-    found: RightsRequest, person: Person | None, form: RightsUpdateForm, extend: ExtendForm
+    request_id: int, form: RightsUpdateForm, extend: ExtendForm, *, fill: bool
 ) -> tuple[str, int]:
+    """The request's page; ``fill`` puts its saved status and outcome in the form."""
+    with database().reader() as session:
+        found = service.get_request(session, request_id)
+        person = loading.person_by_id.get(session, found.person_id) if found.person_id else None
+    if fill:
+        form.status.data, form.outcome.data = found.status, found.outcome
     return render_template(
         "admin/rights_request.html",
         item=found,
@@ -119,9 +117,4 @@ def rights_extend(request_id: int) -> Response | tuple[str, int]:
             return redirect(url_for("admin.rights_request", request_id=request_id))
         except InvalidInput as error:
             attach_error(extend, error, fallback="reason")
-    with database().reader() as session:
-        found = service.get_request(session, request_id)
-        person = loading.person_by_id.get(session, found.person_id) if found.person_id else None
-    form = RightsUpdateForm(formdata=None)
-    form.status.data, form.outcome.data = found.status, found.outcome
-    return _request_page(found, person, form, extend)
+    return _request_page(request_id, RightsUpdateForm(formdata=None), extend, fill=True)
