@@ -294,9 +294,7 @@ def _end_expired_memberships(
     )
 
 
-def _memberships_without_consent(
-    session: Session, now: datetime, statuses: Sequence[str] = ("withdrawn", "expired")
-) -> Select:
+def _memberships_without_consent(session: Session, now: datetime) -> Select:
     """Memberships that outlived a panel-contact consent ended (withdrawn, or expired)
     since shortly before the last finished run."""
     member, state = PanelMembership.__table__, ConsentState.__table__
@@ -316,7 +314,7 @@ def _memberships_without_consent(
             and_(state.c.person_id == member.c.person_id, state.c.purpose_id == contact),
         )
         .where(
-            state.c.status.in_(statuses),
+            state.c.status.in_(("withdrawn", "expired")),
             state.c.changed_at >= since,
             member.c.left_at.is_(None),
         )
@@ -329,16 +327,16 @@ def _end_memberships_without_consent(
     """A membership outlived its panel-contact consent: end it now (a safety net), for the
     reason the consent ended, since a consent that ran out is no opt-out and keeps answers
     sent to stay on."""
+    with database.reader() as session:
+        ended = _memberships_without_consent(session, now)
     ended_before = [_contact_running_out(now), _people_of(_expired_memberships(now))]
     for status in ("withdrawn", "expired"):
-        with database.reader() as session:
-            query = _memberships_without_consent(session, now, [status])
         _end_memberships(
             database,
             report,
             now,
             batch,
-            query,
+            ended.where(ConsentState.__table__.c.status == status),
             status,
             "memberships_without_consent",
             ended_before=ended_before,
