@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Boolean, Integer, String, Text, bindparam, event, text
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.compiler import compiles
@@ -191,6 +191,12 @@ def flushed_connection(session: Session) -> Connection:
 def after_commit(session: Session, callback: Callable[[], None]) -> None:
     """Run ``callback`` once the surrounding transaction has committed, never before."""
     session.info.setdefault(AFTER_COMMIT, []).append(callback)
+
+
+def upsert_insert(dialect: str, table: Any) -> Any:
+    """An INSERT on ``table`` that can say what to do on conflict, for this dialect: SQLite
+    and PostgreSQL each have their own, with the same methods."""
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def is_postgres(session: Session) -> bool:

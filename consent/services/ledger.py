@@ -33,7 +33,7 @@ from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, select
 
 from consent import loading
-from consent.db import among, is_postgres, settings_of
+from consent.db import among, is_postgres, settings_of, upsert_insert
 from consent.errors import Erased, InvalidInput, NotConsented, Suppressed, UnknownPurpose
 from consent.models import ConsentEvent, ConsentState, Notice, Person, Purpose, Suppression
 from consent.models.ledger import CHANNELS
@@ -276,9 +276,7 @@ def _write_statements(dialect: str) -> tuple[Any, Any, Any]:
     """
     event, state = ConsentEvent.__table__, ConsentState.__table__
     insert_many = insert(event)
-    upsert = _on_state_conflict(
-        (postgresql.insert if dialect == "postgresql" else sqlite.insert)(state)
-    )
+    upsert = _on_state_conflict(upsert_insert(dialect, state))
     rewrite = (
         update(state)
         .where(

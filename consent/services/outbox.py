@@ -22,11 +22,10 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from sqlalchemy import String, and_, bindparam, case, cast, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from consent import emails, links
-from consent.db import after_commit, among, is_postgres, settings_of
+from consent.db import after_commit, among, is_postgres, settings_of, upsert_insert
 from consent.errors import InvalidInput
 from consent.models import Outbox, Person
 from consent.services import people
@@ -133,8 +132,7 @@ def wake_after_commit(session: Session) -> None:
 def _insert(dialect: str) -> Any:
     """Built once per dialect; a repeated ``dedupe_key`` inserts nothing and returns no id."""
     table = Outbox.__table__
-    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = make(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    statement = upsert_insert(dialect, table).on_conflict_do_nothing(index_elements=["dedupe_key"])
     return statement.returning(table.c.id)
 
 

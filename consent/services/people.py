@@ -11,13 +11,12 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import and_, case, delete, func, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 
 from consent import loading
-from consent.db import among, settings_of
+from consent.db import among, settings_of, upsert_insert
 from consent.errors import Conflict, Erased, InvalidInput, NotFound
 from consent.models import (
     AddressOptOut,
@@ -87,10 +86,8 @@ def _remember_opt_outs(session: Session, opted_out: list[tuple[str, datetime]]) 
     if not opted_out:
         return
     table = AddressOptOut.__table__
-    dialect = session.get_bind().dialect.name
-    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = utcnow()
-    statement = make(table)
+    statement = upsert_insert(session.get_bind().dialect.name, table)
     session.execute(
         statement.on_conflict_do_update(
             index_elements=["email_hmac"],
@@ -586,8 +583,7 @@ def _leave_opt_out_behind(session: Session, person: Person) -> None:
     ).scalar_one_or_none()
     stops = [at for at in (withdrawn, person.stopped_all_at) if at is not None]
     if stops:
-        digest = email_hmac(settings_of(session).hash_key, person.email)
-        _remember_opt_outs(session, [(digest, max(stops))])
+        _remember_opt_outs(session, [(_hmac_for(session, person.email), max(stops))])
 
 
 def _stopped_all(session: Session, living: list[Any]) -> set[int]:
@@ -613,5 +609,4 @@ def _stopped_all(session: Session, living: list[Any]) -> set[int]:
 @cache
 def _hash_insert(dialect: str, table: Any) -> Any:
     """An insert into a list of address hashes that leaves a hash already listed alone."""
-    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return make(table).on_conflict_do_nothing(index_elements=["email_hmac"])
+    return upsert_insert(dialect, table).on_conflict_do_nothing(index_elements=["email_hmac"])

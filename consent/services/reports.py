@@ -15,9 +15,9 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
+from consent.db import upsert_insert
 from consent.errors import InvalidInput
 from consent.models import StatCounter
 from consent.timeutil import to_london, utcnow
@@ -70,7 +70,7 @@ def upsert_statement(dialect: str) -> Any:
     """
     table = StatCounter.__table__
     names = ("period", "metric", "scope", "dimension", "value", "count")
-    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    statement = upsert_insert(dialect, table)
     statement = statement.values({name: bindparam(f"c_{name}") for name in names})
     return statement.on_conflict_do_update(
         index_elements=["period", "metric", "scope", "dimension", "value"],
