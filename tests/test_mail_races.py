@@ -87,6 +87,16 @@ def _cancel_workshop(session: Session, workshop_id: int) -> None:
     workshops.cancel_workshop(session, workshops.get_workshop(session, workshop_id))
 
 
+def _mark_absent(session: Session, workshop_id: int) -> None:
+    booking_id = session.exec(
+        select(Booking.id).where(
+            Booking.workshop_id == workshop_id, Booking.person_id == _parent(session).id
+        )
+    ).one()
+    assert booking_id is not None
+    workshops.set_attended(session, workshops.get_workshop(session, workshop_id), booking_id, False)
+
+
 def _workshop_ended_yesterday(db: Database) -> int:
     """The parent's workshop, and another one someone else booked, both ended yesterday."""
     earlier = time_machine.travel(utcnow() - timedelta(days=3), tick=False)
@@ -112,6 +122,7 @@ CROSSINGS = [
     pytest.param(REMINDER, _cancel_workshop, id="reminder-cancel-workshop"),
     pytest.param(EVALUATION, _stop_booking_mail, id="evaluation-stop-mail"),
     pytest.param(EVALUATION, _erase, id="evaluation-erase"),
+    pytest.param(EVALUATION, _mark_absent, id="evaluation-marked-absent"),
 ]
 
 Job = tuple[str, Callable[[Database], int], Callable[[Session], int]]

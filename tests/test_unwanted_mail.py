@@ -17,7 +17,7 @@ from sqlmodel import select
 
 from consent import links
 from consent.db import Database
-from consent.models import Outbox, PanelMembership, PanelSession, PendingSignup, Person
+from consent.models import Booking, Outbox, PanelMembership, PanelSession, PendingSignup, Person
 from consent.services import (
     ledger,
     notices,
@@ -159,6 +159,51 @@ def test_waiting_reminders_stop_with_the_booking_the_workshop_or_the_wish_for_th
     }
 
 
+def test_news_of_a_changed_workshop_stops_with_the_place_but_not_with_reminders(
+    db: Database,
+) -> None:
+    """Asking for no more reminders is not giving up the place: news that its time moved
+    must still arrive. Cancelling the place, or the workshop, makes that news pointless."""
+    with db.transaction() as session:
+        one = factories.workshop(session, days=5)
+        other = factories.workshop(session, days=5, title="Toddler talk")
+        for email in ("cancels@example.com", "stops@example.com", "keeps@example.com"):
+            factories.booking(session, one, email)
+        factories.booking(session, other, "called-off@example.com")
+        for workshop in (one, other):
+            start = workshop.starts_at + timedelta(hours=2)
+            _, told = workshops.update_workshop(
+                session,
+                workshop,
+                title=workshop.title,
+                description=workshop.description,
+                starts_at=start,
+                ends_at=start + timedelta(hours=1),
+                capacity=workshop.capacity,
+                location=workshop.location,
+            )
+            assert told
+        other_id = other.id
+    with db.transaction() as session:
+        cancels = people.find_by_email(session, "cancels@example.com")
+        booking_id = session.exec(select(Booking.id).where(Booking.person_id == cancels.id)).one()
+        assert booking_id is not None
+        preferences.cancel_booking(session, cancels, booking_id)
+        preferences.unsubscribe(
+            session, people.find_by_email(session, "stops@example.com"), "workshops", one_click=True
+        )
+        workshops.cancel_workshop(session, workshops.get_workshop(session, other_id))
+    with db.reader() as session:
+        rows = session.exec(select(Outbox).where(Outbox.template == "workshop_changed")).all()
+        statuses = sorted((row.to_address or "", row.status) for row in rows)
+    assert statuses == [
+        ("called-off@example.com", "cancelled"),
+        ("cancels@example.com", "cancelled"),
+        ("keeps@example.com", "queued"),
+        ("stops@example.com", "queued"),
+    ]
+
+
 def test_stopping_one_booking_s_mail_leaves_the_feedback_request_of_another(
     db: Database,
 ) -> None:
@@ -176,6 +221,47 @@ def test_stopping_one_booking_s_mail_leaves_the_feedback_request_of_another(
         stopped = workshops.cancel_booking_mail(session, [person.id], [ids[0]], reason="test")
         assert stopped == 1
     assert sorted(_statuses(db, "workshop_evaluation").values()) == ["cancelled", "queued"]
+
+
+def test_a_booker_marked_as_not_having_come_is_not_asked_for_feedback(db: Database) -> None:
+    """The request may already be waiting when the coordinator fills in the register. Marking
+    them as having come after all asks them again on the job's next run."""
+    earlier = time_machine.travel(utcnow() - timedelta(days=3), tick=False)
+    with earlier, db.transaction() as session:
+        workshop = factories.workshop(session, starts_at=utcnow() + timedelta(days=2))
+        absent, came = (
+            factories.booking(session, workshop, email).id
+            for email in ("absent@example.com", "came@example.com")
+        )
+        workshop_id = workshop.id
+    assert absent is not None and came is not None and workshop_id is not None
+
+    def mark(booking_id: int, attended: bool) -> None:
+        with db.transaction() as session:
+            workshop = workshops.get_workshop(session, workshop_id)
+            workshops.set_attended(session, workshop, booking_id, attended)
+
+    with db.transaction() as session:
+        assert reminders.evaluation_requests(session) == 2
+    mark(came, True)
+    mark(absent, False)
+    assert _by_address(db) == [("absent@example.com", "cancelled"), ("came@example.com", "queued")]
+    with db.transaction() as session:
+        assert reminders.evaluation_requests(session) == 0
+    mark(absent, True)
+    with db.transaction() as session:
+        assert reminders.evaluation_requests(session) == 1
+    assert _by_address(db) == [
+        ("absent@example.com", "cancelled"),
+        ("absent@example.com", "queued"),
+        ("came@example.com", "queued"),
+    ]
+
+
+def _by_address(db: Database) -> list[tuple[str, str]]:
+    with db.reader() as session:
+        rows = session.exec(select(Outbox).where(Outbox.template == "workshop_evaluation")).all()
+        return sorted((row.to_address or "", row.status) for row in rows)
 
 
 def test_someone_who_comes_back_is_sent_what_was_cancelled_when_they_left(

@@ -524,7 +524,11 @@ def cancel_booking(session: Session, person: Person, booking_id: int) -> Booking
     reports.count(session, "workshop.cancelled", scope=f"workshop:{booking.workshop_id}")
     assert person.id is not None
     workshops.cancel_booking_mail(
-        session, [person.id], [booking_id], reason="they cancelled the booking before it was sent."
+        session,
+        [person.id],
+        [booking_id],
+        reason="they cancelled the booking before it was sent.",
+        templates=workshops.ENDED_BOOKING_MAIL,
     )
     session.flush()
     return booking

@@ -372,25 +372,33 @@ def cancel_workshop(session: Session, workshop: Workshop) -> int:
         sorted({person_id for _, person_id in booked}),
         [booking_id for booking_id, _ in booked],
         reason="the workshop was cancelled before it was sent.",
+        templates=ENDED_BOOKING_MAIL,
     )
     session.flush()
     return told
 
 
-#: Mail about one booking.
+#: Mail about one booking that the booker can ask to stop.
 _BOOKING_MAIL = ("workshop_reminder", "workshop_evaluation")
+#: Mail about one booking that has no point once the place or the workshop is cancelled.
+ENDED_BOOKING_MAIL = (*_BOOKING_MAIL, "workshop_changed")
 
 
 def cancel_booking_mail(
-    session: Session, person_ids: list[int], booking_ids: list[int] | None, *, reason: str
+    session: Session,
+    person_ids: list[int],
+    booking_ids: list[int] | None,
+    *,
+    reason: str,
+    templates: tuple[str, ...] = _BOOKING_MAIL,
 ) -> int:
     """Reminders and feedback requests still waiting for these bookings (or for all of these
     people's): they must not arrive after the booking, the workshop or the wish for them
-    has ended."""
+    has ended. News of a changed time goes too once the place itself has gone."""
     from consent.services import outbox
 
     return outbox.cancel_unsent(
-        session, person_ids, _BOOKING_MAIL, reason=reason, booking_ids=booking_ids
+        session, person_ids, templates, reason=reason, booking_ids=booking_ids
     )
 
 
@@ -434,6 +442,7 @@ def _tell_bookers(
             template,
             person=person,
             dedupe_key=f"{once}:{booking.id}" if once else None,
+            booking_id=booking.id,
             context={
                 "name": person.name,
                 "workshop_title": workshop.title,
@@ -448,7 +457,8 @@ def _tell_bookers(
 def set_attended(session: Session, workshop: Workshop, booking_id: int, attended: bool) -> Booking:
     """Record whether a booker came. Counted in the workshop's own month, so a correction
     (came, then did not come, or the other way) moves the same count back; a cancelled
-    place or workshop is never counted as attended."""
+    place or workshop is never counted as attended. Someone who did not come is not asked
+    what they thought: a feedback request still waiting for them is cancelled."""
     booking = session.get(Booking, booking_id) if isinstance(booking_id, int) else None
     if booking is None or booking.workshop_id != workshop.id or booking.purged_at is not None:
         raise NotFound("We could not find that booking.")
@@ -468,4 +478,14 @@ def set_attended(session: Session, workshop: Workshop, booking_id: int, attended
         )
     booking.attended = attended
     session.flush()
+    if not attended:
+        from consent.services import outbox
+
+        outbox.cancel_unsent(
+            session,
+            [booking.person_id],
+            ("workshop_evaluation",),
+            reason="they were marked as not having come before it was sent.",
+            booking_ids=[booking_id],
+        )
     return booking
