@@ -15,7 +15,7 @@ from consent.config import Settings
 from consent.db import Database, make_engine
 from consent.models import Attendance, MailchimpChange, Outbox, Person, RightsRequest
 from consent.schema import FOREIGN_TABLES, alembic_config, include_object, upgrade
-from consent.services import casework, ledger, panels, preferences, reminders
+from consent.services import casework, ledger, panels, preferences, reminders, workshops
 from consent.timeutil import LONDON, add_months_dt, utcnow
 from tests import factories
 from tests.fake_mailchimp import md5
@@ -301,3 +301,28 @@ def test_upgrading_moves_rights_deadlines_off_weekends_and_bank_holidays(
         "2026-03-02T12:00:00+00:00",
         "2026-12-23T12:00:00+00:00",
     ]
+
+
+def test_upgrading_names_the_booking_of_a_waiting_workshop_cancellation(
+    settings: Settings,
+) -> None:
+    """Until now its booking was read back out of its key: after the upgrade, the bookers of
+    a cancelled workshop are still kept until their cancellation email has gone."""
+    db = Database(settings)
+    with db.transaction() as session:
+        workshop = factories.workshop(session, days=3)
+        factories.booking(session, workshop, "booker@example.com")
+        workshops.cancel_workshop(session, workshop)
+        session.flush()
+        session.execute(
+            update(Outbox).where(Outbox.template == "workshop_cancelled").values(booking_id=None)
+        )
+        assert workshops.cancellations_waiting(session) == set()
+        workshop_id = workshop.id
+    db.dispose()
+    command.downgrade(alembic_config(settings.database_url), "0024")
+    upgrade(settings)
+    db = Database(settings)
+    with db.reader() as session:
+        assert workshops.cancellations_waiting(session) == {workshop_id}
+    db.dispose()

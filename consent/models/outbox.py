@@ -11,6 +11,8 @@ from consent.models.base import UTCDateTime
 from consent.timeutil import utcnow
 
 OUTBOX_STATUSES = ("queued", "sending", "sent", "failed", "cancelled")
+#: A message in these has not gone yet, so a change can still stop it.
+OUTBOX_WAITING = ("queued", "sending")
 
 
 class Outbox(SQLModel, table=True):

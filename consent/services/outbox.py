@@ -28,6 +28,7 @@ from consent import emails, links
 from consent.db import after_commit, among, is_postgres, settings_of, upsert_insert
 from consent.errors import InvalidInput
 from consent.models import Outbox, Person
+from consent.models.outbox import OUTBOX_WAITING
 from consent.services import people
 from consent.timeutil import utcnow
 from consent.validation import without_addresses
@@ -186,7 +187,7 @@ def cancel_unsent(
         .where(
             among(table.c.person_id, person_ids),
             table.c.template.in_(templates),
-            table.c.status.in_(_WAITING),
+            table.c.status.in_(OUTBOX_WAITING),
             *about,
         )
         .values(_cancelled(table, f"Cancelled: {reason}"))
@@ -194,7 +195,6 @@ def cancel_unsent(
     return int(result.rowcount or 0)
 
 
-_WAITING = ("queued", "sending")
 #: Put before the reason a message was cancelled, when the relay had already taken it.
 SENT_BEFORE_CANCELLED = "Sent before it could be cancelled. "
 
@@ -208,7 +208,7 @@ def _cancel() -> Any:
         .where(
             table.c.person_id.in_(bindparam("person_ids", expanding=True)),
             table.c.template.in_(bindparam("templates", expanding=True)),
-            table.c.status.in_(_WAITING),
+            table.c.status.in_(OUTBOX_WAITING),
         )
         .values(_cancelled(table, bindparam("reason")))
     )
@@ -222,20 +222,6 @@ def _cancelled(table: Any, reason: Any) -> dict[str, Any]:
         "last_error": reason,
         "dedupe_key": table.c.dedupe_key + ":cancelled:" + cast(table.c.id, String),
     }
-
-
-def waiting_keys(session: Session, template: str) -> list[str]:
-    """The once-only keys of this template's messages not yet sent or given up on."""
-    table = Outbox.__table__
-    return [
-        key
-        for key in session.execute(
-            select(table.c.dedupe_key).where(
-                table.c.status.in_(("queued", "sending")), table.c.template == template
-            )
-        ).scalars()
-        if key
-    ]
 
 
 def claim(session: Session, worker: str, limit: int, now: datetime | None = None) -> list[int]:

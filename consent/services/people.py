@@ -32,6 +32,7 @@ from consent.models import (
     RightsRequest,
     Suppression,
 )
+from consent.models.outbox import OUTBOX_WAITING
 from consent.services import ledger, panels, reports
 from consent.timeutil import utcnow
 from consent.validation import (
@@ -511,7 +512,7 @@ def scrub(
     )
     session.execute(
         update(Outbox)
-        .where(among(Outbox.person_id, ids), Outbox.status.in_(("queued", "sending")))
+        .where(among(Outbox.person_id, ids), Outbox.status.in_(OUTBOX_WAITING))
         .values(status="cancelled", last_error="Cancelled: the person's data was deleted.")
     )
     session.execute(

@@ -9,9 +9,9 @@ from sqlalchemy import func, or_
 from sqlmodel import Session, select
 
 from consent import loading
-from consent.db import among
 from consent.errors import Conflict, InvalidInput, NotFound
-from consent.models import Booking, Person, Workshop
+from consent.models import Booking, Outbox, Person, Workshop
+from consent.models.outbox import OUTBOX_WAITING
 from consent.options import options
 from consent.services import people, reports
 from consent.timeutil import london_datetime, utcnow
@@ -405,17 +405,13 @@ def cancel_booking_mail(
 def cancellations_waiting(session: Session) -> set[int]:
     """Cancelled workshops with a cancellation email still to go. Their bookers' details
     are kept until it has: erasing a booker held for nothing else cancels their queued mail."""
-    from consent.services import outbox
-
-    booking_ids = [
-        int(key.rpartition(":")[2])
-        for key in outbox.waiting_keys(session, "workshop_cancelled")
-        if key.startswith(f"{CANCELLED_ONCE}:")
-    ]
-    if not booking_ids:
-        return set()
     return set(
-        session.exec(select(Booking.workshop_id).where(among(Booking.id, booking_ids))).all()
+        session.exec(
+            select(Booking.workshop_id)
+            .join(Outbox, Outbox.booking_id == Booking.id)
+            .where(Outbox.template == "workshop_cancelled", Outbox.status.in_(OUTBOX_WAITING))
+            .distinct()
+        ).all()
     )
 
 
