@@ -20,7 +20,7 @@ from consent.timeutil import utcnow
 from mailers.mailchimp import MailchimpUnavailable, Pusher, ReconcileIncomplete, reconcile
 from tests import factories
 from tests.fake_mailchimp import FakeMailchimp, md5
-from tests.helpers import crossing_writers_only, find_anywhere
+from tests.helpers import Beside, crossing_writers_only, find_anywhere
 
 Open = Callable[..., Database]
 
@@ -1033,3 +1033,73 @@ def test_an_address_change_here_keeps_an_unsubscribe_made_in_mailchimp(
     with time_machine.travel(utcnow() + timedelta(hours=1), tick=True):
         reconcile(db)
     assert _newsletter(db, "m2@example.com") == "withdrawn"
+
+
+def test_a_change_sent_back_to_wait_while_a_newer_one_is_queued_never_undoes_it(
+    configured: Open,
+    mailchimp_settings: dict,
+    mailchimp_fake: FakeMailchimp,
+    backend: str,
+) -> None:
+    """Mailchimp was busy, so a subscribe goes back to wait, while the person withdraws. On
+    PostgreSQL neither sees the other's change: the subscribe is left waiting beside the
+    unsubscribe, and, pushed after it, would put back someone who asked to come off."""
+    crossing_writers_only(backend)
+    db = configured(**mailchimp_settings)
+    mailchimp_fake.add_member("leaving@example.com", "subscribed")
+    with db.transaction() as session:
+        person_id = factories.consenting(session, "newsletter", email="leaving@example.com").id
+    with db.transaction() as session:
+        [subscribe] = mailchimp.claim(session, 10)
+        subscribe_id = subscribe.id
+    assert subscribe_id is not None
+
+    def withdraw() -> None:
+        with db.transaction() as session:
+            person = session.get(Person, person_id)
+            ledger.withdraw(session, person, "newsletter", channel="web_form", actor="self")
+
+    with db.transaction() as session:
+        mailchimp.mark_retry(session, [subscribe_id], "Mailchimp was busy", timedelta(minutes=5))
+        withdrawing = Beside(withdraw)
+        withdrawing.start()
+        withdrawing.join(timeout=30)
+        assert not withdrawing.is_alive(), "the withdrawal waited for the retry"
+    assert withdrawing.error is None
+    _pusher(db).push()
+    with time_machine.travel(utcnow() + timedelta(hours=1)):
+        _pusher(db).push()
+    assert mailchimp_fake.members[md5("leaving@example.com")]["status"] == "unsubscribed"
+    assert [(c.action, c.status) for c in _changes(db)] == [
+        ("subscribe", "superseded"),
+        ("unsubscribe", "done"),
+    ]
+
+
+def test_a_change_left_waiting_behind_a_newer_one_is_dropped_when_the_newer_is_taken(
+    configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
+) -> None:
+    """However the two came to wait side by side, only the newer is pushed, even while the
+    older waits to be tried again; another member's waiting change is left alone."""
+    db = configured(**mailchimp_settings)
+    later = utcnow() + timedelta(minutes=30)
+    with db.transaction() as session:
+        for email, action, due in (
+            ("leaving@example.com", "subscribe", later),
+            ("other@example.com", "subscribe", later),
+            ("leaving@example.com", "unsubscribe", utcnow()),
+        ):
+            session.add(
+                MailchimpChange(
+                    action=action,
+                    subscriber_hash=subscriber_hash(email),
+                    email=email if action == "subscribe" else None,
+                    next_attempt_at=due,
+                )
+            )
+    assert _pusher(db).push().pushed == 1
+    assert [(c.action, c.status) for c in _changes(db)] == [
+        ("subscribe", "superseded"),
+        ("subscribe", "pending"),
+        ("unsubscribe", "done"),
+    ]

@@ -234,7 +234,8 @@ def claim(session: Session, limit: int, now: datetime | None = None) -> list[Mai
     Only the changes this call's update won are returned: another pusher may take some of
     the same rows between the read and the update. A change waits while an earlier one for
     the same member is being pushed (by a command-line push beside the scheduler's, say):
-    an unsubscribe pushed first would be undone by the subscribe still on its way.
+    an unsubscribe pushed first would be undone by the subscribe still on its way. A change
+    still waiting behind a newer one for the same member is dropped.
     """
     now = now or utcnow()
     table = MailchimpChange.__table__
@@ -264,6 +265,7 @@ def claim(session: Session, limit: int, now: datetime | None = None) -> list[Mai
     ids = list(session.execute(due).scalars())
     if not ids:
         return []
+    _supersede_overtaken_by(session, ids, now)
     won = session.execute(
         update(table)
         .where(table.c.id.in_(ids), table.c.status == "pending")
@@ -311,6 +313,28 @@ def _supersede_overtaken(session: Session, ids: list[int], now: datetime) -> Non
         .exists()
     )
     _supersede(session, table.c.id.in_(ids), newer, now=now)
+
+
+def _supersede_overtaken_by(session: Session, ids: list[int], now: datetime) -> None:
+    """Drop the waiting changes that these newer ones overtook. Queuing a change drops the
+    one waiting before it, but on PostgreSQL a change sent back to wait (Mailchimp was busy)
+    at the moment a newer one is queued is seen by neither, and would be pushed after it.
+    The older ones are found from the newer, by member, so a long queue is not scanned on
+    every claim; ``_supersede`` keeps to those still waiting."""
+    table = MailchimpChange.__table__
+    newer, older = table.alias("newer"), table.alias("older")
+    overtaken = list(
+        session.execute(
+            select(older.c.id)
+            .join(
+                newer,
+                (newer.c.subscriber_hash == older.c.subscriber_hash) & (newer.c.id > older.c.id),
+            )
+            .where(newer.c.id.in_(ids))
+        ).scalars()
+    )
+    if overtaken:
+        _supersede(session, table.c.id.in_(overtaken), now=now)
 
 
 def wait_before(attempts: int, first: timedelta) -> timedelta:
