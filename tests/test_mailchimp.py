@@ -20,7 +20,7 @@ from consent.timeutil import utcnow
 from mailers.mailchimp import MailchimpUnavailable, Pusher, ReconcileIncomplete, reconcile
 from tests import factories
 from tests.fake_mailchimp import FakeMailchimp, md5
-from tests.helpers import Beside, crossing_writers_only, find_anywhere
+from tests.helpers import Beside, crossing_writers_only, find_anywhere, until_done_or_waiting
 
 Open = Callable[..., Database]
 
@@ -948,25 +948,34 @@ def test_changes_not_tried_because_mailchimp_asked_us_to_wait_keep_their_attempt
 def test_two_pushers_never_take_the_same_change(
     configured: Open, mailchimp_settings: dict, mailchimp_fake: FakeMailchimp
 ) -> None:
-    """Between one pusher's read of what is due and its update, another takes the rows."""
+    """Between one pusher's read of what is due and its update, another claims: it waits
+    its turn, then finds every change taken."""
     from sqlalchemy import event
 
     db = configured(**mailchimp_settings)
     crossing_writers_only(db.engine.dialect.name)
     other = configured(**mailchimp_settings)
     _subscribers(db, "dup", 2)
-    taken: list[int] = []
+    beside: list[Beside] = []
+
+    def claim_beside() -> list[int]:
+        with other.transaction() as session:
+            return [c.id or 0 for c in mailchimp.claim(session, 10)]
 
     @event.listens_for(db.engine, "before_cursor_execute")
     def meanwhile(conn, cursor, statement, params, context, many):  # type: ignore[no-untyped-def]
         claiming = statement.startswith("UPDATE mailchimp_change") and "attempts" in statement
-        if claiming and not taken:
-            with other.transaction() as session:
-                taken.extend(c.id for c in mailchimp.claim(session, 10))
+        if claiming and not beside:
+            beside.append(Beside(claim_beside))
+            beside[0].start()
+            until_done_or_waiting(other.engine, beside[0])
 
     with db.transaction() as session:
         mine = [c.id for c in mailchimp.claim(session, 10)]
-    assert len(taken) == 2 and mine == []
+    [second] = beside
+    second.join(timeout=30)
+    assert second.error is None
+    assert len(mine) == 2 and second.result == []
 
 
 def test_mailchimp_moving_a_member_takes_a_queued_unsubscribe_to_the_new_address(
@@ -1103,3 +1112,44 @@ def test_a_change_left_waiting_behind_a_newer_one_is_dropped_when_the_newer_is_t
         ("subscribe", "pending"),
         ("unsubscribe", "done"),
     ]
+
+
+def test_two_pushers_claiming_at_once_never_take_two_changes_for_one_member(
+    configured: Open,
+    mailchimp_settings: dict,
+    mailchimp_fake: FakeMailchimp,
+    backend: str,
+) -> None:
+    """A second pusher's claim, made before the first has committed, must not take the newer
+    change while the first sends the older: the two would reach Mailchimp in either order."""
+    crossing_writers_only(backend)
+    db = configured(**mailchimp_settings)
+    with db.transaction() as session:
+        for action in ("subscribe", "unsubscribe"):
+            session.add(
+                MailchimpChange(
+                    action=action,
+                    subscriber_hash=subscriber_hash("member@example.com"),
+                    email="member@example.com" if action == "subscribe" else None,
+                )
+            )
+        session.add(
+            MailchimpChange(
+                action="subscribe",
+                subscriber_hash=subscriber_hash("other@example.com"),
+                email="other@example.com",
+            )
+        )
+
+    def second_claim() -> list[str]:
+        with db.transaction() as session:
+            return [change.email or change.action for change in mailchimp.claim(session, 10)]
+
+    with db.transaction() as session:
+        assert [change.action for change in mailchimp.claim(session, 1)] == ["subscribe"]
+        second = Beside(second_claim)
+        second.start()
+        until_done_or_waiting(db.engine, second)
+    second.join(timeout=30)
+    assert second.error is None
+    assert second.result == ["other@example.com"]

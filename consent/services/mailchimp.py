@@ -14,10 +14,10 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, or_, select, update
+from sqlalchemy import bindparam, case, func, or_, select, text, update
 from sqlmodel import Session
 
-from consent.db import settings_of
+from consent.db import is_postgres, settings_of
 from consent.errors import NotConsented
 from consent.models import MailchimpChange, Person
 from consent.prepared import Prepared
@@ -34,6 +34,8 @@ STOPPING = ("unsubscribe", "delete")
 LONGEST_WAIT = timedelta(hours=6)
 #: A change in these states reached Mailchimp, or may have: Mailchimp may hold the member.
 REACHED = ("done", "pushing")
+#: The PostgreSQL advisory lock that makes two pushers' claims take turns ("mchp").
+_CLAIM_LOCK = 0x6D636870
 
 
 def subscriber_hash(email: str) -> str:
@@ -234,10 +236,13 @@ def claim(session: Session, limit: int, now: datetime | None = None) -> list[Mai
     Only the changes this call's update won are returned: another pusher may take some of
     the same rows between the read and the update. A change waits while an earlier one for
     the same member is being pushed (by a command-line push beside the scheduler's, say):
-    an unsubscribe pushed first would be undone by the subscribe still on its way. A change
+    an unsubscribe pushed first would be undone by the subscribe still on its way. On
+    PostgreSQL claims take turns, so each sees what the one before it took. A change
     still waiting behind a newer one for the same member is dropped.
     """
     now = now or utcnow()
+    if is_postgres(session):
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CLAIM_LOCK})
     table = MailchimpChange.__table__
     stale = session.execute(
         update(table)
