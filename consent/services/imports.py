@@ -24,7 +24,7 @@ from sqlalchemy import insert, select
 from sqlmodel import Session
 
 from consent import loading
-from consent.db import settings_of
+from consent.db import among, settings_of
 from consent.errors import DomainError, InvalidInput
 from consent.models import (
     AddressOptOut,
@@ -266,12 +266,20 @@ ERASED_MEANWHILE = (
 
 
 def _hold(session: Session, person_ids: list[int]) -> None:
-    """Lock these people and read them again, so what follows sees their latest record."""
-    if len(ledger.lock_people(session, person_ids)) < len(person_ids):
+    """Lock these people and read them again in the one statement, so what follows (and the
+    writing of their agreements) sees their latest record. The lock is the ledger's
+    (``FOR NO KEY UPDATE``, in id order), so it cannot deadlock with a parent's change."""
+    if not person_ids:
+        return
+    held = session.execute(
+        select(Person)
+        .where(among(Person.id, person_ids))
+        .order_by(Person.id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    ).scalars()
+    if sum(person.erased_at is None for person in held) < len(person_ids):
         raise ImportRefused(ERASED_MEANWHILE)
-    session.execute(
-        select(Person).where(Person.id.in_(person_ids)).execution_options(populate_existing=True)
-    ).all()
 
 
 def _classify(
@@ -546,10 +554,9 @@ def _write(
     actor: str,
     now: datetime,
 ) -> None:
+    """Write one chunk's agreements. The people already known were locked when the chunk was
+    read (``_classify`` with ``hold``), and stay locked until the import commits."""
     table = Person.__table__
-    known = [person.id for person in existing.values() if person.id is not None]
-    if len(ledger.lock_people(session, known)) < len(known):
-        raise ImportRefused(ERASED_MEANWHILE)
     new = [row for row in rows if row.email not in existing]
     if new:
         review = now + timedelta(days=1)
