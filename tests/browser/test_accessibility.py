@@ -12,7 +12,7 @@ from playwright.sync_api import Page, expect
 from sqlmodel import select, update
 
 from consent import links
-from consent.models import Booking, Outbox
+from consent.models import Booking, Outbox, Workshop
 from consent.services import ledger, outbox, preferences, signups, workshops
 from consent.timeutil import utcnow
 from tests import factories
@@ -61,6 +61,31 @@ def _world(live: LiveServer) -> dict[str, str]:
         confirm_email = re.search(r"/confirm-email/([\w.\-]+)", sent.one() or "")
         assert confirm_email is not None
         outbox.purge_bodies(session, keep=timedelta(0))
+        held = workshops.create_workshop(
+            session,
+            title="Toddler talk",
+            description="Words and play.",
+            starts_at=start,
+            ends_at=start + timedelta(hours=1),
+            capacity=20,
+            location="Online",
+        )
+        went, _ = workshops.book(
+            session,
+            held,
+            name="A Person",
+            email="a11y@example.com",
+            setting=None,
+            district="Eastgate",
+            job_role="Volunteer",
+        )
+        past = utcnow() - timedelta(days=1)
+        session.execute(
+            update(Workshop)
+            .where(Workshop.id == held.id)
+            .values(starts_at=past, ends_at=past + timedelta(hours=1))
+        )
+        other_panel = factories.panel(session, "Riverside Panel")
         return {
             "manage": links.make_token(settings, person, "manage"),
             "unsubscribe": links.make_token(settings, person, "unsubscribe", purpose="newsletter"),
@@ -69,6 +94,8 @@ def _world(live: LiveServer) -> dict[str, str]:
             "confirm_email": confirm_email.group(1),
             "workshop": str(workshop.id),
             "panel": str(panel.id),
+            "feedback": links.make_token(settings, person, "feedback", ref=went.id),
+            "invited": links.make_token(settings, newcomer, "join", ref=other_panel.id),
         }
 
 
@@ -97,6 +124,10 @@ PAGES: list[tuple[str, Callable[[dict[str, str]], str], str | None]] = [
     ("delete", lambda w: f"/manage/{w['manage']}/delete", None),
     ("unsubscribe", lambda w: f"/unsubscribe/{w['unsubscribe']}", None),
     ("stay on the panel", lambda w: f"/renew/{w['renew']}", None),
+    ("feedback", lambda w: f"/feedback/{w['feedback']}", None),
+    ("feedback with errors", lambda w: f"/feedback/{w['feedback']}", "Send feedback"),
+    ("invited to join", lambda w: f"/join/{w['invited']}", None),
+    ("invited to join with errors", lambda w: f"/join/{w['invited']}", "Continue"),
     ("new link", lambda w: "/link", None),
     ("new link with errors", lambda w: "/link", "Send me a link"),
     ("privacy", lambda w: "/privacy", None),
