@@ -9,7 +9,7 @@ from playwright.sync_api import Page, expect
 from sqlmodel import select
 
 from consent.models import PanelProfile
-from consent.services import people, workshops
+from consent.services import admin_users, people, rights, workshops
 from consent.timeutil import to_london, utcnow
 from tests import factories
 from tests.admin_client import PASSWORD, code_for, make_staff
@@ -115,7 +115,21 @@ def test_every_admin_page_has_no_axe_violations(live: LiveServer, page: Page) ->
             district="Eastgate",
             job_role="Volunteer",
         )
+        logger, _ = admin_users.create_admin(
+            session, "logger@example.gov.uk", "dpo", PASSWORD, name="Logger"
+        )
+        request = rights.log_request(
+            session,
+            kind="access",
+            channel="post",
+            received=to_london(utcnow()).date().isoformat(),
+            requester="A Person",
+            email="a11y.admin@example.com",
+            actor_id=logger.id or 0,
+            actor=f"admin:{logger.id}",
+        )
         ids = {
+            "rights": request.id,
             "person": person.public_id,
             "panel": panel.id,
             "session": item.id,
@@ -141,6 +155,7 @@ def test_every_admin_page_has_no_axe_violations(live: LiveServer, page: Page) ->
         "/admin/rights",
         "/admin/password",
         "/admin/rights/new",
+        f"/admin/rights/{ids['rights']}",
         "/admin/reports",
         "/admin/import",
         "/admin/audit",
@@ -157,6 +172,34 @@ def test_every_admin_page_has_no_axe_violations(live: LiveServer, page: Page) ->
     results = axe.run(page)
     if results.violations_count:
         failures["rights form with errors"] = results.generate_snapshot()
+    page.goto(live.url + "/admin/import")
+    page.get_by_role("button", name="Preview").click()
+    results = axe.run(page)
+    if results.violations_count:
+        failures["import form with errors"] = results.generate_snapshot()
+    good = b"new.a11y@example.com,2026-11-01,Paper form at the Family Hub\n"
+    for name, rows in (("with problems", good + b"not an address,2026-11-01,Paper\n"), ("", good)):
+        page.goto(live.url + "/admin/import")
+        page.get_by_label("Purpose").select_option("newsletter")
+        page.get_by_label("CSV file").set_input_files(
+            files=[
+                {
+                    "name": "list.csv",
+                    "mimeType": "text/csv",
+                    "buffer": b"email,consented_at,evidence\n" + rows,
+                }
+            ]
+        )
+        page.get_by_role("button", name="Preview").click()
+        expect(page.get_by_role("heading", name="Check the import")).to_be_visible()
+        results = axe.run(page)
+        if results.violations_count:
+            failures[f"import preview {name}"] = results.generate_snapshot()
+    page.get_by_role("button", name="Import 1 row(s)").click()
+    expect(page.get_by_role("heading", name="Check the import")).not_to_be_visible()
+    results = axe.run(page)
+    if results.violations_count:
+        failures["imported"] = results.generate_snapshot()
     page.goto(live.url + f"/admin/panels/{ids['panel']}")
     page.get_by_role("button", name="See the diversity summary").click()
     results = axe.run(page)
@@ -172,7 +215,7 @@ def test_every_admin_page_has_no_axe_violations(live: LiveServer, page: Page) ->
     page.get_by_role("button", name="Sign out").click()
     admin_page = page.context.new_page()
     _sign_in(admin_page, live, "admin")
-    for path in ("/admin/users", "/admin/users/new", "/admin/api-keys/new"):
+    for path in ("/admin/users", "/admin/users/new", "/admin/api-keys", "/admin/api-keys/new"):
         admin_page.goto(live.url + path)
         results = axe.run(admin_page)
         assert results.violations_count == 0, (path, results.generate_snapshot())
@@ -194,3 +237,34 @@ def test_every_admin_page_has_no_axe_violations(live: LiveServer, page: Page) ->
         results = axe.run(fresh)
         assert results.violations_count == 0, results.generate_snapshot()
         fresh.close()
+
+
+def test_signing_in_has_no_axe_violations(live: LiveServer, page: Page) -> None:
+    """The first pages staff see, with their errors, and the page that enrols the app."""
+    email, secret = make_staff(live.db, "coordinator")
+    failures = {}
+    page.goto(live.url + "/admin/")
+    results = axe.run(page)
+    if results.violations_count:
+        failures["sign in"] = results.generate_snapshot()
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_text("There is a problem")).to_be_visible()
+    results = axe.run(page)
+    if results.violations_count:
+        failures["sign in with errors"] = results.generate_snapshot()
+    page.get_by_label("Email address").fill(email)
+    page.get_by_role("textbox", name="Password").fill(PASSWORD)
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("heading", name="Set up your authenticator app")).to_be_visible()
+    results = axe.run(page)
+    if results.violations_count:
+        failures["set up the app"] = results.generate_snapshot()
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_text("There is a problem")).to_be_visible()
+    results = axe.run(page)
+    if results.violations_count:
+        failures["code with errors"] = results.generate_snapshot()
+    assert failures == {}
+    page.get_by_label("Code from your authenticator app").fill(code_for(secret))
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
