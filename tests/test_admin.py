@@ -57,7 +57,7 @@ from consent.services import (
     signups,
     workshops,
 )
-from consent.timeutil import LONDON, london_date, utcnow
+from consent.timeutil import LONDON, london_date, london_input, utcnow
 from tests import factories
 from tests.admin_client import (
     PASSWORD,
@@ -1569,10 +1569,39 @@ def test_correcting_a_past_workshop_tells_nobody(app: Flask) -> None:
     with time_machine.travel(utcnow() - timedelta(days=3), tick=False), db.transaction() as session:
         workshop = factories.workshop(session, days=1, title="Baby sleep")
         factories.booking(session, workshop, "ann@example.com", "Ann")
-        workshop_id = workshop.id
+        workshop_id, starts_at = workshop.id, workshop.starts_at
     client = staff_client(app, "coordinator")
-    assert _edit_workshop(client, workshop_id, starts_at="2030-05-01 10:30").status_code == 302
+    earlier = starts_at - timedelta(hours=1)
+    moved = _edit_workshop(
+        client,
+        workshop_id,
+        starts_at=london_input(earlier),
+        ends_at=london_input(earlier + timedelta(hours=1)),
+    )
+    assert moved.status_code == 302
     assert mails(db, "ann@example.com", "workshop_changed") == []
+
+
+def test_a_workshop_that_has_taken_place_cannot_be_moved_into_the_future(app: Flask) -> None:
+    """Moved to a later date it would be open for booking again, its bookers' details kept
+    until then, and an attendance already counted could be cancelled with the workshop."""
+    db = _db(app)
+    with time_machine.travel(utcnow() - timedelta(days=3), tick=False), db.transaction() as session:
+        workshop = factories.workshop(session, days=1, title="Baby sleep")
+        booking_id = factories.booking(session, workshop, "ann@example.com", "Ann").id
+        workshop_id, starts_at = workshop.id, workshop.starts_at
+    with db.transaction() as session:
+        found = workshops.get_workshop(session, workshop_id)
+        workshops.set_attended(session, found, booking_id, True)
+    client = staff_client(app, "coordinator")
+    response = _edit_workshop(client, workshop_id, starts_at="2030-05-01 10:30")
+    assert response.status_code == 400
+    assert "has already started, so it cannot be moved to a time still to come" in (
+        html.unescape(text(response))
+    )
+    with db.reader() as session:
+        assert workshops.get_workshop(session, workshop_id).starts_at == starts_at
+    assert "Toddler talk" not in text(app.test_client().get("/workshops"))
 
 
 @pytest.mark.parametrize(

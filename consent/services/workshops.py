@@ -282,7 +282,9 @@ def update_workshop(
     """Save a coordinator's changes. A workshop still to come cannot be moved into the past;
     if its time or place changed, everyone booked is emailed the new details; returns how
     many were told. A workshop that has started can still be corrected, until its bookers'
-    details are deleted: moved to a new date then, its new bookings would never be."""
+    details are deleted: moved to a new date then, its new bookings would never be. It is
+    never moved to a time still to come: it would open for booking again, keep its bookers'
+    details until then, and could be cancelled with its attendance already counted."""
     session.refresh(workshop, with_for_update=True)
     if workshop.status == "cancelled":
         raise Conflict("A cancelled workshop cannot be changed.")
@@ -293,6 +295,12 @@ def update_workshop(
         )
     upcoming = workshop.starts_at > utcnow()
     _check_times(starts_at, ends_at, upcoming=upcoming)
+    if not upcoming and starts_at > utcnow():
+        raise InvalidInput(
+            "starts_at",
+            "This workshop has already started, so it cannot be moved to a time still to "
+            "come. To run it again, add a new workshop.",
+        )
     if not 1 <= capacity <= 10000:
         raise InvalidInput("capacity", "Number of places must be between 1 and 10,000.")
     if capacity < places_taken(session, workshop):
