@@ -223,6 +223,26 @@ def test_stopping_one_booking_s_mail_leaves_the_feedback_request_of_another(
     assert sorted(_statuses(db, "workshop_evaluation").values()) == ["cancelled", "queued"]
 
 
+def test_a_feedback_request_waiting_when_evaluation_closes_is_not_sent(db: Database) -> None:
+    """Its link would only answer that feedback has closed; another workshop's stays."""
+    earlier = time_machine.travel(utcnow() - timedelta(days=3), tick=False)
+    with earlier, db.transaction() as session:
+        start = utcnow() + timedelta(days=2)
+        closing = factories.workshop(session, starts_at=start)
+        factories.booking(session, closing, "closing@example.com")
+        other = factories.workshop(session, starts_at=start, title="Toddler talk")
+        factories.booking(session, other, "other@example.com")
+        closing_id = closing.id
+    with db.transaction() as session:
+        assert reminders.evaluation_requests(session) == 2
+    with db.transaction() as session:
+        workshops.close_evaluation(session, workshops.get_workshop(session, closing_id))
+    assert _by_address(db) == [
+        ("closing@example.com", "cancelled"),
+        ("other@example.com", "queued"),
+    ]
+
+
 def test_a_booker_marked_as_not_having_come_is_not_asked_for_feedback(db: Database) -> None:
     """The request may already be waiting when the coordinator fills in the register. Marking
     them as having come after all asks them again on the job's next run."""

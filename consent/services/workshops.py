@@ -257,9 +257,22 @@ def _count_rating(
 
 
 def close_evaluation(session: Session, workshop: Workshop) -> Workshop:
-    """No more feedback; attendee details go once the keep time has passed."""
+    """No more feedback; attendee details go once the keep time has passed. A request for
+    feedback still waiting to be sent is cancelled: its link would only say it has closed."""
     if workshop.evaluation_closed_at is None:
         workshop.evaluation_closed_at = utcnow()
+        booked = session.exec(
+            select(Booking.id, Booking.person_id).where(
+                Booking.workshop_id == workshop.id, Booking.person_id.is_not(None)
+            )
+        ).all()
+        cancel_booking_mail(
+            session,
+            sorted({person_id for _, person_id in booked if person_id is not None}),
+            [booking_id for booking_id, _ in booked if booking_id is not None],
+            reason="feedback for the workshop closed before it was sent.",
+            templates=("workshop_evaluation",),
+        )
         session.flush()
     return workshop
 
