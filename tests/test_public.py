@@ -420,6 +420,28 @@ def test_a_past_workshop_says_so(app: Flask, client: FlaskClient) -> None:
     assert "already taken place" in page
 
 
+def test_a_feedback_link_says_feedback_has_closed_before_asking_for_it(
+    app: Flask, client: FlaskClient
+) -> None:
+    """A booker opening the request late must not fill in the form only to be told that."""
+    db = _db(app)
+    with time_machine.travel(utcnow() - timedelta(days=3), tick=False), db.transaction() as s:
+        workshop = factories.workshop(s, days=1)
+        booking = factories.booking(s, workshop, "late@example.com")
+        workshop_id, booking_id = workshop.id, booking.id
+    with db.transaction() as session:
+        assert reminders.evaluation_requests(session) == 1
+        person = people.find_by_email(session, "late@example.com")
+        token = links.make_token(db.settings, person, "feedback", ref=booking_id)
+    assert "How useful was the workshop?" in text(client.get(f"/feedback/{token}"))
+    with db.transaction() as session:
+        workshops.close_evaluation(session, workshops.get_workshop(session, workshop_id))
+    closed = client.get(f"/feedback/{token}")
+    assert closed.status_code == 409
+    assert "Feedback for this workshop has closed" in text(closed)
+    assert "How useful was the workshop?" not in text(closed)
+
+
 def test_booking_needs_a_district_and_a_role(app: Flask, client: FlaskClient) -> None:
     workshop_id = _workshop(_db(app))
     response = submit(

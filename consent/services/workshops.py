@@ -206,10 +206,11 @@ def book_and_confirm(
 RATINGS = ("Very useful", "Useful", "Not very useful", "Not useful at all")
 
 
-def record_evaluation(
-    session: Session, person: Person, booking_id: int | None, *, rating: str, comments: str | None
-) -> Booking:
-    """Keep a booker's feedback with the booking; the rating is also counted anonymously."""
+def open_for_feedback(
+    session: Session, person: Person, booking_id: int | None
+) -> tuple[Booking, Workshop]:
+    """The booking and workshop a feedback link is for, if feedback can be given on it now.
+    The page asks this before showing the form, so nobody fills it in only to be refused."""
     booking = session.get(Booking, booking_id) if isinstance(booking_id, int) else None
     if booking is None or booking.person_id != person.id or booking.purged_at is not None:
         raise NotFound("We could not find that booking. Feedback may have closed.")
@@ -220,6 +221,14 @@ def record_evaluation(
         raise Conflict("This booking was cancelled, so there is no workshop to give feedback on.")
     if workshop.starts_at > utcnow():
         raise Conflict("You can tell us how the workshop went once it has taken place.")
+    return booking, workshop
+
+
+def record_evaluation(
+    session: Session, person: Person, booking_id: int | None, *, rating: str, comments: str | None
+) -> Booking:
+    """Keep a booker's feedback with the booking; the rating is also counted anonymously."""
+    booking, workshop = open_for_feedback(session, person, booking_id)
     if rating not in RATINGS:
         raise InvalidInput("rating", "Select how useful the workshop was.")
     cleaned = clean_text(

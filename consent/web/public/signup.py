@@ -8,8 +8,8 @@ from flask import redirect, render_template, request, url_for
 from sqlmodel import Session
 from werkzeug.wrappers import Response
 
-from consent.errors import Conflict, DomainError, InvalidInput, UnknownWording
-from consent.models import Booking, Notice, Panel, Purpose, Workshop
+from consent.errors import Conflict, DomainError, InvalidInput, NotFound, UnknownWording
+from consent.models import Notice, Panel, Purpose
 from consent.options import options
 from consent.services import (
     catalogue,
@@ -338,13 +338,11 @@ def feedback(token: str) -> str | tuple[str, int]:
     form = FeedbackForm()
     with database().reader() as session:
         person, claims = resolve(session, token, "feedback")
-        booking = session.get(Booking, claims.ref) if claims.ref else None
-        workshop = session.get(Workshop, booking.workshop_id) if booking else None
-    if booking is None or workshop is None or booking.person_id != person.id:
-        return render_template(
-            "public/confirm_problem.html",
-            message="We could not find that booking. Feedback may have closed.",
-        ), 404
+        try:
+            _, workshop = workshops.open_for_feedback(session, person, claims.ref)
+        except DomainError as error:
+            status = 404 if isinstance(error, NotFound) else 409
+            return render_template("public/confirm_problem.html", message=error.message), status
     if form.validate_on_submit():
         try:
             with database().transaction() as session:
