@@ -13,7 +13,7 @@ import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text as sql
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from consent import links
 from consent.db import Database
@@ -221,6 +221,46 @@ def test_stopping_one_booking_s_mail_leaves_the_feedback_request_of_another(
         stopped = workshops.cancel_booking_mail(session, [person.id], [ids[0]], reason="test")
         assert stopped == 1
     assert sorted(_statuses(db, "workshop_evaluation").values()) == ["cancelled", "queued"]
+
+
+def test_a_booking_confirmation_waiting_when_the_place_or_workshop_is_cancelled_is_not_sent(
+    db: Database,
+) -> None:
+    """Sent after the news of the cancellation (a retry backs off for hours), 'your place is
+    booked' would contradict it. Another booking's confirmation still goes."""
+
+    def book(session: Session, workshop_id: int, email: str) -> Booking:
+        booking, _ = workshops.book_and_confirm(
+            session,
+            workshops.get_workshop(session, workshop_id),
+            name="Bea Booker",
+            email=email,
+            setting=None,
+            district="Riverside",
+            job_role="Volunteer",
+            opt_ins={},
+        )
+        return booking
+
+    with db.transaction() as session:
+        called_off = factories.workshop(session, days=5).id
+        going_ahead = factories.workshop(session, days=6, title="Toddler talk").id
+        book(session, called_off, "told@example.com")
+        mine = book(session, going_ahead, "cancels@example.com")
+        book(session, going_ahead, "keeps@example.com")
+    with db.transaction() as session:
+        workshops.cancel_workshop(session, workshops.get_workshop(session, called_off))
+        cancels = people.find_by_email(session, "cancels@example.com")
+        preferences.cancel_booking(session, cancels, mine.id)
+    with db.reader() as session:
+        rows = session.exec(select(Outbox).where(Outbox.template == "workshop_booked")).all()
+        statuses = sorted((row.to_address or "", row.status) for row in rows)
+    assert statuses == [
+        ("cancels@example.com", "cancelled"),
+        ("keeps@example.com", "queued"),
+        ("told@example.com", "cancelled"),
+    ]
+    assert list(_statuses(db, "workshop_cancelled").values()) == ["queued"]
 
 
 def test_a_feedback_request_waiting_when_evaluation_closes_is_not_sent(db: Database) -> None:

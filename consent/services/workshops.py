@@ -172,7 +172,8 @@ def book_and_confirm(
     """Book from the public form: confirm by email, and ask to confirm any opt-ins ticked.
 
     Booking again with the same address books nothing new; the confirmation is sent again,
-    so the page never reveals whether an address had already booked.
+    so the page never reveals whether an address had already booked. The confirmation names
+    its booking, so cancelling the place or the workshop stops it if it has not gone yet.
     """
     from consent.services import outbox, signups
 
@@ -191,6 +192,7 @@ def book_and_confirm(
         session,
         "workshop_booked",
         person=person,
+        booking_id=booking.id,
         context={
             "name": person.name,
             "workshop_title": workshop.title,
@@ -410,8 +412,9 @@ def cancel_workshop(session: Session, workshop: Workshop) -> int:
 
 #: Mail about one booking that the booker can ask to stop.
 _BOOKING_MAIL = ("workshop_reminder", "workshop_evaluation")
-#: Mail about one booking that has no point once the place or the workshop is cancelled.
-ENDED_BOOKING_MAIL = (*_BOOKING_MAIL, "workshop_changed")
+#: Mail about one booking that has no point once the place or the workshop is cancelled:
+#: a confirmation still waiting would arrive after, and contradict, news of the cancellation.
+ENDED_BOOKING_MAIL = (*_BOOKING_MAIL, "workshop_changed", "workshop_booked")
 
 
 def cancel_booking_mail(
