@@ -549,3 +549,20 @@ def test_an_expiry_recorded_one_at_a_time_leaves_an_invitation_to_join_again(
         panels.invite(session, river, email="lapsing@example.com", name=None)
         ledger.expire(session, person, "panel_contact")
     assert list(_statuses(db, "panel_invitation").values()) == ["queued"]
+
+
+def test_no_meeting_invitation_goes_to_a_member_whose_two_years_ran_out_before_the_sweep(
+    db: Database,
+) -> None:
+    """The sweep that ends such memberships runs hourly; in that hour the agreement has
+    already run out, so the member is no longer someone we may contact about meetings."""
+    now = utcnow()
+    with time_machine.travel(now - timedelta(days=730, hours=1), tick=False), db.transaction() as s:
+        panel = factories.panel(s)
+        factories.member(s, panel, factories.person(s, "lapsed@example.com"))
+    with db.transaction() as s:
+        factories.member(s, panel, factories.person(s, "current@example.com"))
+        assert panels.invite_to_session(s, factories.meeting(s, panel, days=30)) == 1
+    with db.reader() as session:
+        rows = session.exec(select(Outbox).where(Outbox.template == "panel_session_invitation"))
+        assert [row.to_address for row in rows] == ["current@example.com"]

@@ -674,7 +674,8 @@ def invite_to_session(session: Session, panel_session: PanelSession) -> int:
 
     The memberships are held until the invitations are committed, as the reminder jobs hold
     theirs, but a member leaving at that moment is waited for, not passed over: the
-    coordinator expects everyone still on the panel to be invited."""
+    coordinator expects everyone still on the panel to be invited. A membership past its
+    two-year limit is no longer one, though the hourly sweep may not have ended it yet."""
     from consent.services import outbox
 
     panel = session.get(Panel, panel_session.panel_id)
@@ -689,6 +690,7 @@ def invite_to_session(session: Session, panel_session: PanelSession) -> int:
         .where(
             PanelMembership.panel_id == panel.id,
             PanelMembership.left_at.is_(None),
+            PanelMembership.expires_at > utcnow(),
             Person.erased_at.is_(None),
         )
         .order_by(PanelMembership.id)
