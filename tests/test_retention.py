@@ -108,6 +108,27 @@ def _counters(db: Database) -> dict[tuple[str, str, str, str], int]:
     return {tuple(r[:4]): r[4] for r in rows}
 
 
+def test_no_renewal_reminder_asks_a_member_to_stay_on_a_panel_that_has_concluded(
+    db: Database,
+) -> None:
+    """The sweep that ends a concluded panel's memberships runs hourly, like the reminders:
+    a reminder sent between the two would ask a member to stay on a panel that is over."""
+    start = utcnow()
+    with time_machine.travel(start, tick=False), db.transaction() as session:
+        ended = factories.panel(session, "Ended Parent Carer Panel")
+        factories.member(session, ended, factories.person(session, "ended@example.com"))
+        going = factories.panel(session, "Riverside Parent Carer Panel")
+        factories.member(session, going, factories.person(session, "going@example.com"))
+        panels.conclude(session, ended)
+    with (
+        time_machine.travel(start + TWO_YEARS - timedelta(days=30), tick=False),
+        db.transaction() as session,
+    ):
+        assert reminders.renewal_reminders(session) == 1
+    assert mails(db, "ended@example.com") == []
+    assert [m.template for m in mails(db, "going@example.com")] == ["reconsent_reminder"]
+
+
 def test_two_years_reminders_renewal_and_expiry(app: Flask, db: Database) -> None:
     client = app.test_client()
     start = utcnow()

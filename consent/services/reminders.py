@@ -43,7 +43,8 @@ def renewal_reminders(session: Session, now: datetime | None = None) -> int:
     Each notice goes to every membership whose limit falls inside its window (the 30-day
     notice up to 7 days before) and has not had it for that limit yet. So a membership
     that starts close to its limit (an import of an old agreement), or a scheduler that
-    was down, still gets a late notice rather than none.
+    was down, still gets a late notice rather than none. A concluded panel's members are
+    not asked to stay on it: the sweep is about to end their memberships.
     """
     now = now or utcnow()
     settings = settings_of(session)
@@ -67,7 +68,12 @@ def renewal_reminders(session: Session, now: datetime | None = None) -> int:
                     ConsentState.purpose_id == Purpose.id,
                 ),
             )
-            .where(window, Person.erased_at.is_(None), ConsentState.status == "given")
+            .where(
+                window,
+                Panel.status != "concluded",
+                Person.erased_at.is_(None),
+                ConsentState.status == "given",
+            )
             .with_for_update(read=True, skip_locked=True, of=PanelMembership)
         ).all()
         keys = {row[0].id: f"renewal:{row[0].id}:{row[0].expires_at:%Y%m%d}:{days}" for row in rows}
