@@ -2446,3 +2446,23 @@ def test_a_workshop_list_downloads_without_cancelled_bookings(app: Flask) -> Non
             select(AuditEvent).where(AuditEvent.action == "list.exported")
         ).scalar_one()
         assert (event.object_type, event.object_id) == ("workshop", str(workshop_id))
+
+
+def test_downloaded_lists_leave_out_panel_agreements_past_their_two_years(app: Flask) -> None:
+    """A list leaves the system; in the hour before the sweep records that someone's two
+    years ran out, it must not carry them as a member who agreed to be contacted."""
+    db = _db(app)
+    now = utcnow()
+    with time_machine.travel(now - timedelta(days=730, hours=1), tick=False), db.transaction() as s:
+        panel_id = factories.panel(s).id
+        factories.member(s, s.get(Panel, panel_id), factories.person(s, "lapsed@example.com"))
+    with db.transaction() as s:
+        factories.member(s, s.get(Panel, panel_id), factories.person(s, "current@example.com"))
+    client = staff_client(app, "coordinator")
+    for path in (
+        f"/admin/exports/panel/{panel_id}.csv",
+        "/admin/exports/purpose/panel_contact.csv",
+    ):
+        body = client.get(path).get_data(as_text=True)
+        assert "current@example.com" in body, path
+        assert "lapsed@example.com" not in body, path

@@ -7,12 +7,12 @@ import csv
 import io
 from collections.abc import Iterator
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlmodel import Session
 
 from consent.models import Booking, ConsentState, PanelMembership, Person
 from consent.services import notices, panels, workshops
-from consent.timeutil import london_datetime
+from consent.timeutil import london_datetime, utcnow
 from consent.validation import spreadsheet_safe
 
 KINDS = ("purpose", "panel", "workshop")
@@ -31,11 +31,17 @@ def _rows(session: Session, query: object) -> Iterator[tuple]:
 
 
 def purpose_list(session: Session, key: str) -> Iterator[str]:
+    """Who agrees now: a consent past its time limit has run out, though the hourly sweep
+    may not yet have recorded it, and a list taken away cannot be corrected."""
     purpose = notices.get_purpose(session, key)
     query = (
         select(Person.email, Person.name, ConsentState.given_at, ConsentState.channel)
         .join(ConsentState, ConsentState.person_id == Person.id)
-        .where(ConsentState.purpose_id == purpose.id, ConsentState.status == "given")
+        .where(
+            ConsentState.purpose_id == purpose.id,
+            ConsentState.status == "given",
+            or_(ConsentState.expires_at.is_(None), ConsentState.expires_at > utcnow()),
+        )
         .order_by(Person.id)
     )
     yield _line(["email", "name", "agreed", "how"])
@@ -44,6 +50,8 @@ def purpose_list(session: Session, key: str) -> Iterator[str]:
 
 
 def panel_list(session: Session, panel_id: int) -> Iterator[str]:
+    """Current members: a membership past its two-year limit is over, though the hourly
+    sweep may not yet have ended it."""
     panel = panels.get_panel(session, panel_id)
     query = (
         select(
@@ -54,7 +62,11 @@ def panel_list(session: Session, panel_id: int) -> Iterator[str]:
             PanelMembership.expires_at,
         )
         .join(PanelMembership, PanelMembership.person_id == Person.id)
-        .where(PanelMembership.panel_id == panel.id, PanelMembership.left_at.is_(None))
+        .where(
+            PanelMembership.panel_id == panel.id,
+            PanelMembership.left_at.is_(None),
+            PanelMembership.expires_at > utcnow(),
+        )
         .order_by(PanelMembership.id)
     )
     yield _line(["email", "name", "phone", "joined", "until"])
