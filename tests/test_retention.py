@@ -486,6 +486,39 @@ def test_a_declined_invitation_is_remembered_after_the_person_is_erased(
         assert len(mails(db, "no@example.com", template="panel_invitation")) == 1
 
 
+def test_unconfirmed_answers_to_join_a_concluded_panel_go_with_the_panel(db: Database) -> None:
+    """Answers sent to join (special category ones among them) wait encrypted for their
+    link; once the panel has concluded they can never be used, so they go with its data
+    rather than lingering for the rest of the week."""
+    with db.transaction() as session:
+        panel = factories.panel(session)
+        panel_id = panel.id
+        signups.request_panel(
+            session,
+            panel,
+            email="late@example.com",
+            name="Lena Late",
+            phone="01632 960 001",
+            profile=panels.ProfileInput(special_category={"disability": "Yes, I do"}),
+            recordings=False,
+            shown=_shown(session, "panel_contact"),
+        )
+        panels.conclude(session, panel)
+    dry = retention.sweep(db, dry_run=True)
+    assert dry.removed["pending_signups_purged"] == 1
+    assert dry.removed["people_erased"] == 1
+    report = retention.sweep(db)
+    assert report.removed["pending_signups_purged"] == 1
+    with db.reader() as session:
+        left = session.execute(
+            select(func.count())
+            .select_from(PendingSignup)
+            .where(PendingSignup.panel_id == panel_id)
+        ).scalar_one()
+        assert left == 0
+    assert report.removed["people_erased"] == 1, "nothing else held them"
+
+
 def _shown(session: Session, key: str) -> dict[str, int]:
     notice = notices.current_notice(session, notices.get_purpose(session, key))
     return {key: notice.id}

@@ -355,9 +355,9 @@ def _concluding_panels(session: Session) -> list[int]:
 def _destroy_concluded_panels(
     database: Database, report: SweepReport, now: datetime, batch: int
 ) -> None:
-    """A concluded panel: end every membership, destroy its data, and end the panel-contact
-    consent of members who are on no other panel, since there is nothing left to contact
-    them about."""
+    """A concluded panel: end every membership, destroy its data (and answers sent to join
+    it, never to be confirmed), and end the panel-contact consent of members who are on no
+    other panel, since there is nothing left to contact them about."""
     with database.reader() as session:
         concluded = _concluding_panels(session)
     if report.dry_run:
@@ -408,6 +408,7 @@ def _destroy_concluded_panels(
             report.removed["session_notes_destroyed"] += panels.destroy_session_notes(
                 session, panel
             )
+            report.removed["pending_signups_purged"] += panels.forget_sign_ups(session, panel, now)
         report.removed["panels_concluded"] += 1
 
 
@@ -415,8 +416,8 @@ def _foretell_concluded_panels(
     database: Database, report: SweepReport, now: datetime, concluded: list[int]
 ) -> None:
     """What ``_destroy_concluded_panels`` will do, after the steps before it: the members
-    still there leave, notes not about one of them go, and those on no other panel lose
-    their panel consents."""
+    still there leave, notes not about one of them go, answers sent to join go, and those
+    on no other panel lose their panel consents."""
     member, state = PanelMembership.__table__, ConsentState.__table__
     note, meeting = SessionNote.__table__, PanelSession.__table__
     with database.reader() as session:
@@ -445,8 +446,14 @@ def _foretell_concluded_panels(
                     ),
                 )
             ).scalar_one()
+            waiting = session.execute(
+                select(func.count()).where(
+                    PendingSignup.kind == "panel", PendingSignup.panel_id == panel_id
+                )
+            ).scalar_one()
             report.removed["memberships_panel_concluded"] += number
             report.removed["session_notes_destroyed"] += notes
+            report.removed["pending_signups_purged"] += waiting
             report.removed["panels_concluded"] += 1
             report.would.append(f"panel {panel_id} concluded: {number} membership(s) would end")
         if not concluded:
@@ -693,7 +700,8 @@ def holders(
     A consent or membership past its time limit is no reason: the sweep ends them first,
     and a dry run, which ends nothing, must see the same. For the same reason a dry run
     says what is ``ending``: concluded panels, whose memberships the sweep ends first along
-    with the panel consents of members on no other panel, and workshops whose bookings it
+    with the panel consents of members on no other panel and the answers sent to join them,
+    and workshops whose bookings it
     purges first, and whether the first step is still to expire panel contact past its
     limit, which takes a recordings consent within its own limit with it.
     """
@@ -738,6 +746,15 @@ def holders(
             )
         )
         memberships = memberships.where(member.c.panel_id.not_in(ending.panels))
+    waiting = select(pending.c.person_id).where(
+        among(pending.c.person_id, person_ids),
+        pending.c.expires_at > now,
+        pending.c.confirmed_at.is_(None),
+    )
+    if ending.panels:
+        waiting = waiting.where(
+            or_(pending.c.panel_id.is_(None), pending.c.panel_id.not_in(ending.panels))
+        )
     person = Person.__table__
     held: set[int] = set()
     for query in (
@@ -745,11 +762,7 @@ def holders(
         consents,
         memberships,
         bookings,
-        select(pending.c.person_id).where(
-            among(pending.c.person_id, person_ids),
-            pending.c.expires_at > now,
-            pending.c.confirmed_at.is_(None),
-        ),
+        waiting,
         select(request.c.person_id).where(
             among(request.c.person_id, person_ids), request.c.status == "open"
         ),
@@ -787,6 +800,7 @@ def _erase_people(database: Database, report: SweepReport, now: datetime, batch:
             booked = select(booking.c.person_id).where(
                 booking.c.workshop_id.in_(ending.workshops), booking.c.purged_at.is_(None)
             )
+            asked = select(PendingSignup.person_id).where(PendingSignup.panel_id.in_(ending.panels))
             due_or_running_out = and_(
                 person.c.erased_at.is_(None),
                 or_(
@@ -794,6 +808,7 @@ def _erase_people(database: Database, report: SweepReport, now: datetime, batch:
                     person.c.id.in_(running_out),
                     person.c.id.in_(leaving),
                     person.c.id.in_(booked),
+                    person.c.id.in_(asked),
                 ),
             )
             after = 0
