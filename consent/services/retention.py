@@ -701,9 +701,9 @@ def holders(
     and a dry run, which ends nothing, must see the same. For the same reason a dry run
     says what is ``ending``: concluded panels, whose memberships the sweep ends first along
     with the panel consents of members on no other panel and the answers sent to join them,
-    and workshops whose bookings it
-    purges first, and whether the first step is still to expire panel contact past its
-    limit, which takes a recordings consent within its own limit with it.
+    and workshops whose bookings it purges first, and whether the first step is still to
+    expire panel contact past its limit, which takes a recordings consent within its own
+    limit with it.
     """
     state, member = ConsentState.__table__, PanelMembership.__table__
     booking, pending = Booking.__table__, PendingSignup.__table__
