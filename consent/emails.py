@@ -68,6 +68,7 @@ EMAILS: dict[str, EmailSpec] = {
         "workshops",
         True,
         *_WORKSHOP,
+        "reminder",
     ),
     "workshop_reminder": _spec(
         "Reminder: your workshop is coming up",

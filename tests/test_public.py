@@ -391,6 +391,28 @@ def test_booking_a_workshop(app: Flask, client: FlaskClient) -> None:
         assert session.exec(select(func.count()).select_from(Booking)).one() == 2
 
 
+@pytest.mark.parametrize(("hours", "reminded"), [(13, True), (11, False)])
+def test_only_a_booker_who_will_be_reminded_is_promised_a_reminder(
+    app: Flask, client: FlaskClient, hours: int, reminded: bool
+) -> None:
+    """Booked in the last 12 hours before the start, the booking email is the reminder:
+    neither the page nor the email may promise another."""
+    db = _db(app)
+    with db.transaction() as session:
+        workshop = factories.workshop(session, starts_at=utcnow() + timedelta(hours=hours))
+        workshop_id = workshop.id
+    response = submit(client, f"/workshops/{workshop_id}", BOOKING)
+    page = text(client.get(response.location))
+    assert "Your place is booked" in page
+    assert ("reminder the day before" in page) is reminded
+    [booked] = mails(db, "sam@example.com")
+    assert ("with a reminder" in (booked.body_text or "")) is reminded
+    assert ("with a reminder" in (booked.body_html or "")) is reminded
+    with db.transaction() as session:
+        later = utcnow() + timedelta(hours=hours - 1)
+        assert reminders.workshop_reminders(session, now=later) == int(reminded)
+
+
 def test_a_booking_email_never_carries_words_typed_into_the_form(
     app: Flask, client: FlaskClient, member: str
 ) -> None:

@@ -28,13 +28,11 @@ from consent.models import (
     Purpose,
     Workshop,
 )
-from consent.services import outbox
+from consent.services import outbox, workshops
 from consent.timeutil import london_date, london_datetime, to_london, utcnow
 
 RENEWAL_NOTICES = (30, 7)
 EVALUATION_WINDOW = timedelta(days=7)
-#: A booking made this close to the start gets no reminder: its booking email is fresh.
-LATE_BOOKING = timedelta(hours=12)
 
 
 def renewal_reminders(session: Session, now: datetime | None = None) -> int:
@@ -134,7 +132,7 @@ def workshop_reminders(session: Session, now: datetime | None = None) -> int:
     queued = 0
     today = to_london(now).date()
     for booking, workshop, person in rows:
-        if booking.booked_at > workshop.starts_at - LATE_BOOKING:
+        if not workshops.reminded(booking.booked_at, workshop.starts_at):
             continue
         queued += (
             outbox.queue(

@@ -198,11 +198,22 @@ def book_and_confirm(
             "workshop_title": workshop.title,
             "workshop_when": london_datetime(workshop.starts_at),
             "workshop_location": workshop.location,
+            "reminder": reminded(booking.booked_at, workshop.starts_at),
         },
     )
     if opt_ins:
         signups.request_subscription(session, email=email, name=name, shown=opt_ins)
     return booking, created
+
+
+#: A booking made this close to the start gets no reminder: its booking email is fresh.
+LATE_BOOKING = timedelta(hours=12)
+
+
+def reminded(booked_at: datetime, starts_at: datetime) -> bool:
+    """Whether a booking made then is reminded the day before: the booking page and email
+    promise a reminder only to those who will get one."""
+    return booked_at <= starts_at - LATE_BOOKING
 
 
 RATINGS = ("Very useful", "Useful", "Not very useful", "Not useful at all")

@@ -164,7 +164,8 @@ def _closed_reason(status: str, starts_at: datetime, taken: int, capacity: int) 
 def booked(workshop_id: int) -> str:
     with database().reader() as session:
         found = workshops.get_workshop(session, workshop_id)
-    return render_template("public/booked.html", workshop=found)
+    reminder = workshops.reminded(utcnow(), found.starts_at)
+    return render_template("public/booked.html", workshop=found, reminder=reminder)
 
 
 # ---- panels -------------------------------------------------------------------------------
