@@ -21,7 +21,7 @@ from consent.models import Booking, Outbox
 from consent.services import ledger, panels, people, preferences, reminders, workshops
 from consent.timeutil import utcnow
 from tests import factories
-from tests.helpers import Beside, crossing_writers_only, meanwhile
+from tests.helpers import Beside, crossing_writers_only, meanwhile, until_done_or_waiting
 
 PARENT = "parent@example.com"
 OTHER = "other@example.com"
@@ -195,3 +195,72 @@ def test_meeting_invitations_wait_for_a_member_leaving_and_leave_them_out(
     assert inviting.error is None
     assert inviting.result == 1
     assert set(_waiting(db, "panel_session_invitation")) == {OTHER}
+
+
+def _move_workshop(session: Session, workshop_id: int) -> int:
+    workshop = workshops.get_workshop(session, workshop_id)
+    start = workshop.starts_at + timedelta(hours=2)
+    _, told = workshops.update_workshop(
+        session,
+        workshop,
+        title=workshop.title,
+        description=workshop.description,
+        starts_at=start,
+        ends_at=start + timedelta(hours=1),
+        capacity=workshop.capacity,
+        location=workshop.location,
+    )
+    return told
+
+
+def _booked_for_next_week(db: Database) -> int:
+    with db.transaction() as session:
+        workshop = factories.workshop(session, days=7)
+        for email in (PARENT, OTHER):
+            factories.booking(session, workshop, email)
+        return workshop.id or 0
+
+
+def test_a_place_cancelled_while_the_workshop_is_moved_is_not_told_of_the_move(
+    db: Database, backend: str
+) -> None:
+    """The coordinator has moved the workshop and queued the news, but not yet committed: the
+    parent cancelling their place at that moment waits, then finds the news and cancels it."""
+    crossing_writers_only(backend)
+    workshop_id = _booked_for_next_week(db)
+
+    def parent_cancels() -> None:
+        with db.transaction() as session:
+            _cancel_booking(session, workshop_id)
+
+    with db.transaction() as session:
+        assert _move_workshop(session, workshop_id) == 2
+        cancelling = Beside(parent_cancels)
+        cancelling.start()
+        until_done_or_waiting(db.engine, cancelling)
+    cancelling.join(timeout=30)
+    assert cancelling.error is None
+    assert _waiting(db, "workshop_changed") == {OTHER: "queued", PARENT: "cancelled"}
+
+
+def test_a_workshop_moved_while_a_place_is_cancelled_does_not_tell_that_booker(
+    db: Database, backend: str
+) -> None:
+    """The parent's cancellation is under way when the coordinator moves the workshop: the
+    news must not go from what was read before it, which the cancellation cannot see."""
+    crossing_writers_only(backend)
+    workshop_id = _booked_for_next_week(db)
+
+    def coordinator_moves() -> int:
+        with db.transaction() as session:
+            return _move_workshop(session, workshop_id)
+
+    with db.transaction() as session:
+        _cancel_booking(session, workshop_id)
+        session.flush()
+        moving = Beside(coordinator_moves)
+        moving.start()
+        until_done_or_waiting(db.engine, moving)
+    moving.join(timeout=30)
+    assert moving.error is None
+    assert _waiting(db, "workshop_changed") == {OTHER: "queued"}

@@ -462,7 +462,11 @@ def cancellations_waiting(session: Session) -> set[int]:
 def _tell_bookers(
     session: Session, workshop: Workshop, template: str, *, once: str | None = None, **context: str
 ) -> int:
-    """Email everyone still booked on a workshop; ``once`` makes it once-only per booking."""
+    """Email everyone still booked on a workshop; ``once`` makes it once-only per booking.
+
+    The bookings are held (shared) until the news is committed, as the reminder jobs hold
+    theirs: a place being cancelled at that moment is waited for and left out, and one
+    cancelled just after waits, then finds the news and cancels it."""
     from consent.services import outbox
 
     booked = session.exec(
@@ -474,6 +478,7 @@ def _tell_bookers(
             Person.erased_at.is_(None),
         )
         .order_by(Booking.booked_at)
+        .with_for_update(read=True, of=Booking)
     ).all()
     told = 0
     for booking, person in booked:
