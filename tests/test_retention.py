@@ -519,6 +519,38 @@ def test_unconfirmed_answers_to_join_a_concluded_panel_go_with_the_panel(db: Dat
     assert report.removed["people_erased"] == 1, "nothing else held them"
 
 
+def test_a_dry_run_counts_a_lapsed_answer_to_join_a_concluded_panel_once(db: Database) -> None:
+    """Answers whose link has lapsed go with the concluded panel, before the step that removes
+    lapsed answers gets to them: a dry run must not count them for both steps."""
+    start = utcnow()
+    with time_machine.travel(start, tick=False), db.transaction() as session:
+        panel = factories.panel(session)
+        for email in ("lapsed@example.com", "fresh@example.com"):
+            signups.request_panel(
+                session,
+                panel,
+                email=email,
+                name="Lena Late",
+                phone=None,
+                profile=panels.ProfileInput(),
+                recordings=False,
+                shown=_shown(session, "panel_contact"),
+            )
+            session.flush()
+            if email == "lapsed@example.com":
+                session.execute(
+                    update(PendingSignup)
+                    .where(PendingSignup.expires_at > start - timedelta(days=1))
+                    .values(expires_at=start - timedelta(hours=1))
+                )
+        panels.conclude(session, panel)
+    with time_machine.travel(start, tick=False):
+        dry = retention.sweep(db, dry_run=True)
+        done = retention.sweep(db)
+    assert done.removed["pending_signups_purged"] == 2
+    assert dry.removed["pending_signups_purged"] == 2
+
+
 def _shown(session: Session, key: str) -> dict[str, int]:
     notice = notices.current_notice(session, notices.get_purpose(session, key))
     return {key: notice.id}
