@@ -199,18 +199,7 @@ def test_meeting_invitations_wait_for_a_member_leaving_and_leave_them_out(
 
 def _move_workshop(session: Session, workshop_id: int) -> int:
     workshop = workshops.get_workshop(session, workshop_id)
-    start = workshop.starts_at + timedelta(hours=2)
-    _, told = workshops.update_workshop(
-        session,
-        workshop,
-        title=workshop.title,
-        description=workshop.description,
-        starts_at=start,
-        ends_at=start + timedelta(hours=1),
-        capacity=workshop.capacity,
-        location=workshop.location,
-    )
-    return told
+    return factories.move_workshop(session, workshop, timedelta(hours=2))
 
 
 def _booked_for_next_week(db: Database) -> int:

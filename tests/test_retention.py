@@ -979,17 +979,7 @@ def test_workshop_reminders_and_evaluation_requests_are_sent_once(app: Flask, db
 
 def _move(db: Database, workshop_id: int, by: timedelta) -> None:
     with db.transaction() as session:
-        workshop = workshops.get_workshop(session, workshop_id)
-        workshops.update_workshop(
-            session,
-            workshop,
-            title=workshop.title,
-            description=workshop.description,
-            starts_at=workshop.starts_at + by,
-            ends_at=workshop.ends_at + by,
-            capacity=workshop.capacity,
-            location=workshop.location,
-        )
+        factories.move_workshop(session, workshops.get_workshop(session, workshop_id), by)
 
 
 @time_machine.travel(datetime(2030, 3, 12, 12, 0, tzinfo=LONDON), tick=False)
