@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
@@ -598,7 +598,7 @@ def _after_change(
             outbox.cancel_unsent(
                 session, [person.id], outbox.sent_only_with(purpose_key), reason=outbox.ENDED
             )
-        _review(session, [person.id], at)
+        queue_review(session, [person.id], at)
 
 
 def _end_recordings(session: Session, person: Person, change: _Change) -> None:
@@ -619,10 +619,17 @@ def _end_recordings(session: Session, person: Person, change: _Change) -> None:
         expire(session, person, RECORDINGS, actor=change.actor, at=change.at)
 
 
-def _review(session: Session, person_ids: list[int], at: datetime) -> None:
-    """Ask retention to check soon whether anything is still held for these people."""
+def queue_review(session: Session, person_ids: Collection[int], at: datetime) -> None:
+    """Ask retention to check soon whether anything is still held for these people: each
+    step that ends a reason to hold someone calls this, so the sweep looks at nobody else."""
+    if not person_ids:
+        return
     table = Person.__table__
-    session.execute(update(table).where(among(table.c.id, person_ids)).values(review_at=at))
+    session.execute(
+        update(table)
+        .where(among(table.c.id, sorted(person_ids)), table.c.erased_at.is_(None))
+        .values(review_at=at)
+    )
 
 
 def lock_people(session: Session, person_ids: list[int]) -> list[int]:
@@ -795,7 +802,7 @@ def expire_many(
             review=False,
         )
     if review:
-        _review(session, touched, now)
+        queue_review(session, touched, now)
     return expired
 
 

@@ -193,19 +193,13 @@ def forget_sign_ups(session: Session, panel: Panel, at: datetime) -> int:
     """Answers sent to join a concluded panel and not yet confirmed can never be used, and
     may hold special category data: they go with the panel. Whoever they held is looked at
     again by the sweep."""
-    table, person = PendingSignup.__table__, Person.__table__
+    table = PendingSignup.__table__
     rows = session.execute(
         delete(table)
         .where(table.c.kind == "panel", table.c.panel_id == panel.id)
         .returning(table.c.person_id)
     ).all()
-    held = sorted({row[0] for row in rows})
-    if held:
-        session.execute(
-            update(person)
-            .where(among(person.c.id, held), person.c.erased_at.is_(None))
-            .values(review_at=at)
-        )
+    ledger.queue_review(session, {row[0] for row in rows}, at)
     return len(rows)
 
 

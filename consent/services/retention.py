@@ -555,13 +555,9 @@ def _purge_workshop_details(
                     .returning(booking.c.id)
                 ).scalars()
             )
-            holders = [r[1] for r in rows if r[1] is not None and r[0] in purged]
-            if holders:
-                session.execute(
-                    update(Person.__table__)
-                    .where(among(Person.__table__.c.id, holders))
-                    .values(review_at=now)
-                )
+            ledger.queue_review(
+                session, {r[1] for r in rows if r[1] is not None and r[0] in purged}, now
+            )
             report.removed["bookings_purged"] += len(purged)
             return len(rows)
 

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete
 from sqlmodel import Session, select
 
 from consent import links
@@ -220,7 +220,7 @@ def purge_expired(session: Session, now: datetime | None = None, limit: int = 10
     """Unconfirmed sign-ups past their link's life: their answers are not kept, and whoever
     they held is looked at again by the sweep, which may have waited for them."""
     now = now or utcnow()
-    table, person = PendingSignup.__table__, Person.__table__
+    table = PendingSignup.__table__
     due = list(
         session.execute(select(table.c.id).where(table.c.expires_at < now).limit(limit)).scalars()
     )
@@ -229,10 +229,5 @@ def purge_expired(session: Session, now: datetime | None = None, limit: int = 10
     rows = session.execute(
         delete(table).where(table.c.id.in_(due)).returning(table.c.id, table.c.person_id)
     ).all()
-    if rows:
-        session.execute(
-            update(person)
-            .where(person.c.id.in_({row.person_id for row in rows}), person.c.erased_at.is_(None))
-            .values(review_at=now)
-        )
+    ledger.queue_review(session, {row.person_id for row in rows}, now)
     return len(rows)
