@@ -283,17 +283,11 @@ def close_evaluation(session: Session, workshop: Workshop) -> Workshop:
     feedback still waiting to be sent is cancelled: its link would only say it has closed."""
     if workshop.evaluation_closed_at is None:
         workshop.evaluation_closed_at = utcnow()
-        booked = session.exec(
-            select(Booking.id, Booking.person_id).where(
-                Booking.workshop_id == workshop.id, Booking.person_id.is_not(None)
-            )
-        ).all()
-        cancel_booking_mail(
+        _cancel_workshop_mail(
             session,
-            sorted({person_id for _, person_id in booked if person_id is not None}),
-            [booking_id for booking_id, _ in booked if booking_id is not None],
+            workshop,
+            _FEEDBACK_MAIL,
             reason="feedback for the workshop closed before it was sent.",
-            templates=("workshop_evaluation",),
         )
         session.flush()
     return workshop
@@ -407,22 +401,20 @@ def cancel_workshop(session: Session, workshop: Workshop) -> int:
         raise Conflict("This workshop has already started, so it cannot be cancelled.")
     workshop.status = "cancelled"
     told = _tell_bookers(session, workshop, "workshop_cancelled", once=CANCELLED_ONCE)
-    booked = session.exec(
-        select(Booking.id, Booking.person_id).where(Booking.workshop_id == workshop.id)
-    ).all()
-    cancel_booking_mail(
+    _cancel_workshop_mail(
         session,
-        sorted({person_id for _, person_id in booked}),
-        [booking_id for booking_id, _ in booked],
+        workshop,
+        ENDED_BOOKING_MAIL,
         reason="the workshop was cancelled before it was sent.",
-        templates=ENDED_BOOKING_MAIL,
     )
     session.flush()
     return told
 
 
+#: Asking what a booker thought of the workshop.
+_FEEDBACK_MAIL = ("workshop_evaluation",)
 #: Mail about one booking that the booker can ask to stop.
-_BOOKING_MAIL = ("workshop_reminder", "workshop_evaluation")
+_BOOKING_MAIL = ("workshop_reminder", *_FEEDBACK_MAIL)
 #: Mail about one booking that has no point once the place or the workshop is cancelled:
 #: a confirmation still waiting would arrive after, and contradict, news of the cancellation.
 ENDED_BOOKING_MAIL = (*_BOOKING_MAIL, "workshop_changed", "workshop_booked")
@@ -443,6 +435,22 @@ def cancel_booking_mail(
 
     return outbox.cancel_unsent(
         session, person_ids, templates, reason=reason, booking_ids=booking_ids
+    )
+
+
+def _cancel_workshop_mail(
+    session: Session, workshop: Workshop, templates: tuple[str, ...], *, reason: str
+) -> None:
+    """``cancel_booking_mail`` for every booking on the workshop."""
+    booked = session.exec(
+        select(Booking.id, Booking.person_id).where(Booking.workshop_id == workshop.id)
+    ).all()
+    cancel_booking_mail(
+        session,
+        sorted({person_id for _, person_id in booked if person_id is not None}),
+        [booking_id for booking_id, _ in booked],
+        reason=reason,
+        templates=templates,
     )
 
 
@@ -524,13 +532,11 @@ def set_attended(session: Session, workshop: Workshop, booking_id: int, attended
     booking.attended = attended
     session.flush()
     if not attended:
-        from consent.services import outbox
-
-        outbox.cancel_unsent(
+        cancel_booking_mail(
             session,
             [booking.person_id],
-            ("workshop_evaluation",),
+            [booking_id],
             reason="they were marked as not having come before it was sent.",
-            booking_ids=[booking_id],
+            templates=_FEEDBACK_MAIL,
         )
     return booking
