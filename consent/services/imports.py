@@ -24,7 +24,7 @@ from sqlalchemy import insert, select
 from sqlmodel import Session
 
 from consent import loading
-from consent.db import among, settings_of
+from consent.db import settings_of
 from consent.errors import DomainError, InvalidInput
 from consent.models import (
     AddressOptOut,
@@ -267,18 +267,8 @@ ERASED_MEANWHILE = (
 
 def _hold(session: Session, person_ids: list[int]) -> None:
     """Lock these people and read them again in the one statement, so what follows (and the
-    writing of their agreements) sees their latest record. The lock is the ledger's
-    (``FOR NO KEY UPDATE``, in id order), so it cannot deadlock with a parent's change."""
-    if not person_ids:
-        return
-    held = session.execute(
-        select(Person)
-        .where(among(Person.id, person_ids))
-        .order_by(Person.id)
-        .with_for_update(key_share=True)
-        .execution_options(populate_existing=True)
-    ).scalars()
-    if sum(person.erased_at is None for person in held) < len(person_ids):
+    writing of their agreements) sees their latest record."""
+    if person_ids and len(ledger.lock_and_load(session, person_ids)) < len(person_ids):
         raise ImportRefused(ERASED_MEANWHILE)
 
 

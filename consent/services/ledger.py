@@ -645,18 +645,32 @@ def lock_people(session: Session, person_ids: list[int]) -> list[int]:
     return [row[0] for row in locked_rows(session, person_ids)]
 
 
+def lock_and_load(session: Session, person_ids: list[int]) -> list[Person]:
+    """:func:`lock_people`, loading each living person as they are once the lock is held
+    (what the session held of them before is read again)."""
+    return list(
+        session.execute(
+            _locking(select(Person), Person.__table__, person_ids).execution_options(
+                populate_existing=True
+            )
+        ).scalars()
+    )
+
+
+def _locking(query: Any, person: Any, person_ids: list[int]) -> Any:
+    """The one way people are locked: living ones only, in id order, ``FOR NO KEY UPDATE``."""
+    return (
+        query.where(among(person.c.id, person_ids), person.c.erased_at.is_(None))
+        .order_by(person.c.id)
+        .with_for_update(key_share=True)
+    )
+
+
 def locked_rows(session: Session, person_ids: list[int], *columns: Any) -> list[Any]:
     """:func:`lock_people`, returning (id, ``columns``...) of each living person, as they
     are once the lock is held."""
     person = Person.__table__
-    return list(
-        session.execute(
-            select(person.c.id, *columns)
-            .where(among(person.c.id, person_ids), person.c.erased_at.is_(None))
-            .order_by(person.c.id)
-            .with_for_update(key_share=True)
-        ).all()
-    )
+    return list(session.execute(_locking(select(person.c.id, *columns), person, person_ids)).all())
 
 
 def _heads(session: Session, person_ids: list[int]) -> dict[int, tuple[int, str]]:
